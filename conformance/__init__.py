@@ -1,0 +1,1 @@
+"""The Tessera conformance suite: certifies a plugin's kernels on its device."""

@@ -1,0 +1,30 @@
+"""Tessera: an LLM inference engine whose every kernel comes from a plugin.
+
+The public API is exported lazily, so that plugins importing the contract
+(``tessera.platform``, ``tessera.hookspecs``, ``tessera.pluggable_layers``) never
+load the engine, and discovery never meets a half-initialised package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "TesseraError": "tessera.errors",
+    "Platform": "tessera.platform",
+    "select_platform": "tessera.plugins",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tessera' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

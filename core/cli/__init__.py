@@ -1,0 +1,20 @@
+"""The ``tessera`` command line (typer). Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from tessera.cli import platform_cmd
+
+app = typer.Typer(
+    name="tessera",
+    help="Tessera: LLM inference on whatever hardware is present, through plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(platform_cmd.app, name="platform")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,116 @@
+"""``tessera platform list`` and ``tessera platform show``."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tessera import hookspecs
+from tessera.cli.common import console, human_bytes, print_json, user_errors
+from tessera.errors import PlatformError
+from tessera.plugins import PlatformReport, PluginReport, get_discovery
+
+app = typer.Typer(help="What platforms are installed, usable here, and broken.", no_args_is_help=True)
+
+STATUS_STYLE = {"ok": "green", "broken": "red", "incompatible": "red", "missing": "yellow"}
+
+
+def plugin_json(report: PluginReport) -> dict:
+    return report.model_dump(mode="json")
+
+
+def _devices_text(platform: PlatformReport) -> str:
+    return "\n".join(
+        f"{d.index}: {d.name} ({d.arch}, {human_bytes(d.memory_total)})" for d in platform.devices
+    )
+
+
+def _render_list(reports: list[PluginReport], verbose: bool) -> Table:
+    table = Table(title="Tessera plugins", show_lines=True)
+    for column in ("plugin", "distribution", "status", "platform", "devices / reason"):
+        table.add_column(column, overflow="fold")
+    for r in reports:
+        style = STATUS_STYLE.get(r.status, "white")
+        dist = f"{r.distribution or '-'} {r.version or ''}".strip()
+        head = [r.plugin, dist, f"[{style}]{r.status}[/]"]
+        if not r.platforms:
+            what = "[cyan]kernel pack[/]" if r.kernel_pack else "-"
+            table.add_row(*head, what, r.error or "")
+            continue
+        for p in r.platforms:
+            mark = "[green]available[/]" if p.available else "[yellow]unavailable[/]"
+            detail = _devices_text(p) if p.available else p.reason
+            if verbose and p.capabilities:
+                c = p.capabilities
+                detail += (
+                    f"\n{p.reason}\ndtypes {','.join(c.dtypes)}; fp8 {c.fp8_dtype or '-'}; "
+                    f"graphs {c.graphs}; dist {c.dist_backend}; triton {c.triton}"
+                )
+            table.add_row(*head, f"{p.name} {mark}\npriority {p.priority}", detail)
+    return table
+
+
+@app.command("list")
+def list_platforms(
+    as_json: bool = typer.Option(False, "--json", help="Emit the report as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show capabilities and full reasons."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 when any plugin is broken, incompatible or missing."
+    ),
+) -> None:
+    """Every installed plugin, its platforms, their availability and devices."""
+    reports = get_discovery().reports()
+    if as_json:
+        print_json(
+            {
+                "plugin_api": hookspecs.PLUGIN_API_VERSION,
+                "plugins": [plugin_json(r) for r in reports],
+            }
+        )
+    else:
+        console.print(_render_list(reports, verbose))
+        if not reports:
+            console.print("No Tessera plugins are installed: pip install tessera-cpu")
+    if strict and any(r.status != "ok" for r in reports):
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show_platform(
+    name: str = typer.Argument(..., help="Platform name, as in `tessera platform list`."),
+    as_json: bool = typer.Option(False, "--json", help="Emit JSON."),
+) -> None:
+    """One platform in detail: availability, devices, capabilities, owning plugin."""
+    with user_errors():
+        discovery = get_discovery()
+        owner = discovery.platform_owner.get(name)
+        if owner is None:
+            from tessera.plugins import select_platform
+
+            select_platform(name, discovery)  # raises the precise error for broken / unknown names
+            raise PlatformError(f"unknown platform {name!r}")
+        report = next(
+            p
+            for r in discovery.reports()
+            if r.plugin == owner.report.plugin
+            for p in r.platforms
+            if p.name == name
+        )
+    if as_json:
+        data = report.model_dump(mode="json")
+        data["plugin"] = owner.report.plugin
+        data["distribution"], data["version"] = owner.report.distribution, owner.report.version
+        print_json(data)
+        return
+    console.print(
+        f"[bold]{report.name}[/] from plugin {owner.report.plugin} ({owner.report.distribution} {owner.report.version})"
+    )
+    console.print(f"available: {report.available} - {report.reason}")
+    console.print(f"device type: {report.device_type}, priority {report.priority}")
+    for d in report.devices:
+        console.print(
+            f"device {d.index}: {d.name} [{d.canonical_name}] arch {d.arch}, {human_bytes(d.memory_total)}, "
+            f"units {d.compute_units}, driver {d.driver or '-'}, runtime {d.runtime or '-'}"
+        )
+    if report.capabilities:
+        console.print(f"capabilities: {report.capabilities.model_dump()}")

@@ -1,0 +1,91 @@
+"""The hooks a Tessera plugin implements, and the plugin API version.
+
+A plugin is a module named by an entry point in the group ``tessera.plugins``::
+
+    [project.entry-points."tessera.plugins"]
+    cuda = "tessera_cuda.plugin"
+
+The module declares the API version it was written against and implements any of
+the hooks below, decorated with :data:`hookimpl`::
+
+    from tessera.hookspecs import hookimpl
+
+    TESSERA_PLUGIN_API = "1.0"
+
+    @hookimpl
+    def tessera_platforms():
+        return [CudaPlatform()]
+
+Every hook is called with keyword arguments; an implementation may accept any
+subset of them. A plugin that fails to import, declares an incompatible API
+version, raises inside a hook or returns the wrong type is recorded as broken
+(see :mod:`tessera.plugins`) and never stops discovery.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from tessera.platform import Platform
+    from tessera.pluggable_layers.registry import KernelRegistry
+
+PROJECT_NAME = "tessera"
+ENTRY_POINT_GROUP = "tessera.plugins"
+
+#: The plugin API this core implements, as "MAJOR.MINOR". A plugin written
+#: against "M.m" loads when M equals MAJOR and m is at most MINOR: minor versions
+#: only add hooks or optional members, major versions may break plugins.
+PLUGIN_API_VERSION = "1.0"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def tessera_platforms() -> list[Platform]:
+    """Return the platforms this plugin provides.
+
+    Implemented by platform plugins (tessera-cpu, tessera-cuda, ...); kernel packs
+    do not implement it. Called once per discovery, before any kernel is
+    registered.
+
+    Must be cheap and must not initialise a device: no context creation, no
+    allocation. Whether a platform can run here is asked later through
+    :meth:`Platform.availability`.
+
+    :return: a list of :class:`tessera.platform.Platform` instances, possibly
+        empty. Platform names must be unique across all installed plugins; a
+        second plugin claiming a taken name is recorded as broken.
+    """
+
+
+@hookspec
+def tessera_register_kernels(registry: KernelRegistry) -> None:
+    """Add kernel implementations and tuned-config folders to ``registry``.
+
+    Implemented by platform plugins and kernel packs alike. Called once per
+    registry, after every plugin's platforms are known, in plugin-name order.
+
+    :param registry: the :class:`tessera.pluggable_layers.registry.KernelRegistry`
+        to add to, through ``registry.register(op, impl, name=..., platforms=...,
+        priority=..., supports=..., dtypes=..., graph_safe=..., provider=...)``
+        and ``registry.add_tuned_config_dir(platform, path)``.
+    :return: nothing; the registry is changed in place.
+    """
+
+
+@hookspec
+def tessera_conformance_expectations(platform: Platform) -> dict[str, str]:
+    """Return the conformance cases expected to fail on ``platform``, with reasons.
+
+    Implemented by any plugin that knows a limitation of its kernels or device.
+    Called by the conformance runner once per run, for the platform under test.
+
+    :param platform: the platform being certified.
+    :return: a mapping from a case-id glob pattern (``fnmatch`` syntax, for
+        example ``"paged_attention/triton_*/float16/*window*"``) to the reason it
+        is expected to fail. An expected failure that passes is reported as such.
+    """

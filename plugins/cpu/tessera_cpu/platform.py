@@ -1,0 +1,110 @@
+"""The CPU platform: always available, described from /proc and the CPU's feature flags."""
+
+from __future__ import annotations
+
+import os
+import platform as pyplatform
+from functools import lru_cache
+
+import torch
+
+from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
+
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp", "asimdhp"}
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """First processor's fields of /proc/cpuinfo (empty off Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_flags(info: dict[str, str] | None = None) -> set[str]:
+    info = _cpuinfo() if info is None else info
+    return set((info.get("flags") or info.get("Features") or "").split())
+
+
+def cpu_model_name(info: dict[str, str] | None = None) -> str:
+    info = _cpuinfo() if info is None else info
+    return info.get("model name") or info.get("Hardware") or pyplatform.processor() or pyplatform.machine()
+
+
+def total_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def available_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total_memory_bytes()
+
+
+def _canonical(name: str) -> str:
+    keep = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+    while "__" in keep:
+        keep = keep.replace("__", "_")
+    return keep or "cpu"
+
+
+class CpuPlatform(Platform):
+    """The host CPU through torch's CPU backend."""
+
+    name = "cpu"
+    device_type = "cpu"
+    priority = 0
+
+    def availability(self) -> Availability:
+        return Availability(available=True, reason="the host CPU is always available")
+
+    def devices(self) -> list[DeviceInfo]:
+        name = cpu_model_name()
+        return [
+            DeviceInfo(
+                index=0,
+                name=name,
+                vendor=_cpuinfo().get("vendor_id", "unknown"),
+                arch=pyplatform.machine(),
+                canonical_name=_canonical(name),
+                memory_total=total_memory_bytes(),
+                compute_units=os.cpu_count(),
+                runtime=f"torch {torch.__version__}",
+                extra={
+                    "isa": torch.backends.cpu.get_cpu_capability(),
+                    "threads": str(torch.get_num_threads()),
+                },
+            )
+        ]
+
+    def capabilities(self, device_index: int = 0) -> Capabilities:
+        flags = cpu_flags()
+        dtypes = ["float32"]
+        if flags & BF16_FLAGS:
+            dtypes.append("bfloat16")
+        if flags & FP16_FLAGS:
+            dtypes.append("float16")
+        return Capabilities(dtypes=tuple(dtypes), graphs=False, pinned_memory=False, dist_backend="gloo")
+
+    def torch_device(self, index: int = 0) -> torch.device:
+        return torch.device("cpu")
+
+    def mem_get_info(self, index: int = 0) -> tuple[int, int]:
+        return available_memory_bytes(), total_memory_bytes()

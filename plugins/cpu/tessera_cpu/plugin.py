@@ -1,0 +1,11 @@
+"""Entry point of tessera-cpu: the CPU platform and its torch-native kernels."""
+
+from tessera.hookspecs import hookimpl
+from tessera_cpu.platform import CpuPlatform
+
+TESSERA_PLUGIN_API = "1.0"
+
+
+@hookimpl
+def tessera_platforms():
+    return [CpuPlatform()]

@@ -1,0 +1,3 @@
+"""tessera-cuda: the NVIDIA platform plugin for Tessera."""
+
+__version__ = "0.1.0"

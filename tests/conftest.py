@@ -1,0 +1,42 @@
+"""Shared test fixtures: installed fixture plugins, simulated devices, fresh discovery."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_discovery(monkeypatch):
+    """Clear the per-process discovery cache before and after the test."""
+    from tessera import plugins
+
+    monkeypatch.delenv("TESSERA_PLUGINS", raising=False)
+    monkeypatch.delenv("TESSERA_PLATFORM", raising=False)
+    monkeypatch.delenv("TESSERA_KERNELS", raising=False)
+    plugins._cached.clear()
+    yield plugins
+    plugins._cached.clear()
+
+
+@pytest.fixture
+def install_fixture(monkeypatch, fresh_discovery):
+    """Install a fixture distribution from tests/fixtures/<name> by putting its dist-info on sys.path."""
+    added: list[str] = []
+
+    def install(name: str) -> Path:
+        path = FIXTURES / name
+        assert path.is_dir(), f"no fixture plugin {name}"
+        monkeypatch.syspath_prepend(str(path))
+        added.extend(p.stem for p in path.glob("*.py"))
+        fresh_discovery._cached.clear()
+        return path
+
+    yield install
+    for module in added:
+        sys.modules.pop(module, None)

@@ -1,0 +1,61 @@
+"""Packaging: every folder with an __init__.py is listed in its pyproject, entry points are declared."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+
+def listed_packages(pyproject: Path) -> tuple[list[str], dict[str, str]]:
+    data = tomllib.loads(pyproject.read_text())
+    tool = data["tool"]["setuptools"]
+    return tool["packages"], tool.get("package-dir", {})
+
+
+def folder_of(package: str, package_dir: dict[str, str], root: Path) -> Path:
+    best = max((k for k in package_dir if package == k or package.startswith(k + ".")), key=len, default="")
+    rest = package[len(best) :].lstrip(".").split(".") if package != best else []
+    base = root / package_dir[best] if best else root
+    return base.joinpath(*[p for p in rest if p])
+
+
+def folders_with_init(base: Path) -> set[Path]:
+    return {p.parent for p in base.rglob("__init__.py") if "fixtures" not in p.parts}
+
+
+def test_root_packages_match_the_tree():
+    packages, package_dir = listed_packages(REPO / "pyproject.toml")
+    listed = {folder_of(p, package_dir, REPO) for p in packages}
+    present = set().union(*(folders_with_init(REPO / d) for d in ("core", "pluggable_layers", "conformance")))
+    assert present - listed == set(), (
+        f"folders with __init__.py missing from pyproject packages: {present - listed}"
+    )
+    assert listed - present == set(), f"packages listed without a folder: {listed - present}"
+
+
+@pytest.mark.parametrize("plugin", ["cpu", "triton", "cuda", "rocm", "xpu"])
+def test_plugin_distributions(plugin):
+    root = REPO / "plugins" / plugin
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    assert data["project"]["name"] == f"tessera-{plugin}"
+    assert (root / "README.md").is_file()
+    eps = data["project"]["entry-points"]["tessera.plugins"]
+    assert eps == {plugin: f"tessera_{plugin}.plugin"}
+    packages, package_dir = listed_packages(root / "pyproject.toml")
+    listed = {folder_of(p, package_dir, root) for p in packages}
+    assert folders_with_init(root) == listed
+
+
+@pytest.mark.parametrize("plugin", ["cpu", "rocm", "xpu"])
+def test_triton_is_not_a_hard_dependency(plugin):
+    data = tomllib.loads((REPO / "plugins" / plugin / "pyproject.toml").read_text())
+    assert not any(d.startswith("triton") for d in data["project"]["dependencies"])
+
+
+def test_core_does_not_depend_on_triton():
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert not any("triton" in d for d in data["project"]["dependencies"])
