@@ -17,13 +17,17 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import importlib_metadata
 import pluggy
 from pydantic import BaseModel, Field
 
 from tessera import hookspecs
 from tessera.errors import PlatformError
 from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
+
+try:  # the backport tracks the newest entry-point API; the stdlib one serves where it is absent
+    import importlib_metadata
+except ImportError:  # pragma: no cover - depends on the environment
+    import importlib.metadata as importlib_metadata  # type: ignore[no-redef]
 
 PluginStatus = Literal["ok", "broken", "incompatible", "missing"]
 ALLOW_ENV = "TESSERA_PLUGINS"
