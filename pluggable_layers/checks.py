@@ -1,0 +1,92 @@
+"""Argument checks shared by the reference kernels and every plugin's launchers.
+
+Each raises :class:`KernelInputError` with a message naming the op, the argument,
+what was expected and what was given, so a wrong call never reads out of bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from tessera.pluggable_layers.errors import KernelInputError
+
+
+def fail(op: str, message: str) -> None:
+    raise KernelInputError(f"{op}: {message}")
+
+
+def check_rank(op: str, name: str, t: torch.Tensor, rank: int) -> None:
+    if t.dim() != rank:
+        fail(op, f"{name} must have {rank} dimensions, got shape {tuple(t.shape)}")
+
+
+def check_dtype(op: str, name: str, t: torch.Tensor, allowed: Iterable[torch.dtype]) -> None:
+    allowed = tuple(allowed)
+    if t.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        fail(op, f"{name} has dtype {str(t.dtype).removeprefix('torch.')}; supported: {names}")
+
+
+def check_same_dtype(op: str, **tensors: torch.Tensor | None) -> None:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    dtypes = {v.dtype for v in present.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{k}={str(v.dtype).removeprefix('torch.')}" for k, v in present.items())
+        fail(op, f"arguments must share one dtype, got {listing}")
+
+
+def check_contiguous(op: str, name: str, t: torch.Tensor) -> None:
+    if not t.is_contiguous():
+        fail(
+            op,
+            f"{name} must be contiguous (call .contiguous() first); strides {t.stride()} for shape {tuple(t.shape)}",
+        )
+
+
+def check_last_dim_contiguous(op: str, name: str, t: torch.Tensor) -> None:
+    if t.stride(-1) != 1:
+        fail(op, f"{name} must have a unit stride in its last dimension, got strides {t.stride()}")
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple) -> None:
+    """``expected`` may hold None for dimensions that are not checked."""
+    if t.dim() != len(expected) or any(
+        e is not None and e != s for e, s in zip(expected, t.shape, strict=False)
+    ):
+        want = tuple("*" if e is None else e for e in expected)
+        fail(op, f"{name} must have shape {want}, got {tuple(t.shape)}")
+
+
+def check_index_range(op: str, name: str, index: torch.Tensor, upper: int, what: str) -> None:
+    """Every entry of ``index`` must lie in [0, upper)."""
+    if index.numel() == 0:
+        return
+    lo, hi = int(index.min()), int(index.max())
+    if lo < 0 or hi >= upper:
+        fail(op, f"{name} holds {lo if lo < 0 else hi}, outside [0, {upper}) {what}")
+
+
+def check_out(op: str, out: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> None:
+    if out is None:
+        return
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        fail(op, f"out must have shape {tuple(shape)} and dtype {dtype}, got {tuple(out.shape)} {out.dtype}")
+
+
+def acc_dtype(t: torch.Tensor) -> torch.dtype:
+    """Accumulation dtype: float64 stays float64 (the conformance oracle), all else float32."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def write(out: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """Return ``value`` in ``out`` when given (cast to its dtype), else ``value`` itself."""
+    if out is None:
+        return value
+    out.copy_(value)
+    return out
+
+
+FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+INDEX = (torch.int32, torch.int64)

@@ -1,0 +1,172 @@
+"""The op contract: one OpSpec per op, naming its signature, layouts, semantics and tolerance.
+
+Every kernel registered for an op takes the reference's arguments, in the same
+order and with the same keywords, and returns what the reference returns. Tensors
+are token-major: ``T`` is the number of tokens in the flat batch, ``B`` the number
+of sequences, ``H`` hidden size, ``D`` head size. Where an op has an ``out``
+argument the kernel must write every element of it (the conformance suite fills it
+with NaN first) and return it.
+
+The tolerance class names the error budget a kernel's output must meet against
+the float64 reference: the normalized error ``||out - ref|| / ||ref||`` must stay
+within the budget for the output's dtype (``TOLERANCES``); NaN never passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessera.pluggable_layers.errors import KernelError
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+#: normalized-error budget per tolerance class and dtype (0 means exact)
+TOLERANCES: dict[str, dict[str, float]] = {
+    "exact": {"float64": 0.0, "float32": 0.0, "float16": 0.0, "bfloat16": 0.0},
+    "elementwise": {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2},
+    "reduction": {"float64": 1e-12, "float32": 2e-5, "float16": 3e-3, "bfloat16": 2e-2},
+    "matmul": {"float64": 1e-12, "float32": 2e-3, "float16": 5e-3, "bfloat16": 2e-2},
+    "attention": {"float64": 1e-12, "float32": 2e-3, "float16": 5e-3, "bfloat16": 2e-2},
+    "scan": {"float64": 1e-10, "float32": 5e-4, "float16": 1e-2, "bfloat16": 3e-2},
+    "fp8": {"float64": 6e-2, "float32": 6e-2, "float16": 6e-2, "bfloat16": 6e-2},
+}
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What an op computes. The docstring of its reference module holds the full semantics."""
+
+    name: str
+    signature: str
+    summary: str
+    dtypes: tuple[str, ...]
+    tolerance: str
+
+    def budget(self, dtype: str) -> float:
+        return TOLERANCES[self.tolerance][dtype]
+
+
+def _spec(name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES) -> OpSpec:
+    return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance)
+
+
+OPS: dict[str, OpSpec] = {
+    s.name: s
+    for s in (
+        _spec(
+            "rms_norm",
+            "rms_norm(x[T,H], weight[H], eps, out=None) -> out[T,H]",
+            "x * rsqrt(mean(x^2) + eps) * weight, computed in float32, cast to x's dtype",
+            "reduction",
+        ),
+        _spec(
+            "add_rms_norm",
+            "add_rms_norm(x[T,H], residual[T,H], weight[H], eps, out=None, residual_out=None) -> (out, residual_out)",
+            "residual_out = x + residual; out = rms_norm(residual_out)",
+            "reduction",
+        ),
+        _spec(
+            "rotary_embedding",
+            "rotary_embedding(positions[T], q[T,Hq,D], k[T,Hk,D], cos_sin_cache[P,R], is_neox, q_out=None, k_out=None)"
+            " -> (q_out, k_out)",
+            "rotate the first R dims of each head by the angle cached for its position (neox halves or gptj pairs)",
+            "elementwise",
+        ),
+        _spec(
+            "silu_and_mul",
+            "silu_and_mul(x[T,2I], out=None) -> out[T,I]",
+            "silu(x[:, :I]) * x[:, I:]",
+            "elementwise",
+        ),
+        _spec(
+            "linear",
+            "linear(x[T,K], weight[N,K], bias[N]|None, out=None) -> out[T,N]",
+            "x @ weight.T + bias",
+            "matmul",
+        ),
+        _spec(
+            "linear_fp8",
+            "linear_fp8(x[T,K], weight[N,K] fp8, weight_scale[N] f32, bias[N]|None, out=None) -> out[T,N]",
+            "x quantized per token to weight's fp8 dtype, times the per-channel-scaled fp8 weight",
+            "fp8",
+            dtypes=("float16", "bfloat16", "float32"),
+        ),
+        _spec(
+            "moe_route",
+            "moe_route(router_logits[T,E], top_k, renormalize, scoring) -> (topk_weights[T,k] f32, topk_ids[T,k] i32)",
+            "top-k experts by softmax (or sigmoid) score, weights optionally renormalized to sum 1",
+            "reduction",
+        ),
+        _spec(
+            "moe_experts",
+            "moe_experts(x[T,H], w13[E,2I,H], w2[E,H,I], topk_weights[T,k], topk_ids[T,k], w13_scale=None,"
+            " w2_scale=None, out=None) -> out[T,H]",
+            "sum_j topk_weights[t,j] * w2[e] @ silu_and_mul(w13[e] @ x[t]) with e = topk_ids[t,j]",
+            "matmul",
+        ),
+        _spec(
+            "kv_cache_write",
+            "kv_cache_write(key[T,Hk,D], value[T,Hk,D], key_cache[NB,BS,Hk,D], value_cache[NB,BS,Hk,D],"
+            " slot_mapping[T] i64) -> None",
+            "key_cache.view(-1,Hk,D)[slot] = key[t] for each token whose slot >= 0; same for value",
+            "exact",
+        ),
+        _spec(
+            "paged_attention",
+            "paged_attention(q[T,Hq,D], key_cache, value_cache, query_start_loc[B+1] i32, seq_lens[B] i32,"
+            " block_tables[B,M] i32, scale, sliding_window=None, out=None) -> out[T,Hq,D]",
+            "varlen causal attention of each sequence's query window over its paged KV (GQA, optional window)",
+            "attention",
+        ),
+        _spec(
+            "causal_conv1d",
+            "causal_conv1d(x[T,C], weight[C,W], bias[C]|None, query_start_loc[B+1], conv_states[S,C,W-1],"
+            " state_indices[B], has_initial_state[B], activation, out=None) -> out[T,C]",
+            "depthwise causal conv per sequence, continuing from and writing back each sequence's conv state",
+            "reduction",
+        ),
+        _spec(
+            "causal_conv1d_update",
+            "causal_conv1d_update(x[B,C], conv_states[S,C,W-1], weight[C,W], bias[C]|None, state_indices[B],"
+            " activation, out=None) -> out[B,C]",
+            "one decode step of causal_conv1d: shift the state in place, emit one output per sequence",
+            "reduction",
+        ),
+        _spec(
+            "ssd_chunk_scan",
+            "ssd_chunk_scan(x[T,H,P], dt[T,H], A[H], B[T,G,N], C[T,G,N], D[H]|None, dt_bias[H]|None, dt_softplus,"
+            " query_start_loc[B+1], ssm_states[S,H,P,N], state_indices[B], has_initial_state[B], chunk_size,"
+            " out=None) -> out[T,H,P]",
+            "Mamba2 selective scan over each sequence, from its initial state, final state written back",
+            "scan",
+        ),
+        _spec(
+            "selective_state_update",
+            "selective_state_update(ssm_states[S,H,P,N], x[B,H,P], dt[B,H], A[H], B[B,G,N], C[B,G,N], D[H]|None,"
+            " z[B,H,P]|None, dt_bias[H]|None, dt_softplus, state_indices[B], out=None) -> out[B,H,P]",
+            "one decode step of the Mamba2 recurrence on the indexed states, optional silu(z) gating",
+            "scan",
+        ),
+        _spec(
+            "gated_rms_norm",
+            "gated_rms_norm(x[T,Dm], z[T,Dm]|None, weight[Dm], eps, group_size, out=None) -> out[T,Dm]",
+            "rms-normalize x * silu(z) within groups of group_size channels, times weight",
+            "reduction",
+        ),
+        _spec(
+            "sample",
+            "sample(logits[B,V], temperature[B], top_k[B] i32, top_p[B], exponential_noise[B,V]|None)"
+            " -> token_ids[B] i64",
+            "greedy where temperature is 0, else argmax(filtered softmax(logits/t) / noise) (exponential race)",
+            "exact",
+            dtypes=("float32", "float16", "bfloat16"),
+        ),
+    )
+}
+
+
+def op_spec(name: str) -> OpSpec:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KernelError(f"unknown op {name!r}; the ops are: {', '.join(OPS)}") from None

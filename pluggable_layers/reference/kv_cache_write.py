@@ -1,0 +1,55 @@
+"""Reference kv_cache_write: scatter each token's key and value into its cache slot.
+
+The caches are ``[num_blocks, block_size, Hk, D]``; slot ``s`` is row
+``s % block_size`` of block ``s // block_size``. Tokens whose slot is negative
+(padding) are skipped. The caches are written in place; nothing is returned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tessera.pluggable_layers.checks import (
+    INDEX,
+    check_contiguous,
+    check_dtype,
+    check_index_range,
+    check_rank,
+    check_shape,
+    fail,
+)
+
+
+def check_kv_write_args(op, key, value, key_cache, value_cache, slot_mapping) -> None:
+    check_rank(op, "key", key, 3)
+    check_shape(op, "value", value, tuple(key.shape))
+    check_rank(op, "key_cache", key_cache, 4)
+    check_shape(op, "value_cache", value_cache, tuple(key_cache.shape))
+    check_contiguous(op, "key_cache", key_cache)
+    check_contiguous(op, "value_cache", value_cache)
+    if tuple(key_cache.shape[2:]) != tuple(key.shape[1:]):
+        fail(
+            op, f"cache heads/head size {tuple(key_cache.shape[2:])} differ from key's {tuple(key.shape[1:])}"
+        )
+    if key_cache.dtype != key.dtype or value_cache.dtype != value.dtype:
+        fail(op, f"cache dtype {key_cache.dtype} differs from key/value dtype {key.dtype}")
+    check_dtype(op, "slot_mapping", slot_mapping, INDEX)
+    check_shape(op, "slot_mapping", slot_mapping, (key.shape[0],))
+    num_slots = key_cache.shape[0] * key_cache.shape[1]
+    valid = slot_mapping[slot_mapping >= 0]
+    check_index_range(op, "slot_mapping", valid, num_slots, f"of the {num_slots} cache slots")
+
+
+def kv_cache_write(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    check_kv_write_args("kv_cache_write", key, value, key_cache, value_cache, slot_mapping)
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep].long()
+    heads, dim = key.shape[1:]
+    key_cache.view(-1, heads, dim)[slots] = key[keep]
+    value_cache.view(-1, heads, dim)[slots] = value[keep]
