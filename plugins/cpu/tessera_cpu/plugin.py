@@ -9,3 +9,10 @@ TESSERA_PLUGIN_API = "1.0"
 @hookimpl
 def tessera_platforms():
     return [CpuPlatform()]
+
+
+@hookimpl
+def tessera_register_kernels(registry):
+    from tessera_cpu.register import register_all
+
+    register_all(registry)

@@ -1,5 +1,45 @@
-"""Registration of the pack's kernels with a registry."""
+"""Registration of the pack's kernels: every platform whose capabilities report Triton.
+
+Triton is imported here, when a registry is built, never at discovery. Without an
+importable Triton the pack registers nothing and says so in the log.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from tessera.pluggable_layers.registry import PRIORITY_PORTABLE
+from tessera_triton.common import requires_triton
+
+log = logging.getLogger("tessera.triton")
+
+# op -> (module, launcher, tune-inputs function)
+KERNELS = {
+    "rms_norm": ("rms_norm", "rms_norm", "tune_inputs"),
+    "add_rms_norm": ("rms_norm", "add_rms_norm", "add_tune_inputs"),
+    "silu_and_mul": ("silu_and_mul", "silu_and_mul", "tune_inputs"),
+    "rotary_embedding": ("rotary_embedding", "rotary_embedding", "tune_inputs"),
+    "kv_cache_write": ("kv_cache_write", "kv_cache_write", "tune_inputs"),
+}
+
+
+def kernel_name(op: str) -> str:
+    return f"triton_{op}"
 
 
 def register_all(registry) -> None:
-    """Register every kernel of the pack (filled in op by op)."""
+    """Register every kernel of the pack (triton_<op>) above the references."""
+    try:
+        importlib.import_module("triton")
+    except ImportError as exc:
+        log.info("tessera-triton: Triton is not importable (%s); no Triton kernels registered", exc)
+        return
+    for op, (module_name, fn_name, inputs_name) in KERNELS.items():
+        module = importlib.import_module(f"tessera_triton.kernels.{module_name}")
+        registry.register(
+            op, getattr(module, fn_name), name=kernel_name(op), priority=PRIORITY_PORTABLE,
+            supports=requires_triton, graph_safe=True, config_space=module.CONFIG_SPACE,
+            shape_key=module.SHAPE_KEY,
+            tune_inputs=getattr(module, inputs_name), description=(module.__doc__ or "").strip().splitlines()[0],
+        )  # fmt: skip

@@ -1,0 +1,350 @@
+"""The kernel registry: who can run an op, on which platform, and why one kernel was chosen.
+
+Platform plugins and kernel packs register implementations of the ops in
+:mod:`tessera.pluggable_layers.ops`; the reference implementation of every op is
+registered for every platform at the lowest priority, so every model runs
+everywhere. A layer asks :meth:`KernelRegistry.select` once, at construction,
+with static facts (platform, dtype, head size, quantization, ...); the answer
+carries every candidate with the reason it was taken or refused, which
+``tessera kernels explain`` prints. Overrides come from ``TESSERA_KERNELS``
+(``"op=kernel,op=kernel"``) and from the engine config; a fallback to the
+reference while other kernels exist is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tessera.pluggable_layers.errors import KernelError
+from tessera.pluggable_layers.ops import OPS, op_spec
+from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
+
+log = logging.getLogger("tessera.kernels")
+
+OVERRIDE_ENV = "TESSERA_KERNELS"
+PRIORITY_REFERENCE = 0
+PRIORITY_PORTABLE = 50
+PRIORITY_PLATFORM = 100
+
+Verdict = Literal["selected", "outranked", "refused", "overridden-out"]
+
+
+@dataclass(frozen=True)
+class PlatformFacts:
+    """What the registry knows of a platform: plain data, so the contract never imports the engine."""
+
+    name: str
+    capabilities: Any = None
+    device: str | None = None  # canonical device name, e.g. "NVIDIA_H100"
+    arch: str | None = None  # e.g. "sm_90"
+
+    def config_names(self) -> list[str]:
+        """Tuned-config file stems to try, most specific first."""
+        return [n for n in (self.device, self.arch) if n]
+
+
+@dataclass(frozen=True)
+class KernelQuery:
+    """The static facts a kernel's ``supports`` predicate decides on."""
+
+    op: str
+    platform: PlatformFacts
+    dtype: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.facts.get(key, default)
+
+
+SupportsFn = Callable[[KernelQuery], str | None]
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    """One registered implementation of an op."""
+
+    op: str
+    name: str
+    fn: Callable[..., Any]
+    provider: str
+    platforms: tuple[str, ...] | None = None  # None: every platform
+    priority: int = PRIORITY_PORTABLE
+    dtypes: tuple[str, ...] | None = None  # None: every dtype of the op
+    supports: SupportsFn | None = None
+    graph_safe: bool = True
+    config_space: ConfigSpace | None = None
+    shape_key: ShapeKey | None = None
+    tune_inputs: Callable[..., Any] | None = None
+    description: str = ""
+
+    def refusal(self, query: KernelQuery) -> str | None:
+        """Why this kernel cannot serve ``query``, or None when it can."""
+        if self.platforms is not None and query.platform.name not in self.platforms:
+            return f"registered for {', '.join(self.platforms)} only"
+        if self.dtypes is not None and query.dtype is not None and query.dtype not in self.dtypes:
+            return f"no {query.dtype} support (supports {', '.join(self.dtypes)})"
+        if self.supports is not None:
+            try:
+                return self.supports(query)
+            except Exception as exc:  # noqa: BLE001 - a faulty predicate refuses, it does not crash selection
+                return f"supports() raised {type(exc).__name__}: {exc}"
+        return None
+
+
+@dataclass
+class Candidate:
+    kernel: KernelImpl
+    verdict: Verdict
+    reason: str
+
+
+@dataclass
+class Selection:
+    """The chosen kernel for one query, with every candidate and its verdict."""
+
+    query: KernelQuery
+    kernel: KernelImpl
+    candidates: list[Candidate]
+    override: str | None = None
+
+    @property
+    def fallback(self) -> bool:
+        return self.kernel.name == "reference" and len(self.candidates) > 1 and self.override is None
+
+
+def parse_overrides(text: str | None) -> dict[str, str]:
+    """``"rms_norm=reference, moe_experts=triton_moe_experts"`` -> dict; malformed entries raise."""
+    result: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        op, sep, name = item.partition("=")
+        if not sep or not op.strip() or not name.strip():
+            raise KernelError(
+                f"{OVERRIDE_ENV} entry {item!r} must look like op=kernel (e.g. rms_norm=reference)"
+            )
+        result[op.strip()] = name.strip()
+    return result
+
+
+class KernelRegistry:
+    """Every kernel of every op, plus the tuned-config folders platforms hand in."""
+
+    def __init__(self) -> None:
+        self._kernels: dict[str, dict[str, KernelImpl]] = {op: {} for op in OPS}
+        self._config_dirs: dict[str, list[Path]] = {}
+        self._warned: set[tuple] = set()
+        self._lookups: dict[tuple, ConfigLookup] = {}
+        #: provider recorded for registrations that name none (set while a plugin's hook runs)
+        self.current_provider = "tessera"
+
+    # -- registration -------------------------------------------------------------------
+    def register(
+        self,
+        op: str,
+        impl: Callable[..., Any],
+        *,
+        name: str,
+        platforms: tuple[str, ...] | list[str] | str | None = None,
+        priority: int = PRIORITY_PORTABLE,
+        supports: SupportsFn | None = None,
+        dtypes: tuple[str, ...] | list[str] | None = None,
+        graph_safe: bool = True,
+        provider: str | None = None,
+        config_space: ConfigSpace | None = None,
+        shape_key: ShapeKey | None = None,
+        tune_inputs: Callable[..., Any] | None = None,
+        description: str = "",
+    ) -> KernelImpl:
+        spec = op_spec(op)
+        if isinstance(platforms, str):
+            platforms = (platforms,)
+        bad = sorted(set(dtypes or ()) - set(spec.dtypes))
+        if bad:
+            raise KernelError(
+                f"kernel {name!r} for {op} claims dtypes {bad} the op does not define ({spec.dtypes})"
+            )
+        if (config_space is None) != (shape_key is None):
+            raise KernelError(f"kernel {name!r}: config_space and shape_key go together")
+        existing = self._kernels[op].get(name)
+        provider = provider or self.current_provider
+        if existing is not None:
+            raise KernelError(
+                f"kernel name {name!r} for {op} is registered twice ({existing.provider} and {provider}); "
+                "kernel names must be unique per op"
+            )
+        kernel = KernelImpl(
+            op=op, name=name, fn=impl, provider=provider,
+            platforms=tuple(platforms) if platforms is not None else None,
+            priority=priority, dtypes=tuple(dtypes) if dtypes is not None else None, supports=supports,
+            graph_safe=graph_safe, config_space=config_space, shape_key=shape_key, tune_inputs=tune_inputs,
+            description=description,
+        )  # fmt: skip
+        self._kernels[op][name] = kernel
+        return kernel
+
+    def add_tuned_config_dir(self, platform: str, path: str | os.PathLike) -> None:
+        """Make ``path`` (holding ``<kernel>/<device>.json``) a source of tuned configs on ``platform``."""
+        self._config_dirs.setdefault(platform, []).append(Path(path))
+
+    # -- queries ------------------------------------------------------------------------
+    def kernels(self, op: str | None = None) -> list[KernelImpl]:
+        ops = [op_spec(op).name] if op else list(OPS)
+        return [
+            k for o in ops for k in sorted(self._kernels[o].values(), key=lambda k: (-k.priority, k.name))
+        ]
+
+    def get(self, op: str, name: str) -> KernelImpl:
+        known = self._kernels[op_spec(op).name]
+        if name not in known:
+            raise KernelError(
+                f"unknown kernel {name!r} for {op}; known kernels: {', '.join(sorted(known)) or 'none'}"
+            )
+        return known[name]
+
+    def check_overrides(self, overrides: Mapping[str, str]) -> None:
+        """Raise for an override that names an unknown op or kernel."""
+        for op, name in overrides.items():
+            self.get(op, name)
+
+    def overrides_from_env(self) -> dict[str, str]:
+        return parse_overrides(os.environ.get(OVERRIDE_ENV))
+
+    def select(
+        self,
+        op: str,
+        platform: PlatformFacts,
+        dtype: str | None = None,
+        overrides: Mapping[str, str] | None = None,
+        **facts: Any,
+    ) -> Selection:
+        """Choose the kernel for ``op``: an override, else the highest-priority kernel that accepts."""
+        query = KernelQuery(op=op_spec(op).name, platform=platform, dtype=dtype, facts=facts)
+        merged = {**self.overrides_from_env(), **(overrides or {})}
+        chosen_name = merged.get(op)
+        if chosen_name is not None:
+            self.get(op, chosen_name)
+        accepted: list[KernelImpl] = []
+        candidates: list[Candidate] = []
+        for kernel in self.kernels(op):
+            reason = kernel.refusal(query)
+            if reason is not None:
+                candidates.append(Candidate(kernel, "refused", reason))
+            else:
+                accepted.append(kernel)
+        if chosen_name is not None:
+            selected = next((k for k in accepted if k.name == chosen_name), None)
+            if selected is None:
+                why = next(c.reason for c in candidates if c.kernel.name == chosen_name)
+                raise KernelError(
+                    f"{op}: override chose kernel {chosen_name!r}, which cannot serve this call: {why}"
+                )
+        elif accepted:
+            selected = accepted[0]
+        else:
+            raise KernelError(f"{op}: no kernel accepts {platform.name}/{dtype} (not even the reference)")
+        for kernel in accepted:
+            if kernel is selected:
+                how = (
+                    f"override {op}={kernel.name}" if chosen_name else f"highest priority ({kernel.priority})"
+                )
+                ties = [k.name for k in accepted if k is not kernel and k.priority == kernel.priority]
+                if ties and not chosen_name:
+                    how += f"; tied with {', '.join(ties)}, taken by name order"
+                candidates.append(Candidate(kernel, "selected", how))
+            elif chosen_name:
+                candidates.append(
+                    Candidate(kernel, "overridden-out", f"accepts, but the override chose {chosen_name}")
+                )
+            else:
+                candidates.append(
+                    Candidate(
+                        kernel, "outranked", f"accepts, priority {kernel.priority} < {selected.priority}"
+                    )
+                )
+        order = {"selected": 0, "outranked": 1, "overridden-out": 1, "refused": 2}
+        candidates.sort(key=lambda c: (order[c.verdict], -c.kernel.priority, c.kernel.name))
+        selection = Selection(query=query, kernel=selected, candidates=candidates, override=chosen_name)
+        if selection.fallback:
+            self._warn_fallback(selection)
+        return selection
+
+    def explain(self, op: str, platform: PlatformFacts, dtype: str | None = None, **facts: Any) -> Selection:
+        return self.select(op, platform, dtype, **facts)
+
+    def _warn_fallback(self, selection: Selection) -> None:
+        q = selection.query
+        key = (q.op, q.platform.name, q.dtype)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        refused = "; ".join(
+            f"{c.kernel.name}: {c.reason}" for c in selection.candidates if c.verdict == "refused"
+        )
+        log.warning(
+            "%s on %s/%s falls back to the reference kernel (%s)", q.op, q.platform.name, q.dtype, refused
+        )
+
+    # -- binding ------------------------------------------------------------------------
+    def config_lookup(self, kernel: KernelImpl, platform: PlatformFacts) -> ConfigLookup | None:
+        if kernel.config_space is None:
+            return None
+        key = (kernel.op, kernel.name, platform)
+        if key not in self._lookups:
+            self._lookups[key] = ConfigLookup(
+                kernel=kernel.name,
+                space=kernel.config_space,
+                shape_key=kernel.shape_key,
+                directories=self._config_dirs.get(platform.name, []),
+                device_names=platform.config_names(),
+            )
+        return self._lookups[key]
+
+    def bind(self, selection: Selection) -> BoundKernel:
+        return BoundKernel(
+            selection.kernel, self.config_lookup(selection.kernel, selection.query.platform), selection
+        )
+
+    def coverage_misses(self) -> list[str]:
+        return sorted(m for lookup in self._lookups.values() for m in lookup.misses)
+
+
+class BoundKernel:
+    """A selected kernel ready to call; kernels with a config space get ``config=`` per shape."""
+
+    def __init__(
+        self, kernel: KernelImpl, lookup: ConfigLookup | None, selection: Selection | None = None
+    ) -> None:
+        self.kernel = kernel
+        self.lookup = lookup
+        self.selection = selection
+
+    @property
+    def name(self) -> str:
+        return self.kernel.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.lookup is None:
+            return self.kernel.fn(*args, **kwargs)
+        config = self.lookup.get(self.kernel.shape_key.of_call(*args, **kwargs))
+        return self.kernel.fn(*args, config=config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<BoundKernel {self.kernel.op}:{self.kernel.name} from {self.kernel.provider}>"
+
+
+def register_references(registry: KernelRegistry, provider: str) -> None:
+    """Register the plain-torch reference of every op for every platform at the lowest priority."""
+    from tessera.pluggable_layers.reference import reference
+
+    for op in OPS:
+        registry.register(
+            op, reference(op), name="reference", platforms=None, priority=PRIORITY_REFERENCE, provider=provider,
+            graph_safe=False, description="plain-torch reference (the conformance oracle)",
+        )  # fmt: skip

@@ -1,0 +1,24 @@
+"""Registration of tessera-cpu's torch-native kernels, above the references, for the cpu platform."""
+
+from __future__ import annotations
+
+from tessera.pluggable_layers.registry import PRIORITY_PORTABLE
+
+
+def register_all(registry) -> None:
+    from tessera_cpu.kernels import elementwise, moe_experts, paged_attention, sample
+
+    table = {
+        "rms_norm": elementwise.rms_norm,
+        "add_rms_norm": elementwise.add_rms_norm,
+        "silu_and_mul": elementwise.silu_and_mul,
+        "linear": elementwise.linear,
+        "paged_attention": paged_attention.paged_attention,
+        "moe_experts": moe_experts.moe_experts,
+        "sample": sample.sample,
+    }
+    for op, fn in table.items():
+        registry.register(
+            op, fn, name=f"cpu_torch_{op}", platforms=("cpu",), priority=PRIORITY_PORTABLE, graph_safe=False,
+            description=(fn.__module__.rsplit(".", 1)[-1] + ": " + (fn.__doc__ or "torch-native").strip().splitlines()[0]),
+        )  # fmt: skip
