@@ -80,6 +80,7 @@ class KernelImpl:
     config_space: ConfigSpace | None = None
     shape_key: ShapeKey | None = None
     tune_inputs: Callable[..., Any] | None = None
+    tune_shapes: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
 
     def refusal(self, query: KernelQuery) -> str | None:
@@ -160,6 +161,7 @@ class KernelRegistry:
         config_space: ConfigSpace | None = None,
         shape_key: ShapeKey | None = None,
         tune_inputs: Callable[..., Any] | None = None,
+        tune_shapes: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]] = (),
         description: str = "",
     ) -> KernelImpl:
         spec = op_spec(op)
@@ -184,7 +186,7 @@ class KernelRegistry:
             platforms=tuple(platforms) if platforms is not None else None,
             priority=priority, dtypes=tuple(dtypes) if dtypes is not None else None, supports=supports,
             graph_safe=graph_safe, config_space=config_space, shape_key=shape_key, tune_inputs=tune_inputs,
-            description=description,
+            tune_shapes=tuple(tune_shapes), description=description,
         )  # fmt: skip
         self._kernels[op][name] = kernel
         return kernel
@@ -199,6 +201,18 @@ class KernelRegistry:
         return [
             k for o in ops for k in sorted(self._kernels[o].values(), key=lambda k: (-k.priority, k.name))
         ]
+
+    def find(self, name: str) -> KernelImpl:
+        """The kernel called ``name`` in any op (tunable kernel names are unique across ops)."""
+        found = [k for op in OPS for k in self._kernels[op].values() if k.name == name]
+        if not found:
+            tunable = sorted({k.name for k in self.kernels() if k.config_space is not None})
+            raise KernelError(f"unknown kernel {name!r}; tunable kernels: {', '.join(tunable) or 'none'}")
+        if len(found) > 1:
+            raise KernelError(
+                f"kernel name {name!r} is used by several ops ({', '.join(k.op for k in found)})"
+            )
+        return found[0]
 
     def get(self, op: str, name: str) -> KernelImpl:
         known = self._kernels[op_spec(op).name]

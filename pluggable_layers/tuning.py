@@ -57,6 +57,9 @@ class ConfigSpace:
         extra = set(config) - set(self.params)
         if missing or extra:
             return f"parameters missing {sorted(missing)} / unknown {sorted(extra)}"
+        for name, value in config.items():
+            if value not in self.params[name]:
+                return f"{name}={value!r} is not a candidate ({list(self.params[name])})"
         for constraint in self.constraints:
             if not constraint(dict(config)):
                 return f"violates constraint {getattr(constraint, '__name__', constraint)}"

@@ -19,14 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def fresh_discovery(monkeypatch):
     """Clear the per-process discovery cache before and after the test."""
-    from tessera import plugins
+    from tessera import kernels, plugins
 
+    kernels._cached.clear()
     monkeypatch.delenv("TESSERA_PLUGINS", raising=False)
     monkeypatch.delenv("TESSERA_PLATFORM", raising=False)
     monkeypatch.delenv("TESSERA_KERNELS", raising=False)
     plugins._cached.clear()
     yield plugins
     plugins._cached.clear()
+    kernels._cached.clear()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tessera.cli import platform_cmd
+from tessera.cli import kernels_cmd, platform_cmd, tune_cmd
 
 app = typer.Typer(
     name="tessera",
@@ -14,6 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(platform_cmd.app, name="platform")
+app.add_typer(kernels_cmd.app, name="kernels")
+app.command("tune")(tune_cmd.tune)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tessera.pluggable_layers.registry import PRIORITY_PORTABLE
 
 
@@ -20,5 +22,5 @@ def register_all(registry) -> None:
     for op, fn in table.items():
         registry.register(
             op, fn, name=f"cpu_torch_{op}", platforms=("cpu",), priority=PRIORITY_PORTABLE, graph_safe=False,
-            description=(fn.__module__.rsplit(".", 1)[-1] + ": " + (fn.__doc__ or "torch-native").strip().splitlines()[0]),
+            description=(sys.modules[fn.__module__].__doc__ or "torch-native").strip().splitlines()[0],
         )  # fmt: skip

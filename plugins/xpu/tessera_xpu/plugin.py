@@ -1,5 +1,7 @@
 """Entry point of tessera-xpu: the Intel GPU platform."""
 
+from pathlib import Path
+
 from tessera.hookspecs import hookimpl
 from tessera_xpu.platform import XpuPlatform
 
@@ -9,3 +11,10 @@ TESSERA_PLUGIN_API = "1.0"
 @hookimpl
 def tessera_platforms():
     return [XpuPlatform()]
+
+
+@hookimpl
+def tessera_register_kernels(registry):
+    # Tuned configs for the triton pack's kernels on this platform's devices:
+    # configs/<kernel>/<canonical device or arch>.json
+    registry.add_tuned_config_dir("xpu", Path(__file__).parent / "configs")

@@ -1,0 +1,179 @@
+"""``tessera kernels list`` and ``tessera kernels explain``."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tessera.cli.common import console, print_json, user_errors
+from tessera.kernels import get_registry, platform_facts
+from tessera.pluggable_layers.ops import OPS
+from tessera.pluggable_layers.registry import KernelImpl, Selection
+from tessera.pluggable_layers.tuning import parse_key
+from tessera.plugins import get_discovery
+
+app = typer.Typer(help="Which kernels serve each op, and why one is chosen.", no_args_is_help=True)
+
+
+def kernel_json(k: KernelImpl) -> dict:
+    return {
+        "name": k.name,
+        "provider": k.provider,
+        "priority": k.priority,
+        "platforms": list(k.platforms) if k.platforms is not None else "all",
+        "dtypes": list(k.dtypes) if k.dtypes is not None else "all",
+        "graph_safe": k.graph_safe,
+        "tunable": k.config_space is not None,
+        "description": k.description,
+    }
+
+
+def _platform(name: str | None):
+    from tessera.plugins import select_platform
+
+    discovery = get_discovery()
+    if name is None:
+        return select_platform(None, discovery)
+    platform = discovery.platforms.get(name)
+    if platform is None:
+        select_platform(name, discovery)  # raises the precise error
+    return platform
+
+
+@app.command("list")
+def list_kernels(
+    platform: str | None = typer.Option(
+        None, "--platform", "-p", help="Only kernels registered for this platform."
+    ),
+    op: str | None = typer.Option(None, "--op", help="Only this op."),
+    as_json: bool = typer.Option(False, "--json", help="Emit JSON."),
+) -> None:
+    """Every op with its registered kernels (candidates), highest priority first."""
+    with user_errors():
+        registry = get_registry()
+        ops = [op] if op else list(OPS)
+        data = {}
+        for name in ops:
+            kernels = [
+                k
+                for k in registry.kernels(name)
+                if platform is None or k.platforms is None or platform in k.platforms
+            ]
+            data[name] = {
+                "summary": OPS[name].summary,
+                "tolerance": OPS[name].tolerance,
+                "kernels": [kernel_json(k) for k in kernels],
+            }
+    if as_json:
+        print_json({"platform": platform, "ops": data})
+        return
+    table = Table(title="Tessera kernels" + (f" for {platform}" if platform else ""), show_lines=True)
+    for column in ("op", "kernel", "provider", "priority", "platforms", "graph safe"):
+        table.add_column(column, overflow="fold")
+    for name, entry in data.items():
+        for i, k in enumerate(entry["kernels"]):
+            plats = k["platforms"] if k["platforms"] == "all" else ",".join(k["platforms"])
+            table.add_row(
+                name if i == 0 else "",
+                k["name"],
+                k["provider"],
+                str(k["priority"]),
+                plats,
+                "yes" if k["graph_safe"] else "no",
+            )
+    console.print(table)
+
+
+def selection_json(selection: Selection, config_info: dict | None) -> dict:
+    q = selection.query
+    return {
+        "op": q.op,
+        "platform": q.platform.name,
+        "device": q.platform.device,
+        "arch": q.platform.arch,
+        "dtype": q.dtype,
+        "selected": selection.kernel.name,
+        "override": selection.override,
+        "fallback": selection.fallback,
+        "candidates": [
+            {
+                "kernel": c.kernel.name,
+                "provider": c.kernel.provider,
+                "priority": c.kernel.priority,
+                "verdict": c.verdict,
+                "reason": c.reason,
+            }
+            for c in selection.candidates
+        ],
+        "config": config_info,
+    }
+
+
+@app.command("explain")
+def explain(
+    op: str = typer.Argument(..., help="Op name, e.g. paged_attention."),
+    platform: str | None = typer.Option(
+        None, "--platform", "-p", help="Platform (default: the one selected here)."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Activation dtype (default: the platform's first)."
+    ),
+    shape: str | None = typer.Option(
+        None, "--shape", help="Shape key for the tuned-config lookup, e.g. tokens=64,hidden=4096."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Emit JSON."),
+) -> None:
+    """Every candidate kernel for OP on a platform: taken, outranked or refused, and why."""
+    with user_errors():
+        target = _platform(platform)
+        facts = platform_facts(target)
+        dtype = dtype or (facts.capabilities.dtypes[-1] if facts.capabilities else None)
+        registry = get_registry()
+        selection = registry.select(op, facts, dtype)
+        config_info = _config_info(registry, selection, shape)
+        available = target.availability()
+    if as_json:
+        print_json(selection_json(selection, config_info) | {"platform_available": available.available})
+        return
+    where = f"{facts.name}" + (f" ({facts.device}, {facts.arch})" if facts.device else "")
+    console.print(
+        f"[bold]{op}[/] on {where}, dtype {dtype}: [green]{selection.kernel.name}[/] from {selection.kernel.provider}"
+    )
+    if not available.available:
+        console.print(
+            f"[yellow]note:[/] {facts.name} is not available here ({available.reason}); capabilities assumed default"
+        )
+    table = Table(show_lines=False)
+    for column in ("kernel", "provider", "priority", "verdict", "reason"):
+        table.add_column(column, overflow="fold")
+    style = {"selected": "green", "refused": "red", "outranked": "yellow", "overridden-out": "yellow"}
+    for c in selection.candidates:
+        table.add_row(
+            c.kernel.name,
+            c.kernel.provider,
+            str(c.kernel.priority),
+            f"[{style[c.verdict]}]{c.verdict}[/]",
+            c.reason,
+        )
+    console.print(table)
+    if config_info:
+        console.print(f"tuned config: {config_info}")
+
+
+def _config_info(registry, selection: Selection, shape: str | None) -> dict | None:
+    lookup = registry.config_lookup(selection.kernel, selection.query.platform)
+    if lookup is None:
+        return None
+    info = {
+        "kernel": lookup.kernel,
+        "files": [str(path) for path, _ in lookup.files],
+        "file_errors": lookup.errors,
+        "default": lookup.space.default,
+        "key_fields": list(lookup.shape_key.fields),
+    }
+    if shape:
+        key = lookup.shape_key.of(**parse_key(shape))
+        info["key"] = lookup.shape_key.to_str(key)
+        info["config"] = lookup.get(key)
+        info["source"] = lookup.sources[info["key"]]
+    return info

@@ -1,0 +1,152 @@
+"""Tuned configs: lookup order, nearest key, coverage misses, corrupt files, and the tuner."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from tessera.platform import HostEvent
+from tessera.pluggable_layers.registry import KernelRegistry, PlatformFacts, register_references
+from tessera.pluggable_layers.tuner import tune_kernel
+from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey, TunedConfigFile, bucket_pow2
+
+SPACE = ConfigSpace({"BLOCK": [64, 128, 256], "num_warps": [2, 4]}, default={"BLOCK": 128, "num_warps": 4})
+KEY = ShapeKey(
+    {"tokens": "pow2", "hidden": "exact"}, lambda x, *a, **k: {"tokens": x.shape[0], "hidden": x.shape[1]}
+)
+
+
+def write(folder, device, configs, default=None, kernel="k"):
+    path = folder / kernel / f"{device}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "kernel": kernel,
+        "device": device,
+        "key_fields": ["tokens", "hidden"],
+        "configs": configs,
+        "default": default,
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def lookup(dirs, devices=("NVIDIA_H100", "sm_90")):
+    return ConfigLookup("k", SPACE, KEY, dirs, list(devices))
+
+
+def test_bucketing_and_space():
+    assert [bucket_pow2(n) for n in (0, 1, 3, 64, 65)] == [1, 1, 4, 64, 128]
+    assert len(SPACE.configs()) == 6
+    with pytest.raises(ValueError, match="invalid"):
+        ConfigSpace({"A": [1]}, default={"A": 2, "B": 1})
+
+
+def test_shipped_file_by_canonical_device_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    write(tmp_path / "h100", "NVIDIA_H100", {"tokens=64,hidden=4096": {"BLOCK": 64, "num_warps": 2}})
+    write(tmp_path / "h100", "NVIDIA_H200", {"tokens=64,hidden=4096": {"BLOCK": 256, "num_warps": 2}})
+    found = lookup([tmp_path / "h100"])
+    assert found.get(KEY.of(tokens=50, hidden=4096)) == {"BLOCK": 64, "num_warps": 2}
+    assert "NVIDIA_H100.json (exact)" in found.sources["tokens=64,hidden=4096"]
+
+
+def test_family_file_when_the_device_has_none(tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    write(tmp_path, "sm_100", {"tokens=1,hidden=4096": {"BLOCK": 256, "num_warps": 4}})
+    assert lookup([tmp_path], ("NVIDIA_B300", "sm_100")).get(KEY.of(tokens=1, hidden=4096))["BLOCK"] == 256
+
+
+def test_user_directory_comes_first(tmp_path, monkeypatch):
+    write(tmp_path / "plugin", "NVIDIA_H100", {"tokens=64,hidden=4096": {"BLOCK": 64, "num_warps": 2}})
+    write(tmp_path / "user", "NVIDIA_H100", {"tokens=64,hidden=4096": {"BLOCK": 256, "num_warps": 4}})
+    monkeypatch.setenv("TESSERA_TUNED_CONFIG_DIR", str(tmp_path / "user"))
+    assert lookup([tmp_path / "plugin"]).get(KEY.of(tokens=64, hidden=4096))["BLOCK"] == 256
+
+
+def test_nearest_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    write(tmp_path, "NVIDIA_H100", {
+        "tokens=1,hidden=4096": {"BLOCK": 64, "num_warps": 2},
+        "tokens=1024,hidden=4096": {"BLOCK": 256, "num_warps": 4},
+        "tokens=8,hidden=8192": {"BLOCK": 128, "num_warps": 2},
+    })  # fmt: skip
+    found = lookup([tmp_path])
+    assert found.get(KEY.of(tokens=512, hidden=4096))["BLOCK"] == 256
+    assert found.get(KEY.of(tokens=2, hidden=4096))["BLOCK"] == 64
+    assert "nearest key tokens=1024,hidden=4096" in found.sources["tokens=512,hidden=4096"]
+    assert not found.misses
+
+
+def test_default_with_a_coverage_miss(tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    found = lookup([tmp_path])
+    assert found.get(KEY.of(tokens=3, hidden=100)) == SPACE.default
+    assert found.misses == {"k[tokens=4,hidden=100]"}
+    write(tmp_path, "NVIDIA_H100", {}, default={"BLOCK": 64, "num_warps": 2})
+    with_default = lookup([tmp_path])
+    assert with_default.get(KEY.of(tokens=3, hidden=100))["BLOCK"] == 64 and with_default.misses
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", json.dumps({"kernel": "k", "device": "x"}), json.dumps(
+        {"kernel": "k", "device": "x", "key_fields": [], "configs": {"tokens=1,hidden=1": {"BLOCK": 7, "num_warps": 2}}})],
+)  # fmt: skip
+def test_corrupt_file_is_ignored_with_a_warning(tmp_path, monkeypatch, caplog, content):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    path = tmp_path / "k" / "NVIDIA_H100.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    write(tmp_path, "sm_90", {"tokens=1,hidden=1": {"BLOCK": 256, "num_warps": 2}})
+    with caplog.at_level(logging.WARNING, logger="tessera.tuning"):
+        found = lookup([tmp_path])
+    assert "ignoring tuned-config file" in caplog.text and str(path) in caplog.text
+    assert found.errors and found.get(KEY.of(tokens=1, hidden=1))["BLOCK"] == 256
+
+
+def chunked_silu_and_mul(x, out=None, config=None):
+    """A CPU 'kernel' whose config changes how it works but not what it computes."""
+    half = x.shape[1] // 2
+    result = torch.empty(x.shape[0], half, dtype=x.dtype)
+    step = config["BLOCK"]
+    for s in range(0, half, step):
+        result[:, s : s + step] = (
+            torch.nn.functional.silu(x[:, s : s + step]) * x[:, half + s : half + s + step]
+        )
+    return result
+
+
+def test_tuner_writes_a_file_the_lookup_reads(tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    registry = KernelRegistry()
+    register_references(registry, provider="test")
+    space = ConfigSpace({"BLOCK": [16, 64, 7]}, default={"BLOCK": 64})
+    key = ShapeKey({"inter": "pow2"}, lambda x, *a, **k: {"inter": x.shape[1] // 2})
+    kernel = registry.register(
+        "silu_and_mul", chunked_silu_and_mul, name="chunked", config_space=space, shape_key=key,
+        tune_inputs=lambda shape, dtype, device: ((torch.randn(8, 2 * shape["inter"], dtype=dtype),), {}),
+    )  # fmt: skip
+    data = tune_kernel(
+        kernel,
+        [{"inter": 128}, {"inter": 256}],
+        torch.float32,
+        torch.device("cpu"),
+        "TEST_CPU",
+        HostEvent,
+        lambda: None,
+        iters=3,
+    )
+    assert set(data.configs) == {"inter=128", "inter=256"}
+    assert TunedConfigFile.model_validate(data.model_dump())
+    path = tmp_path / "chunked" / "TEST_CPU.json"
+    path.parent.mkdir()
+    path.write_text(data.model_dump_json())
+    registry.add_tuned_config_dir("cpu", tmp_path)
+    bound = registry.bind(registry.select("silu_and_mul", PlatformFacts("cpu", device="TEST_CPU"), "float32"))
+    assert bound.kernel.name == "chunked"
+    x = torch.randn(2, 256)
+    torch.testing.assert_close(bound(x), torch.nn.functional.silu(x[:, :128]) * x[:, 128:])
+    assert "exact" in bound.lookup.sources["inter=128"]
