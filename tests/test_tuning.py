@@ -150,3 +150,17 @@ def test_tuner_writes_a_file_the_lookup_reads(tmp_path, monkeypatch):
     x = torch.randn(2, 256)
     torch.testing.assert_close(bound(x), torch.nn.functional.silu(x[:, :128]) * x[:, 128:])
     assert "exact" in bound.lookup.sources["inter=128"]
+
+
+def test_tune_cli_refuses_a_kernel_the_platform_cannot_run(fresh_discovery):
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    result = CliRunner().invoke(app, ["tune", "triton_rms_norm", "--platform", "cpu", "--dtype", "float32"])
+    assert result.exit_code == 2 and "cannot run on cpu: platform cpu has no Triton" in result.output
+    unknown = CliRunner().invoke(app, ["tune", "no_such_kernel", "--platform", "cpu"])
+    assert (
+        unknown.exit_code == 2
+        and "unknown kernel 'no_such_kernel'; tunable kernels: triton_" in unknown.output
+    )
