@@ -13,6 +13,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "LLM": "tessera.llm",
+    "LLMEngine": "tessera.engine.llm_engine",
+    "SamplingParams": "tessera.sampling_params",
+    "RequestOutput": "tessera.outputs",
+    "CompletionOutput": "tessera.outputs",
+    "EngineConfig": "tessera.config",
     "TesseraError": "tessera.errors",
     "Platform": "tessera.platform",
     "select_platform": "tessera.plugins",

@@ -6,11 +6,35 @@ what was expected and what was given, so a wrong call never reads out of bounds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 
 from tessera.pluggable_layers.errors import KernelInputError
+
+_trusted_depth = 0
+
+
+@contextmanager
+def trusted_indices() -> Iterator[None]:
+    """Skip value checks of index tensors inside this block.
+
+    The engine builds slot mappings, block tables and sequence lengths itself and
+    vouches for them; checking their values would cost a device-to-host sync per
+    kernel and break graph capture. Shapes and dtypes are still checked.
+    """
+    global _trusted_depth
+    _trusted_depth += 1
+    try:
+        yield
+    finally:
+        _trusted_depth -= 1
+
+
+def checking_values() -> bool:
+    """Whether launchers should check the values of index tensors (outside ``trusted_indices``)."""
+    return _trusted_depth == 0
 
 
 def fail(op: str, message: str) -> None:
@@ -61,7 +85,7 @@ def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple) -> None:
 
 def check_index_range(op: str, name: str, index: torch.Tensor, upper: int, what: str) -> None:
     """Every entry of ``index`` must lie in [0, upper)."""
-    if index.numel() == 0:
+    if index.numel() == 0 or not checking_values():
         return
     lo, hi = int(index.min()), int(index.max())
     if lo < 0 or hi >= upper:

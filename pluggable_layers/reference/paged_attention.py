@@ -24,6 +24,7 @@ from tessera.pluggable_layers.checks import (
     check_out,
     check_rank,
     check_shape,
+    checking_values,
     fail,
     write,
 )
@@ -50,6 +51,14 @@ def check_paged_attention_args(
     batch = seq_lens.shape[0]
     check_shape(op, "query_start_loc", query_start_loc, (batch + 1,))
     check_shape(op, "block_tables", block_tables, (batch, None))
+    if checking_values():
+        check_paged_attention_values(op, q, key_cache, query_start_loc, seq_lens, block_tables)
+
+
+def check_paged_attention_values(op, q, key_cache, query_start_loc, seq_lens, block_tables) -> None:
+    """Value checks (a device-to-host sync): offsets, lengths and every used block-table entry."""
+    num_blocks, block_size = key_cache.shape[:2]
+    batch = seq_lens.shape[0]
     q_lens = query_start_loc[1:] - query_start_loc[:-1]
     if batch and (
         int(query_start_loc[0]) != 0 or int(query_start_loc[-1]) != q.shape[0] or bool((q_lens < 0).any())

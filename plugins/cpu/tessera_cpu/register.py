@@ -8,7 +8,7 @@ from tessera.pluggable_layers.registry import PRIORITY_PORTABLE
 
 
 def register_all(registry) -> None:
-    from tessera_cpu.kernels import elementwise, moe_experts, paged_attention, sample
+    from tessera_cpu.kernels import elementwise, moe_experts, paged_attention, positional, sample
 
     table = {
         "rms_norm": elementwise.rms_norm,
@@ -18,6 +18,8 @@ def register_all(registry) -> None:
         "paged_attention": paged_attention.paged_attention,
         "moe_experts": moe_experts.moe_experts,
         "sample": sample.sample,
+        "rotary_embedding": positional.rotary_embedding,
+        "kv_cache_write": positional.kv_cache_write,
     }
     for op, fn in table.items():
         registry.register(

@@ -1,0 +1,149 @@
+"""Sizing and allocating the KV cache and Mamba state pools from one memory budget.
+
+On devices with memory queries the budget is measured: after the weights are
+loaded a profiling forward over ``max_num_batched_tokens`` tokens records the
+activation peak; the cache gets ``total * gpu_memory_utilization`` minus what is
+in use and the activation headroom. On the CPU (or with ``kv_cache_bytes``) the
+budget is given. Mamba layers take one state slot per schedulable sequence (plus
+one spare); attention layers share the rest as KV blocks, no more than
+``max_num_seqs`` full-length sequences need.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from tessera.errors import ConfigError
+from tessera.pluggable_layers.batch import AttentionMetadata, BatchMetadata, MambaMetadata
+
+log = logging.getLogger("tessera.engine")
+CPU_DEFAULT_BYTES = 1 << 30
+
+
+@dataclass
+class CachePlan:
+    num_blocks: int
+    block_size: int
+    num_state_slots: int
+    bytes_per_block: int
+    state_bytes: int
+    budget_bytes: int
+
+
+def bytes_per_block(runner, block_size: int) -> int:
+    itemsize = torch.tensor([], dtype=runner.dtype).element_size()
+    return sum(
+        2 * block_size * a.num_kv_heads * a.head_dim * itemsize for a in runner.model.attention_layers()
+    )
+
+
+def state_bytes_per_slot(runner) -> int:
+    itemsize = torch.tensor([], dtype=runner.dtype).element_size()
+    total = 0
+    for m in runner.model.mamba_layers():
+        s = m.shape
+        total += s.conv_dim * (s.conv_kernel - 1) * itemsize + s.num_heads * s.head_dim * s.state_size * 4
+    return total
+
+
+def profile_budget(runner, config) -> int:
+    """Bytes available for caches, measured around a profiling forward (devices with memory queries)."""
+    platform, index = runner.platform, config.device_index
+    tokens = min(config.max_num_batched_tokens, 8192)
+    runner.platform.synchronize(index)
+    platform.reset_peak_memory(index)
+    before = platform.peak_memory(index)
+    dummy_forward(runner, tokens)
+    platform.synchronize(index)
+    activation_peak = max(platform.peak_memory(index) - before, 0)
+    platform.empty_cache()
+    free, total = platform.mem_get_info(index)
+    reserve = total * (1.0 - config.gpu_memory_utilization)
+    return int(free - reserve - activation_peak)
+
+
+def dummy_forward(runner, tokens: int) -> None:
+    """One prefill of ``tokens`` tokens against throwaway one-sequence caches (memory profiling)."""
+    device, bs = runner.device, 16
+    blocks = -(-tokens // bs) + 1
+    saved = [(a, a.kv_cache) for a in runner.model.attention_layers()] + [
+        (m, m.state) for m in runner.model.mamba_layers()
+    ]
+    for a in runner.model.attention_layers():
+        shape = (blocks, bs, a.num_kv_heads, a.head_dim)
+        a.kv_cache = (
+            torch.zeros(shape, dtype=runner.dtype, device=device),
+            torch.zeros(shape, dtype=runner.dtype, device=device),
+        )
+    for m in runner.model.mamba_layers():
+        m.state = allocate_state(m, 1, runner.dtype, device)
+    qsl = torch.tensor([0, tokens], dtype=torch.int32, device=device)
+    meta = BatchMetadata(
+        tokens,
+        AttentionMetadata(
+            torch.arange(tokens, device=device),
+            qsl,
+            torch.tensor([tokens], dtype=torch.int32, device=device),
+            torch.arange(blocks, dtype=torch.int32, device=device)[None],
+        ),  # fmt: skip
+        MambaMetadata(
+            qsl,
+            torch.zeros(1, dtype=torch.int32, device=device),
+            torch.zeros(1, dtype=torch.bool, device=device),
+            0,
+        ),
+    )
+    ids = torch.zeros(tokens, dtype=torch.int64, device=device)
+    hidden = runner.forward(ids, torch.arange(tokens, device=device), meta)
+    runner.model.compute_logits(hidden[-min(tokens, runner.config.max_num_seqs) :])
+    for module, value in saved:
+        if hasattr(module, "kv_cache"):
+            module.kv_cache = value
+        else:
+            module.state = value
+
+
+def allocate_state(mixer, slots: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    s = mixer.shape
+    conv = torch.zeros(slots, s.conv_dim, s.conv_kernel - 1, dtype=dtype, device=device)
+    ssm = torch.zeros(slots, s.num_heads, s.head_dim, s.state_size, dtype=torch.float32, device=device)
+    return conv, ssm
+
+
+def plan_caches(runner, config) -> CachePlan:
+    bs = config.block_size
+    per_block = bytes_per_block(runner, bs)
+    mambas = runner.model.mamba_layers()
+    slots = config.max_num_seqs + 1 if mambas else 0
+    state = slots * state_bytes_per_slot(runner)
+    if config.kv_cache_bytes is not None:
+        budget = config.kv_cache_bytes
+    elif runner.device.type == "cpu":
+        budget = CPU_DEFAULT_BYTES
+    else:
+        budget = profile_budget(runner, config)
+    max_len = runner.max_model_len
+    wanted = config.max_num_seqs * -(-max_len // bs) + 1
+    if config.num_kv_blocks is not None:
+        num_blocks = config.num_kv_blocks
+    elif per_block == 0:
+        num_blocks = 1
+    else:
+        num_blocks = min(wanted, (budget - state) // per_block)
+    if num_blocks < 1 or budget < state:
+        raise ConfigError(
+            f"the cache budget ({budget / 2**20:.0f} MiB) cannot hold the Mamba states ({state / 2**20:.0f} MiB) and one "
+            "KV block; lower max_num_seqs, or raise gpu_memory_utilization / kv_cache_bytes"
+        )
+    for a in runner.model.attention_layers():
+        shape = (num_blocks, bs, a.num_kv_heads, a.head_dim)
+        a.kv_cache = (torch.zeros(shape, dtype=runner.dtype, device=runner.device),
+                      torch.zeros(shape, dtype=runner.dtype, device=runner.device))  # fmt: skip
+    for m in mambas:
+        m.state = allocate_state(m, slots, runner.dtype, runner.device)
+    log.info("cache: %d blocks of %d tokens (%.1f MiB), %d state slots (%.1f MiB)", num_blocks, bs,
+             num_blocks * per_block / 2**20, slots, state / 2**20)  # fmt: skip
+    return CachePlan(num_blocks, bs, slots, per_block, state, budget)

@@ -1,0 +1,123 @@
+"""The model runner: loads the model onto the platform, sizes and binds the caches, runs steps.
+
+``execute`` builds the flat batch, runs the model through the pluggable layers,
+samples through the ``sample`` op and returns a :class:`StepHandle` whose tokens
+are read later (async scheduling) or at once. Decode-only batches replay a
+captured graph when the platform offers graphs and every selected kernel is
+graph-safe (see :mod:`tessera.engine.graphs`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from tessera.config import EngineConfig
+from tessera.engine.cache_plan import CachePlan, plan_caches
+from tessera.engine.inputs import HostBatch, build_host_batch, to_device
+from tessera.engine.sampling import sampling_tensors, suppress_stops
+from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
+from tessera.kernels import get_registry, platform_facts
+from tessera.models.registry import model_class
+from tessera.models.spec import ModelSpec
+from tessera.platform import Platform
+from tessera.pluggable_layers.checks import trusted_indices
+from tessera.pluggable_layers.context import KernelContext
+from tessera.pluggable_layers.sampler import Sampler
+from tessera.weights import iterate_weights
+
+log = logging.getLogger("tessera.engine")
+
+
+@dataclass
+class StepHandle:
+    """One launched step: which requests sampled, and their tokens (on the device until read)."""
+
+    rows: list[ScheduledRequest]
+    sampled: torch.Tensor | None
+    host: torch.Tensor | None
+    event: object | None
+
+    def tokens(self) -> list[int]:
+        if self.host is None:
+            return []
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()
+
+    def row_of(self) -> dict[str, int]:
+        return {s.request.request_id: i for i, s in enumerate(self.rows)}
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        config: EngineConfig,
+        spec: ModelSpec,
+        platform: Platform,
+        dtype: torch.dtype,
+        max_model_len: int,
+    ) -> None:
+        self.config, self.spec, self.platform, self.dtype = config, spec, platform, dtype
+        self.max_model_len = max_model_len
+        self.device = platform.torch_device(config.device_index)
+        platform.set_device(config.device_index)
+        platform.manual_seed(config.seed)
+        self.caps = platform.capabilities(config.device_index)
+        facts = platform_facts(platform, config.device_index)
+        self.ctx = KernelContext(get_registry(), facts, dtype, self.device, dict(config.kernel_overrides),
+                                 quantization=config.quantization)  # fmt: skip
+        with torch.device(self.device):
+            self.model = model_class(spec)(spec, self.ctx)
+        self.model.load_weights(iterate_weights(spec.path, self.device, dtype))
+        self.model.eval()
+        self.sampler = Sampler(self.ctx)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.plan: CachePlan = plan_caches(self, config)
+        self.graphs = None
+        if self.caps.graphs and not config.enforce_eager and self.ctx.all_graph_safe():
+            from tessera.engine.graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(self)
+        elif not config.enforce_eager and self.caps.graphs:
+            unsafe = sorted({f"{c.op}:{c.kernel}" for c in self.ctx.choices if not c.graph_safe})
+            log.info("decode graphs off: kernels not graph-safe: %s", ", ".join(unsafe))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.spec.vocab_size
+
+    @torch.inference_mode()
+    def forward(self, input_ids, positions, meta) -> torch.Tensor:
+        with trusted_indices():
+            return self.model(input_ids, positions, meta)
+
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput, prev: StepHandle | None) -> StepHandle:
+        prev_rows = prev.row_of() if prev is not None else {}
+        batch: HostBatch = build_host_batch(out, self.plan.block_size, prev_rows)
+        prev_sampled = prev.sampled if prev is not None else None
+        pin = self.caps.pinned_memory
+        input_ids, positions, meta, sample_index = to_device(batch, self.device, prev_sampled, pin)
+        if self.graphs is not None and self.graphs.can_run(batch):
+            hidden = self.graphs.run(batch, input_ids, positions, meta)
+        else:
+            hidden = self.forward(input_ids, positions, meta)
+        if not batch.sample_requests:
+            return StepHandle([], None, None, None)
+        with trusted_indices():
+            logits = self.model.compute_logits(hidden[sample_index]).float()
+            suppress_stops(logits, batch.sample_requests)
+            temperature, top_k, top_p, noise = sampling_tensors(
+                batch.sample_requests, logits.shape[1], self.device, self.generator
+            )
+            sampled = self.sampler(logits, temperature, top_k, top_p, noise)
+        if self.device.type == "cpu":
+            return StepHandle(batch.sample_requests, sampled, sampled, None)
+        host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=pin)
+        host.copy_(sampled, non_blocking=True)
+        event = self.platform.event(enable_timing=False)
+        event.record()
+        return StepHandle(batch.sample_requests, sampled, host, event)

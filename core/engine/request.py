@@ -1,0 +1,72 @@
+"""A request's life in the engine: tokens, progress, blocks, state slot, status."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+from tessera.outputs import RequestMetrics
+from tessera.sampling_params import SamplingParams
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Request:
+    """One sequence. ``num_computed`` tokens have KV in the cache; ``num_pending`` sampled tokens
+    are still on the device (async scheduling) and count as known for scheduling."""
+
+    def __init__(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, prompt: str | None = None,
+                 eos_token_id: int | None = None) -> None:  # fmt: skip
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_token_ids = list(prompt_token_ids)
+        self.output_token_ids: list[int] = []
+        self.params = params
+        self.eos_token_id = eos_token_id
+        self.status = Status.WAITING
+        self.num_computed = 0
+        self.num_pending = 0
+        self.discard_pending = 0
+        self.block_ids: list[int] = []
+        self.block_hashes: list[bytes] = []
+        self.num_registered = 0  # leading blocks entered in the prefix cache
+        self.num_cached_prefix = 0
+        self.state_slot: int | None = None
+        self.finish_reason: str | None = None
+        self.num_preemptions = 0
+        self.metrics = RequestMetrics(arrival_time=time.monotonic())
+        self.text = ""
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens known to the scheduler: prompt, outputs on the host, outputs still on the device."""
+        return len(self.prompt_token_ids) + len(self.output_token_ids) + self.num_pending
+
+    @property
+    def num_to_compute(self) -> int:
+        return self.num_tokens - self.num_computed
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.output_token_ids) + self.num_pending
+
+    @property
+    def wants_more(self) -> bool:
+        return self.status != Status.FINISHED and self.num_generated < self.params.max_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.status == Status.FINISHED
+
+    def __repr__(self) -> str:
+        return (
+            f"<Request {self.request_id} {self.status.value} computed={self.num_computed}/{self.num_tokens}>"
+        )

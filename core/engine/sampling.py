@@ -1,0 +1,52 @@
+"""Per-step sampling inputs: parameter tensors, min-token masking, and the exponential noise.
+
+Noise for a request with a seed comes from a generator seeded by (seed, index of
+the token being sampled), so its tokens do not depend on batching, preemption or
+async scheduling. Requests without a seed share the engine's generator.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tessera.engine.scheduler import ScheduledRequest
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def token_seed(seed: int, index: int) -> int:
+    return (seed * _MIX + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (1 << 63)
+
+
+def suppress_stops(logits: torch.Tensor, rows: list[ScheduledRequest]) -> None:
+    """Requests below min_tokens may not stop: mask their EOS and stop tokens."""
+    for i, sched in enumerate(rows):
+        req = sched.request
+        if req.num_generated < req.params.min_tokens:
+            banned = list(req.params.stop_token_ids) + (
+                [req.eos_token_id] if req.eos_token_id is not None and not req.params.ignore_eos else []
+            )
+            banned = [t for t in banned if 0 <= t < logits.shape[1]]
+            if banned:
+                logits[i, banned] = float("-inf")
+
+
+def sampling_tensors(
+    rows: list[ScheduledRequest], vocab: int, device: torch.device, generator: torch.Generator | None
+):
+    """(temperature, top_k, top_p, noise or None) for the sampling rows."""
+    params = [s.request.params for s in rows]
+    temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32).to(device)
+    top_k = torch.tensor([max(p.top_k, 0) for p in params], dtype=torch.int32).to(device)
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(device)
+    if all(p.greedy for p in params):
+        return temperature, top_k, top_p, None
+    noise = torch.empty(len(rows), vocab, dtype=torch.float32, device=device).exponential_(
+        generator=generator
+    )
+    for i, sched in enumerate(rows):
+        p = sched.request.params
+        if p.seed is not None and not p.greedy:
+            g = torch.Generator(device=device).manual_seed(token_seed(p.seed, sched.request.num_generated))
+            noise[i].exponential_(generator=g)
+    return temperature, top_k, top_p, noise

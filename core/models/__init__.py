@@ -1,0 +1,1 @@
+"""Model definitions, one file per architecture, built only from pluggable layers plus embedding."""

@@ -1,0 +1,90 @@
+"""Qwen3MoeForCausalLM: Qwen3 attention with sparse MoE feed-forward layers (dense where configured)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from tessera.models.base import CausalLM, layer_index
+from tessera.models.common import DecoderAttention, GatedMLP, linear_loader
+from tessera.models.llama import DenseDecoderLayer, L, attention_rules, mlp_rules, norm_rules
+from tessera.models.spec import ModelSpec
+from tessera.pluggable_layers.context import KernelContext
+from tessera.pluggable_layers.linear import Linear
+from tessera.pluggable_layers.moe import FusedMoE
+
+
+class SparseMoeBlock(nn.Module):
+    def __init__(self, spec: ModelSpec, ctx: KernelContext, prefix: str) -> None:
+        super().__init__()
+        num_experts = int(spec.require("num_experts", "num_local_experts"))
+        self.gate = Linear(spec.hidden_size, num_experts, False, ctx, f"{prefix}.gate")
+        self.experts = FusedMoE(
+            num_experts, int(spec.require("num_experts_per_tok")), spec.hidden_size,
+            int(spec.require("moe_intermediate_size")), ctx, f"{prefix}.experts",
+            renormalize=bool(spec.get("norm_topk_prob", default=True)), quantization=ctx.quantization,
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.experts(x, self.gate(x))
+
+
+def is_sparse(spec: ModelSpec, i: int) -> bool:
+    step = int(spec.get("decoder_sparse_step", default=1))
+    experts = int(spec.get("num_experts", "num_local_experts", default=0))
+    return i not in (spec.get("mlp_only_layers") or []) and experts > 0 and (i + 1) % step == 0
+
+
+class Qwen3MoeForCausalLM(CausalLM):
+    def __init__(self, spec: ModelSpec, ctx: KernelContext) -> None:
+        super().__init__(spec, ctx)
+        for i in range(spec.num_layers):
+            prefix = f"model.layers.{i}"
+            attn = DecoderAttention(spec, ctx, f"{prefix}.self_attn", qk_norm=True,
+                                    qkv_bias=bool(spec.get("attention_bias", default=False)))  # fmt: skip
+            if is_sparse(spec, i):
+                mlp = SparseMoeBlock(spec, ctx, f"{prefix}.mlp")
+            else:
+                mlp = GatedMLP(spec.hidden_size, int(spec.require("intermediate_size")), ctx, f"{prefix}.mlp")
+            self.layers.append(DenseDecoderLayer(spec, ctx, i, attn, mlp))
+
+    def weight_rules(self):
+        def moe(m):
+            layer = layer_index(m, self.layers)
+            return layer.mlp if layer is not None and isinstance(layer.mlp, SparseMoeBlock) else None
+
+        def expert(m):
+            block = moe(m)
+            if block is None:
+                return None
+            return lambda t: block.experts.load_expert(int(m.group("expert")), m.group("shard"), t)
+
+        def fused(m):
+            block = moe(m)
+            if block is None:
+                return None
+            inter = block.experts.intermediate_size
+
+            def load(t):
+                for e in range(t.shape[0]):
+                    if m.group("which") == "gate_up":
+                        block.experts.load_expert(e, "gate", t[e, :inter])
+                        block.experts.load_expert(e, "up", t[e, inter:])
+                    else:
+                        block.experts.load_expert(e, "down", t[e])
+
+            return load
+
+        def router(m):
+            block = moe(m)
+            return block and linear_loader(block.gate, "weight")
+
+        return [
+            (re.compile(L + r"mlp\.experts\.(?P<expert>\d+)\.(?P<shard>gate|up|down)_proj\.weight"), expert),
+            (re.compile(L + r"mlp\.experts\.(?P<which>gate_up|down)_proj"), fused),
+            (re.compile(L + r"mlp\.gate\.weight"), router),
+            *attention_rules(self.layers), *mlp_rules(self.layers),
+            *norm_rules(self.layers, ("input_layernorm", "post_attention_layernorm")),
+        ]  # fmt: skip

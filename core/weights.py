@@ -1,0 +1,40 @@
+"""Checkpoint loading: safetensors only (memory-mapped, no pickle), Hugging Face tensor names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from tessera.models.spec import ModelLoadError
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        found = ", ".join(sorted(p.name for p in model_dir.iterdir())[:8]) or "nothing"
+        raise ModelLoadError(
+            f"{model_dir} has no *.safetensors files (found: {found}); convert .bin checkpoints to safetensors"
+        )
+    return files
+
+
+def iterate_weights(
+    model_dir: Path, device: torch.device, dtype: torch.dtype
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every safetensors file, floats cast to ``dtype`` on ``device``."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in safetensors_files(model_dir):
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    tensor = f.get_tensor(name)
+                    if tensor.is_floating_point() and tensor.dtype not in (torch.float8_e4m3fn,):
+                        tensor = tensor.to(dtype)
+                    yield name, tensor.to(device)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise ModelLoadError(
+                f"cannot read {path}: {exc} (is the file truncated or corrupt? re-download it)"
+            ) from None
