@@ -52,9 +52,7 @@ class LLM:
                 ids.append(self.engine.add_request(prompt, p))
         except Exception:
             for request_id in ids:
-                self.engine.abort(request_id)
-                self.engine.release(request_id)
-            self.engine._aborted.clear()
+                self.engine.discard(request_id)
             raise
         results: dict[str, RequestOutput] = {}
         while self.engine.has_unfinished():

@@ -139,6 +139,13 @@ class LLMEngine:
         request.metrics.finished_time = time.monotonic()
         self._aborted.append(request)
 
+    def discard(self, request_id: str) -> None:
+        """Abort a request and forget it without reporting an output (used to roll back a batch of additions)."""
+        request = self.requests.pop(request_id, None)
+        if request is not None:
+            self.scheduler.abort(request)
+            self.detok.pop(request_id, None)
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or self._prev is not None or bool(self._aborted)
 
