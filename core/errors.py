@@ -17,3 +17,8 @@ __all__ = [
     "PluginError",
     "TesseraError",
 ]
+
+
+def describe_validation_error(exc) -> str:
+    """One line per problem of a pydantic ValidationError: ``field: message``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())

@@ -47,3 +47,10 @@ def install_fixture(monkeypatch, fresh_discovery):
     yield install
     for module in added:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir_llama(tmp_path_factory):
+    from .hf_checkpoints import write_tiny_checkpoint
+
+    return write_tiny_checkpoint("llama", tmp_path_factory.mktemp("llama_cli"))

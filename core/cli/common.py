@@ -10,8 +10,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from tessera.errors import TesseraError
+from tessera.errors import TesseraError, describe_validation_error
 
 # Wide enough for device names and reasons when the output is piped or captured.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -35,8 +36,13 @@ def human_bytes(n: int | None) -> str:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a TesseraError into a one-line message and exit code 2 instead of a traceback."""
+    from pydantic import ValidationError
+
     try:
         yield
     except TesseraError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(describe_validation_error(exc))}", highlight=False)
         raise typer.Exit(2) from None

@@ -18,3 +18,6 @@ def tessera_register_kernels(registry):
     # Tuned configs for the triton pack's kernels on this platform's devices:
     # configs/<kernel>/<canonical device or arch>.json
     registry.add_tuned_config_dir("cuda", Path(__file__).parent / "configs")
+    from tessera_cuda.register import register_all
+
+    register_all(registry)
