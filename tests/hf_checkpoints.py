@@ -15,7 +15,14 @@ COMMON = dict(vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_l
               num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False)  # fmt: skip
 
 
-def tiny_config(arch: str):
+def tiny_config(arch: str, **overrides):
+    config = _tiny_config(arch)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def _tiny_config(arch: str):
     import transformers as tf
 
     if arch == "llama":
@@ -42,11 +49,11 @@ def tiny_config(arch: str):
 ARCHITECTURES = ("llama", "llama3", "qwen2", "qwen3", "qwen3_moe", "bamba")
 
 
-def write_tiny_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
+def write_tiny_checkpoint(arch: str, path: Path, seed: int = 0, **overrides) -> Path:
     import transformers as tf
 
     torch.manual_seed(seed)
-    config = tiny_config(arch)
+    config = tiny_config(arch, **overrides)
     model = tf.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():

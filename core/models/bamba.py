@@ -46,7 +46,8 @@ class HybridLayer(nn.Module):
             self.mamba = Mamba2Mixer(mamba_shape(spec), ctx, f"{prefix}.mamba", quantization=ctx.quantization)
         else:
             bias = bool(spec.get("attention_bias", default=False))
-            self.self_attn = DecoderAttention(spec, ctx, f"{prefix}.self_attn", qkv_bias=bias, o_bias=bias)
+            self.self_attn = DecoderAttention(spec, ctx, f"{prefix}.self_attn", qkv_bias=bias, o_bias=bias,
+                                              default_partial_rotary=0.5)  # fmt: skip
         self.pre_ff_layernorm = RMSNorm(spec.hidden_size, eps, ctx, f"{prefix}.pre_ff_layernorm")
         self.feed_forward = GatedMLP(spec.hidden_size, int(spec.require("intermediate_size")), ctx, f"{prefix}.feed_forward",
                                      bias=bool(spec.get("mlp_bias", default=False)))  # fmt: skip

@@ -22,7 +22,7 @@ class DecoderAttention(nn.Module):
     """qkv projection (fused), optional per-head q/k RMSNorm (Qwen3), rotary, paged attention, o_proj."""
 
     def __init__(self, spec: ModelSpec, ctx: KernelContext, prefix: str, qk_norm: bool = False, qkv_bias: bool = False,
-                 o_bias: bool = False, sliding_window: int | None = None) -> None:  # fmt: skip
+                 o_bias: bool = False, sliding_window: int | None = None, default_partial_rotary: float = 1.0) -> None:  # fmt: skip
         super().__init__()
         hq, hk, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
         q_cfg = ctx.quantization
@@ -33,7 +33,7 @@ class DecoderAttention(nn.Module):
         eps = float(spec.get("rms_norm_eps", default=1e-6))
         self.q_norm = RMSNorm(d, eps, ctx, f"{prefix}.q_norm") if qk_norm else None
         self.k_norm = RMSNorm(d, eps, ctx, f"{prefix}.k_norm") if qk_norm else None
-        rope = spec.rope()
+        rope = spec.rope(default_partial_rotary)
         rotary_dim = int(d * rope["partial_rotary_factor"])
         self.rotary = RotaryEmbedding(d, rotary_dim, spec.max_position, rope["theta"], True, ctx, f"{prefix}.rotary",
                                       scaling=rope["scaling"])  # fmt: skip

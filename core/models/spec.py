@@ -95,12 +95,18 @@ class ModelSpec:
         eos = self.get("eos_token_id")
         return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
 
-    def rope(self) -> dict[str, Any]:
-        """theta, scaling dict and partial rotary factor, from the v4 or v5 config layout."""
+    def rope(self, default_partial: float = 1.0) -> dict[str, Any]:
+        """theta, scaling dict and partial rotary factor, from the v4 or v5 config layout.
+
+        ``default_partial`` is the architecture's factor when the config states none
+        (Bamba rotates half of each head and older configs do not say so).
+        """
         params = dict(self.get("rope_parameters") or {})
         scaling = dict(self.get("rope_scaling") or {})
         theta = float(params.get("rope_theta", self.get("rope_theta", default=10000.0)))
         kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
         merged = {**scaling, **params, "rope_type": kind}
-        partial = float(params.get("partial_rotary_factor", self.get("partial_rotary_factor", default=1.0)))
+        partial = float(
+            params.get("partial_rotary_factor", self.get("partial_rotary_factor", default=default_partial))
+        )
         return {"theta": theta, "scaling": merged, "partial_rotary_factor": partial}
