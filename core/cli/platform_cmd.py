@@ -15,8 +15,34 @@ app = typer.Typer(help="What platforms are installed, usable here, and broken.",
 STATUS_STYLE = {"ok": "green", "broken": "red", "incompatible": "red", "missing": "yellow"}
 
 
+def certificates_of(platform: str) -> list[dict]:
+    """Summaries of the latest stored certificates of ``platform`` (one per device and scope)."""
+    try:
+        from tessera.conformance.certificate import latest_certificates
+    except ImportError:  # pragma: no cover - the suite ships with the core
+        return []
+    return [
+        {"device": c.device, "canonical_device": c.canonical_device, "passed": c.passed, "total": c.total,
+         "verdict": c.verdict, "date": c.date, "suite_version": c.suite_version, "mode": c.mode, "scope": c.scope,
+         "report_sha256": c.report_sha256, "report_path": c.report_path}
+        for c in latest_certificates(platform)
+    ]  # fmt: skip
+
+
 def plugin_json(report: PluginReport) -> dict:
-    return report.model_dump(mode="json")
+    data = report.model_dump(mode="json")
+    for platform in data["platforms"]:
+        platform["certificates"] = certificates_of(platform["name"])
+    return data
+
+
+def _certificate_text(platform: str) -> str:
+    lines = []
+    for c in certificates_of(platform):
+        scope = "" if c["scope"] == "complete" else f", partial: {c['scope']}"
+        lines.append(f"certificate: {c['passed']}/{c['total']} {c['verdict']} on {c['canonical_device']}, "
+                     f"{c['date'][:10]}, suite {c['suite_version']} ({c['mode']}{scope})")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _devices_text(platform: PlatformReport) -> str:
@@ -46,7 +72,10 @@ def _render_list(reports: list[PluginReport], verbose: bool) -> Table:
                     f"\n{p.reason}\ndtypes {','.join(c.dtypes)}; fp8 {c.fp8_dtype or '-'}; "
                     f"graphs {c.graphs}; dist {c.dist_backend}; triton {c.triton}"
                 )
-            table.add_row(*head, f"{p.name} {mark}\npriority {p.priority}", detail)
+            certs = _certificate_text(p.name)
+            table.add_row(
+                *head, f"{p.name} {mark}\npriority {p.priority}", detail + ("\n" + certs if certs else "")
+            )
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform as pyplatform
 from functools import lru_cache
@@ -11,6 +12,9 @@ import torch
 from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+#: Set to 1 (with TRITON_INTERPRET=1) to let the cpu platform run Triton kernels through the
+#: interpreter: slow, for checking kernels on machines without a GPU.
+CPU_TRITON_ENV = "TESSERA_CPU_TRITON"
 FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp", "asimdhp"}
 
 
@@ -101,7 +105,11 @@ class CpuPlatform(Platform):
             dtypes.append("bfloat16")
         if flags & FP16_FLAGS:
             dtypes.append("float16")
-        return Capabilities(dtypes=tuple(dtypes), graphs=False, pinned_memory=False, dist_backend="gloo")
+        interpret = os.environ.get(CPU_TRITON_ENV) == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+        triton = interpret and importlib.util.find_spec("triton") is not None
+        return Capabilities(
+            dtypes=tuple(dtypes), graphs=False, pinned_memory=False, dist_backend="gloo", triton=triton
+        )
 
     def torch_device(self, index: int = 0) -> torch.device:
         return torch.device("cpu")

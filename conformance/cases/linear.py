@@ -1,0 +1,35 @@
+"""Cases for linear and linear_fp8: odd sizes, one token, bias."""
+
+from __future__ import annotations
+
+import torch
+
+from tessera.conformance.cases.common import Case, Inputs, nan_like, randn
+from tessera.pluggable_layers.reference.linear_fp8 import quantize_per_channel
+
+
+def linear_case(name, m, k, n, bias, full=False):
+    def build(g):
+        return Inputs({"x": randn(m, k, g=g), "weight": randn(n, k, g=g, scale=k**-0.5),
+                       "bias": randn(n, g=g) if bias else None, "out": nan_like((m, n))}, poison=("out",))  # fmt: skip
+
+    return Case("linear", name, build, full_only=full)
+
+
+def fp8_case(name, m, k, n, bias, fp8="float8_e4m3fn", full=False):
+    def build(g):
+        wq, scale = quantize_per_channel(randn(n, k, g=g, scale=k**-0.5), getattr(torch, fp8))
+        return Inputs({"x": randn(m, k, g=g), "weight": wq, "weight_scale": scale.double(),
+                       "bias": randn(n, g=g) if bias else None, "out": nan_like((m, n))},
+                      poison=("out",), keep=("weight_scale",))  # fmt: skip
+
+    return Case("linear_fp8", name, build, full_only=full, facts={"fp8_dtype": fp8})
+
+
+def cases() -> list[Case]:
+    return [
+        linear_case("m1_k64_n96", 1, 64, 96, False), linear_case("m7_k4099_n33_bias", 7, 4099, 33, True),
+        linear_case("m300_k128_n257", 300, 128, 257, False), linear_case("m4096_k4096_n4096", 4096, 4096, 4096, False, full=True),
+        fp8_case("m1_k256_n128", 1, 256, 128, False), fp8_case("m33_k512_n96_bias", 33, 512, 96, True),
+        fp8_case("m2048_k4096_n4096", 2048, 4096, 4096, False, full=True),
+    ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Conformance levels beyond single ops: the platform contract, layers, and tiny models."""

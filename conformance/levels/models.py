@@ -1,0 +1,63 @@
+"""Level (d): tiny random checkpoints of every supported architecture, run through the engine on the
+platform under test and on the reference platform (cpu, reference kernels, float32): logits over a
+64-token prefill and 16 teacher-forced decode steps, and the greedy-token agreement rate."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tessera.conformance.compare import compare
+from tessera.conformance.report import CaseResult
+from tessera.pluggable_layers.ops import OPS
+
+ARCHS = ("llama", "qwen3", "qwen3_moe", "bamba")
+MODEL_BUDGET = {"float32": 1e-3, "float16": 2e-2, "bfloat16": 5e-2}
+PREFILL, DECODES = 64, 16
+
+
+def engine_logits(
+    path: Path, platform: str, dtype: str, tokens: list[int], overrides: dict | None = None
+) -> torch.Tensor:
+    from tessera.engine.scoring import teacher_forced_logits
+    from tessera.llm import LLM
+
+    llm = LLM(str(path), dtype=dtype, platform=platform, kernel_overrides=overrides or {}, enforce_eager=True,
+              max_num_seqs=2, kv_cache_bytes=64 << 20, enable_prefix_caching=False)  # fmt: skip
+    return teacher_forced_logits(llm.engine, tokens, PREFILL)
+
+
+def check(platform, facts, caps, options, seed: int, progress=None) -> list[CaseResult]:
+    from tessera.models.random_checkpoint import write_random_checkpoint
+
+    dtype = next(d for d in ("bfloat16", "float16", "float32") if d in caps.dtypes)
+    tokens = torch.randint(
+        3, 250, (PREFILL + DECODES,), generator=torch.Generator().manual_seed(seed)
+    ).tolist()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, arch in enumerate(ARCHS):
+            if progress:
+                progress(f"model {arch}", i, len(ARCHS))
+            case_id = f"model/{arch}/{dtype}/prefill{PREFILL}_decode{DECODES}"
+            start = time.perf_counter()
+            try:
+                path = write_random_checkpoint(arch, Path(tmp) / arch, seed=seed % 1000)
+                got = engine_logits(path, platform.name, dtype, tokens)
+                ref = engine_logits(path, "cpu", "float32", tokens, {op: "reference" for op in OPS})
+                figures = compare(got, ref.double())
+                agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
+                budget = MODEL_BUDGET[dtype]
+                ok = figures.problem is None and figures.normalized <= budget
+                results.append(CaseResult(level="model", case_id=case_id, op=arch, kernel="engine", dtype=dtype,
+                                          case=f"prefill{PREFILL}_decode{DECODES}", status="pass" if ok else "fail",
+                                          max_abs=figures.max_abs, max_rel=figures.max_rel, normalized=figures.normalized,
+                                          budget=budget, message=figures.problem or f"greedy agreement {agree:.3f}",
+                                          seconds=round(time.perf_counter() - start, 3), extra={"greedy_agreement": agree}))  # fmt: skip
+            except Exception as exc:  # noqa: BLE001
+                results.append(CaseResult(level="model", case_id=case_id, op=arch, dtype=dtype, status="error",
+                                          message=f"{type(exc).__name__}: {str(exc)[:300]}"))  # fmt: skip
+    return results

@@ -1,0 +1,132 @@
+"""Runs the suite's levels on one platform and device and assembles the report.
+
+(a) platform contract; (b) every op case on every kernel registered for the
+platform, at every dtype the platform and op share; (c) layers against
+reference-kernel layers; (d) tiny models against the reference platform.
+Expected failures come from the plugins' ``tessera_conformance_expectations``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from tessera.conformance.cases import Case, all_cases
+from tessera.conformance.levels import contract, layers, models
+from tessera.conformance.ops import run_op_case
+from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
+from tessera.kernels import get_registry, platform_facts
+from tessera.plugins import call_plugin_hook, get_discovery, select_platform
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class RunOptions:
+    platform: str | None = None
+    device_index: int = 0
+    full: bool = False
+    ops: Sequence[str] | None = None
+    kernels: Sequence[str] | None = None
+    perf: bool = False
+    seed: int | None = None
+    levels: Sequence[str] = ("platform", "op", "layer", "model")
+    dtypes: Sequence[str] | None = None  # default: every float dtype the platform claims
+
+
+def expectations(discovery, platform) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for plugin in discovery.ok_plugins():
+        for result in call_plugin_hook(
+            discovery.manager, plugin.report.plugin, "tessera_conformance_expectations", platform=platform
+        ):
+            out.update(result or {})
+    return out
+
+
+def apply_expectations(result: CaseResult, expected: dict[str, str]) -> CaseResult:
+    for pattern, reason in expected.items():
+        if fnmatch.fnmatch(result.case_id, pattern):
+            if result.status in ("fail", "error"):
+                result.status, result.message = "xfail", f"expected: {reason}; {result.message}"
+            elif result.status == "pass":
+                result.status, result.message = "xpass", f"expected to fail ({reason}) but passed"
+    return result
+
+
+def op_work(options: RunOptions, registry, facts, caps) -> list[tuple[Case, object, str]]:
+    work = []
+    for case in all_cases(options.full):
+        if options.ops and case.op not in options.ops:
+            continue
+        for kernel in registry.kernels(case.op):
+            if kernel.platforms is not None and facts.name not in kernel.platforms:
+                continue
+            if options.kernels and not any(fnmatch.fnmatch(kernel.name, k) for k in options.kernels):
+                continue
+            for dtype in FLOAT_DTYPES:
+                if dtype in (options.dtypes or caps.dtypes):
+                    work.append((case, kernel, dtype))
+    return work
+
+
+def scope(options: RunOptions) -> str:
+    parts = [f"{name}={','.join(value)}" for name, value in
+             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes)) if value]  # fmt: skip
+    return "; ".join(parts) or "complete"
+
+
+def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = None) -> ConformanceReport:
+    discovery = get_discovery()
+    platform = select_platform(options.platform, discovery)
+    platform.set_device(options.device_index)
+    facts = platform_facts(platform, options.device_index)
+    caps = platform.capabilities(options.device_index)
+    device = platform.torch_device(options.device_index)
+    registry = get_registry(discovery)
+    seed = options.seed if options.seed is not None else int(time.time() * 1000) % (1 << 31)
+    started, t0 = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), time.perf_counter()
+    expected = expectations(discovery, platform)
+    results: list[CaseResult] = []
+    limits: dict[str, float] = {}
+    if "platform" in options.levels:
+        results += contract.check(platform, options.device_index)
+    if options.perf:
+        from tessera.conformance.perf import measure_limits
+
+        limits = measure_limits(platform, options.device_index)
+    work = op_work(options, registry, facts, caps) if "op" in options.levels else []
+    for i, (case, kernel, dtype) in enumerate(work):
+        if progress:
+            progress(f"{case.op} {kernel.name} {dtype}", i, len(work))
+        case_seed = int(hashlib.sha256(f"{seed}/{case.case_id}".encode()).hexdigest()[:8], 16)
+        result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed, perf=options.perf, platform=platform,
+                             limits=limits)  # fmt: skip
+        results.append(apply_expectations(result, expected))
+    if "layer" in options.levels and not options.ops and not options.kernels:
+        results += [
+            apply_expectations(r, expected) for r in layers.check(registry, facts, caps, device, seed)
+        ]
+    if "model" in options.levels and not options.ops and not options.kernels:
+        results += [
+            apply_expectations(r, expected)
+            for r in models.check(platform, facts, caps, options, seed, progress)
+        ]
+    devices = platform.devices()
+    d = devices[options.device_index]
+    plugins = {
+        p.report.distribution or p.report.plugin: p.report.version or "?" for p in discovery.ok_plugins()
+    }
+    return ConformanceReport(
+        suite_version=SUITE_VERSION, platform=platform.name, device_index=options.device_index,
+        device=DeviceSummary(name=d.name, canonical_name=d.canonical_name, arch=d.arch, driver=d.driver, runtime=d.runtime),
+        plugins=plugins, torch=torch.__version__, mode="full" if options.full else "quick", scope=scope(options), seed=seed,
+        started=started,
+        duration_s=round(time.perf_counter() - t0, 2), limits=limits, results=results,
+    )  # fmt: skip

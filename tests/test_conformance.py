@@ -1,0 +1,100 @@
+"""The conformance suite on the cpu platform: a full quick run, subtly wrong kernels, the triton pack
+under the interpreter, certificates in `platform list`, and the pytest plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from tessera.cli import app
+from tessera.conformance.runner import RunOptions, run
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
+    result = runner.invoke(app, ["conformance", "run", "--platform", "cpu", "--quick", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    cert_path = home / "certificates" / "cpu"
+    certs = list(cert_path.glob("*.json"))
+    assert len(certs) == 1
+    cert = json.loads(certs[0].read_text())
+    assert (
+        cert["verdict"] == "conformant"
+        and cert["passed"] == cert["total"] > 60
+        and cert["scope"] == "complete"
+    )
+    report = json.loads(open(cert["report_path"]).read())
+    levels = {r["level"] for r in report["results"]}
+    assert levels == {"platform", "op", "layer", "model"}
+    assert report["seed"] == 7 and (home / "certificates" / "cpu").is_dir()
+    ops = {r["op"] for r in report["results"] if r["level"] == "op"}
+    from tessera.pluggable_layers.ops import OPS
+
+    assert ops == set(OPS)
+    listing = json.loads(runner.invoke(app, ["platform", "list", "--json"]).stdout)
+    cpu = next(p for p in listing["plugins"] if p["plugin"] == "cpu")["platforms"][0]
+    assert (
+        cpu["certificates"][0]["passed"] == cert["passed"]
+        and cpu["certificates"][0]["suite_version"] == "0.1.0"
+    )
+    assert "certificate:" in runner.invoke(app, ["platform", "list"]).output
+    shown = runner.invoke(app, ["conformance", "show"])
+    assert shown.exit_code == 0 and "passed" in shown.output
+
+
+def test_subtly_wrong_kernels_fail_with_figures(home, install_fixture):
+    install_fixture("wrong_kernels")
+    report = run(RunOptions(platform="cpu", ops=["rms_norm", "paged_attention", "silu_and_mul"], seed=3))
+    by_kernel = {}
+    for r in report.results:
+        by_kernel.setdefault(r.kernel, []).append(r)
+    no_eps = [r for r in by_kernel["wrong_rms_norm_no_eps"] if r.status == "fail"]
+    assert [r.case for r in no_eps] == ["t5_h256_small_values_eps_1e-6"]
+    assert (
+        no_eps[0].normalized > no_eps[0].budget
+        and no_eps[0].max_abs > 0
+        and "over budget" in no_eps[0].message
+    )
+    skipping = [r for r in by_kernel["wrong_attention_skips_last_block"] if r.status == "fail"]
+    assert {r.case for r in skipping} >= {"decode_block_edges_gqa4", "mixed_prefill_decode_gqa8"}
+    assert all(r.op == "paged_attention" and r.normalized > r.budget for r in skipping)
+    unwritten = by_kernel["wrong_silu_unwritten"]
+    assert {r.status for r in unwritten} == {"fail", "xfail"}
+    assert all("NaN or never written" in r.message for r in unwritten)
+    xpass = [r for r in report.results if r.status == "xpass"]
+    assert [r.case_id for r in xpass] == ["rms_norm/cpu_torch_rms_norm/float32/t1_h64"]
+    assert not report.passed
+
+
+def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TESSERA_CPU_TRITON", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    report = run(RunOptions(platform="cpu", kernels=["triton_*"], dtypes=["float32", "float16"], seed=11))
+    ops = [r for r in report.results if r.level == "op"]
+    assert {r.kernel for r in ops} == {"triton_rms_norm", "triton_add_rms_norm", "triton_silu_and_mul",
+                                      "triton_rotary_embedding", "triton_kv_cache_write"}  # fmt: skip
+    assert {r.dtype for r in ops} == {"float32", "float16"}
+    assert all(r.status == "pass" for r in ops), [(r.case_id, r.message) for r in ops if r.status != "pass"]
+    assert report.scope == "kernels=triton_*; dtypes=float32,float16"
+
+
+def test_pytest_plugin(home):
+    env = dict(os.environ, TESSERA_HOME=str(home))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "tessera.conformance",
+           "--tessera-platform", "cpu", "--tessera-ops", "rms_norm"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(home))
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert " passed" in done.stdout
