@@ -38,6 +38,10 @@ class EngineConfig(BaseModel):
     seed: int = 0
     kernel_overrides: dict[str, str] = Field(default_factory=dict)
     quantization: Literal["fp8"] | None = None
+    load_format: Literal["safetensors", "random"] = Field(
+        "safetensors",
+        description="random: seeded random weights created on the device (benchmarks; needs only config.json)",
+    )
 
     @field_validator("max_model_len")
     @classmethod

@@ -56,5 +56,6 @@ class KernelContext:
         )
         return bound
 
-    def all_graph_safe(self) -> bool:
-        return all(c.graph_safe for c in self.choices)
+    def all_graph_safe(self, outside_graph: tuple[str, ...] = ("sample",)) -> bool:
+        """Whether every kernel of the captured forward is graph-safe (ops run outside the graph excluded)."""
+        return all(c.graph_safe for c in self.choices if c.op not in outside_graph)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tessera.cli import conformance_cmd, generate_cmd, kernels_cmd, platform_cmd, tune_cmd
+from tessera.cli import bench_cmd, conformance_cmd, generate_cmd, kernels_cmd, platform_cmd, tune_cmd
 
 app = typer.Typer(
     name="tessera",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(platform_cmd.app, name="platform")
 app.add_typer(kernels_cmd.app, name="kernels")
 app.add_typer(conformance_cmd.app, name="conformance")
+app.add_typer(bench_cmd.app, name="bench")
 app.command("tune")(tune_cmd.tune)
 app.command("generate")(generate_cmd.generate)
 app.command("inspect")(generate_cmd.inspect)

@@ -51,6 +51,23 @@ class StepHandle:
         return {s.request.request_id: i for i, s in enumerate(self.rows)}
 
 
+@torch.no_grad()
+def init_random_weights(model, seed: int) -> None:
+    """Seeded random weights made on the device (``load_format="random"``): norms 1, A_log in log(0.5..4.5)."""
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "norm" in name or name.endswith(("dt_bias", ".D")):
+            p.fill_(1.0)
+        elif name.endswith("A_log"):
+            p.uniform_(0.5, 4.5, generator=generator).log_()
+        else:
+            p.normal_(0.0, 0.02, generator=generator)
+    for module in model.modules():
+        finish = getattr(module, "finish_loading", None)
+        if finish is not None and module is not model:
+            finish()
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -71,7 +88,10 @@ class ModelRunner:
                                  quantization=config.quantization)  # fmt: skip
         with torch.device(self.device):
             self.model = model_class(spec)(spec, self.ctx)
-        self.model.load_weights(iterate_weights(spec.path, self.device, dtype))
+        if config.load_format == "random":
+            init_random_weights(self.model, config.seed)
+        else:
+            self.model.load_weights(iterate_weights(spec.path, self.device, dtype))
         self.model.eval()
         self.sampler = Sampler(self.ctx)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -82,7 +102,9 @@ class ModelRunner:
 
             self.graphs = DecodeGraphs(self)
         elif not config.enforce_eager and self.caps.graphs:
-            unsafe = sorted({f"{c.op}:{c.kernel}" for c in self.ctx.choices if not c.graph_safe})
+            unsafe = sorted(
+                {f"{c.op}:{c.kernel}" for c in self.ctx.choices if not c.graph_safe and c.op != "sample"}
+            )
             log.info("decode graphs off: kernels not graph-safe: %s", ", ".join(unsafe))
 
     @property

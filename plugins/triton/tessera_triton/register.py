@@ -21,7 +21,13 @@ KERNELS = {
     "silu_and_mul": ("silu_and_mul", "silu_and_mul", "tune_inputs"),
     "rotary_embedding": ("rotary_embedding", "rotary_embedding", "tune_inputs"),
     "kv_cache_write": ("kv_cache_write", "kv_cache_write", "tune_inputs"),
+    "paged_attention": ("paged_attention", "paged_attention", "tune_inputs"),
+    "sample": ("sample", "sample", "tune_inputs"),
 }
+
+
+# sample reads top_k / top_p on the host to decide whether to sort: not capturable
+NOT_GRAPH_SAFE = {"sample"}
 
 
 def kernel_name(op: str) -> str:
@@ -39,7 +45,7 @@ def register_all(registry) -> None:
         module = importlib.import_module(f"tessera_triton.kernels.{module_name}")
         registry.register(
             op, getattr(module, fn_name), name=kernel_name(op), priority=PRIORITY_PORTABLE,
-            supports=requires_triton, graph_safe=True, config_space=module.CONFIG_SPACE,
+            supports=requires_triton, graph_safe=op not in NOT_GRAPH_SAFE, config_space=module.CONFIG_SPACE,
             shape_key=module.SHAPE_KEY,
             tune_inputs=getattr(module, inputs_name), description=(module.__doc__ or "").strip().splitlines()[0],
         )  # fmt: skip

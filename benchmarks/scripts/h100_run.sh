@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One device session: install, check the kernels on the GPU (conformance), then time them.
+# Usage (on the device machine, from the repo root): bash benchmarks/scripts/h100_run.sh STAGE...
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TESSERA_HOME=${OUT:-/tmp}/home TESSERA_CACHE=/tmp/tcache
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plugins/cpu -e plugins/triton -e plugins/cuda -e plugins/rocm -e plugins/xpu >/dev/null 2>&1
+for stage in "$@"; do
+  case "$stage" in
+    quick) tessera conformance run --platform cuda --quick --out "$OUT/conformance_quick" 2>&1 | tail -45 ;;
+    full) tessera conformance run --platform cuda --full --out "$OUT/conformance_full" 2>&1 | tail -60 ;;
+    ops=*) tessera conformance run --platform cuda --ops "${stage#ops=}" --out "$OUT/conformance_ops" 2>&1 | tail -30 ;;
+    bench) tessera bench kernels --out "$OUT/bench_kernels.json" 2>&1 | grep -v "^{" | tail -40 ;;
+    bench=*) tessera bench kernels --op "${stage#bench=}" --out "$OUT/bench_${stage#bench=}.json" 2>&1 | tail -20 ;;
+    decode) python3 benchmarks/scripts/decode_step.py --out "$OUT/decode_step.json" 2>&1 | grep -v "falls back" | tail -6 ;;
+    smoke) python3 benchmarks/scripts/engine_smoke.py --out "$OUT/engine_smoke.json" 2>&1 | grep -v "Warn\|Writing\|Loading\|deprecat\|falling back\|falls back" ;;
+    *) echo "unknown stage $stage" ;;
+  esac
+done
