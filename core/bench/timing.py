@@ -32,7 +32,6 @@ def measure_limits(platform, device) -> dict[str, float]:
     src = torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
     copy_ms = median_ms([lambda: dst.copy_(src)], platform, iters=10, warmup=3)
-    del src, dst
     size = 8192 if big else 1024
     dtype = torch.bfloat16 if big else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
