@@ -85,10 +85,12 @@ def attention_check(q_len: int, causal: bool):
 
 
 def decode_case(seqs: int, context: int) -> BenchCase:
-    kv_bytes = lambda kw: (
-        2 * kw["key_cache"].numel() * kw["key_cache"].element_size()
-        + 2 * kw["q"].numel() * kw["q"].element_size()
-    )  # noqa: E731
+    def kv_bytes(kw):
+        return (
+            2 * kw["key_cache"].numel() * kw["key_cache"].element_size()
+            + 2 * kw["q"].numel() * kw["q"].element_size()
+        )
+
     return BenchCase("paged_attention", f"decode b{seqs} ctx{context}", lambda d, t, g: paged_inputs(seqs, context, 1, d, t, g),
                      kv_bytes, peers=sdpa_peers(1, False), check=attention_check(1, False),
                      facts={"head_size": D, "num_heads": HQ, "num_kv_heads": HK, "sliding_window": None})  # fmt: skip
