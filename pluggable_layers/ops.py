@@ -155,8 +155,8 @@ OPS: dict[str, OpSpec] = {
         ),
         _spec(
             "sample",
-            "sample(logits[B,V], temperature[B], top_k[B] i32, top_p[B], exponential_noise[B,V]|None)"
-            " -> token_ids[B] i64",
+            "sample(logits[B,V], temperature[B], top_k[B] i32|None, top_p[B]|None, exponential_noise[B,V]|None)"
+            " -> token_ids[B] i64 (None: that filter is off for every row)",
             "greedy where temperature is 0, else argmax(filtered softmax(logits/t) / noise) (exponential race)",
             "exact",
             dtypes=("float32", "float16", "bfloat16"),

@@ -10,9 +10,15 @@ from __future__ import annotations
 import torch
 
 
-def filter_probabilities(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """``probs[B, V]`` with filtered-out entries zeroed (float32)."""
+def filter_probabilities(
+    probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
+) -> torch.Tensor:
+    """``probs[B, V]`` with filtered-out entries zeroed (float32); a None filter is off."""
     vocab = probs.shape[1]
+    if top_k is None:
+        top_k = torch.zeros(probs.shape[0], dtype=torch.int32, device=probs.device)
+    if top_p is None:
+        top_p = torch.ones(probs.shape[0], dtype=torch.float32, device=probs.device)
     sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
     k = top_k.to(torch.int64)
     use_k = (k > 0) & (k < vocab)

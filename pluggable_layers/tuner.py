@@ -100,10 +100,12 @@ def tune_kernel(
     timings: dict[str, dict] = {}
     for shape in shapes:
         args, kwargs = kernel.tune_inputs(dict(shape), dtype, device)
-        key = ShapeKey.to_str(kernel.shape_key.of_call(*args, **kwargs))
+        key_tuple = kernel.shape_key.of_call(*args, **kwargs)
+        key = ShapeKey.to_str(key_tuple)
+        candidates = kernel.config_space.configs(dict(key_tuple))
         expected = ref_fn(*to_reference_inputs(args), **to_reference_inputs(kwargs))
         results: dict[str, float | str] = {}
-        for config in kernel.config_space.configs():
+        for config in candidates:
             label = ",".join(f"{k}={v}" for k, v in config.items())
             try:
                 err = output_error(kernel.fn(*args, config=config, **kwargs), expected)

@@ -43,9 +43,12 @@ class ConfigSpace:
         params: Mapping[str, Sequence[ConfigValue]],
         default: Config,
         constraints: Sequence[Callable[[Config], bool]] = (),
+        narrow: Callable[[Mapping[str, Any]], Mapping[str, Sequence[ConfigValue]]] | None = None,
     ) -> None:
         self.params = {k: tuple(v) for k, v in params.items()}
         self.constraints = tuple(constraints)
+        #: per shape key, the candidate lists worth timing (parameters the shape does not use fixed)
+        self.narrow = narrow
         self.default = dict(default)
         problem = self.problem(self.default)
         if problem:
@@ -65,11 +68,14 @@ class ConfigSpace:
                 return f"violates constraint {getattr(constraint, '__name__', constraint)}"
         return None
 
-    def configs(self) -> list[Config]:
-        """Every valid config (cartesian product filtered by the constraints)."""
+    def configs(self, key: Mapping[str, Any] | None = None) -> list[Config]:
+        """Every valid config (cartesian product filtered by the constraints), narrowed for ``key`` if given."""
         names = list(self.params)
+        lists = dict(self.params)
+        if key is not None and self.narrow is not None:
+            lists.update({k: tuple(v) for k, v in self.narrow(key).items()})
         out = []
-        for values in itertools.product(*(self.params[n] for n in names)):
+        for values in itertools.product(*(lists[n] for n in names)):
             config = dict(zip(names, values, strict=True))
             if all(c(config) for c in self.constraints):
                 out.append(config)

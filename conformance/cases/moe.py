@@ -9,9 +9,9 @@ from tessera.conformance.cases.common import Case, Inputs, nan_like, randn
 
 def route_case(name, t, e, k, renorm, scoring):
     def build(g):
-        return Inputs(
-            {"router_logits": randn(t, e, g=g), "top_k": k, "renormalize": renorm, "scoring": scoring}
-        )
+        # distinct in bf16 (spacing 16 / e over [-8, 8)): with ties any expert order would be right
+        logits = torch.stack([torch.randperm(e, generator=g) for _ in range(t)]).double() * (16.0 / e) - 8.0
+        return Inputs({"router_logits": logits, "top_k": k, "renormalize": renorm, "scoring": scoring})
 
     return Case("moe_route", name, build, facts={"num_experts": e, "top_k": k})
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tessera.bench.timing import median_ms
+from tessera.bench.timing import median_ms, median_ms_graph
 
 
 @dataclass
@@ -44,8 +44,13 @@ def run_case(case: BenchCase, registry, facts, platform, device, limits: dict, i
         platform.synchronize()
         if case.check is not None:
             row["check_error"] = case.check(out, inputs[0])
-        ms = median_ms([lambda kw=kw: kernel(**kw) for kw in inputs], platform, iters=iters)
-    row["ms"] = ms
+        calls = [lambda kw=kw: kernel(**kw) for kw in inputs]
+        eager_ms = median_ms(calls, platform, iters=iters)
+        graph_ms = median_ms_graph(calls, platform) if kernel.kernel.graph_safe else None
+    ms = graph_ms if graph_ms is not None else eager_ms
+    row.update(
+        {"ms": ms, "ms_eager": eager_ms, "timed_with": "graph replay" if graph_ms is not None else "eager"}
+    )
     nbytes, flops = case.bytes(inputs[0]), case.flops(inputs[0])
     floor_ms = max(nbytes / (limits["copy_GBps"] * 1e6), flops / (limits["matmul_TFLOPs"] * 1e9))
     row.update({"GBps": nbytes / ms / 1e6, "TFLOPs": flops / ms / 1e9, "floor_ms": floor_ms, "floor_share": floor_ms / ms,
@@ -54,7 +59,8 @@ def run_case(case: BenchCase, registry, facts, platform, device, limits: dict, i
         try:
             fn = make_peer(inputs[0])
             fn()
-            peer_ms = median_ms([fn], platform, iters=iters)
+            peer_graph = median_ms_graph([fn], platform)
+            peer_ms = peer_graph if peer_graph is not None else median_ms([fn], platform, iters=iters)
             row[f"peer_{name}_ms"] = peer_ms
             row[f"speedup_vs_{name}"] = peer_ms / ms
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported, not fatal

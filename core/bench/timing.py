@@ -23,6 +23,39 @@ def median_ms(fns: Sequence[Callable[[], Any]], platform, iters: int = 20, warmu
     return statistics.median(times)
 
 
+def median_ms_graph(
+    fns: Sequence[Callable[[], Any]], platform, calls: int = 20, iters: int = 10
+) -> float | None:
+    """Median per-call device time from replays of a graph holding ``calls`` calls (no launch gaps).
+
+    None when the platform has no graphs or the calls cannot be captured.
+    """
+    graph = platform.graph()
+    if graph is None:
+        return None
+    try:
+        for fn in fns:
+            fn()
+        platform.synchronize()
+        with platform.graph_capture(graph):
+            for i in range(calls):
+                fns[i % len(fns)]()
+    except Exception:  # noqa: BLE001 - not capturable: the caller keeps the eager time
+        platform.synchronize()
+        return None
+    graph.replay()
+    platform.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = platform.event(), platform.event()
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times)
+
+
 def measure_limits(platform, device) -> dict[str, float]:
     """Copy bandwidth (bytes read + written) of a 1 GiB device copy, and a bf16 8192^3 matmul rate."""
     import torch

@@ -37,8 +37,11 @@ def sampling_tensors(
     """(temperature, top_k, top_p, noise or None) for the sampling rows."""
     params = [s.request.params for s in rows]
     temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32).to(device)
-    top_k = torch.tensor([max(p.top_k, 0) for p in params], dtype=torch.int32).to(device)
-    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(device)
+    # None when no row filters: kernels then need not look at the values on the host
+    use_k = any(0 < p.top_k < vocab for p in params)
+    use_p = any(p.top_p < 1.0 for p in params)
+    top_k = torch.tensor([max(p.top_k, 0) for p in params], dtype=torch.int32).to(device) if use_k else None
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(device) if use_p else None
     if all(p.greedy for p in params):
         return temperature, top_k, top_p, None
     noise = torch.empty(len(rows), vocab, dtype=torch.float32, device=device).exponential_(

@@ -8,7 +8,9 @@ whose preceding kept mass is below ``top_p[b]`` (so the most likely token always
 stays). The token is ``argmax(p_kept / exponential_noise[b])``, which draws from
 the renormalized kept distribution. Callers pass the noise (``Exp(1)`` draws, one
 per vocabulary entry) so that every kernel picks the same token for the same
-noise; when None it is drawn from torch's default generator.
+noise; when None it is drawn from torch's default generator. ``top_k`` or
+``top_p`` may be None: that filter is off for every row (callers that know this
+on the host spare kernels a device-to-host read).
 """
 
 from __future__ import annotations
@@ -30,12 +32,10 @@ def check_sample_args(op, logits, temperature, top_k, top_p, noise) -> None:
     check_dtype(op, "logits", logits, FLOATS)
     rows = logits.shape[0]
     for name, t in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
-        check_shape(op, name, t, (rows,))
-    if (
-        rows
-        and checking_values()
-        and (bool((temperature < 0).any()) or bool(((top_p <= 0) | (top_p > 1)).any()))
-    ):
+        if t is not None:
+            check_shape(op, name, t, (rows,))
+    bad_p = top_p is not None and bool(((top_p <= 0) | (top_p > 1)).any())
+    if rows and checking_values() and (bool((temperature < 0).any()) or bad_p):
         fail(op, "temperature must be >= 0 and top_p in (0, 1]")
     if noise is not None:
         check_shape(op, "exponential_noise", noise, tuple(logits.shape))
@@ -77,6 +77,8 @@ def sample(
         if t == 0:
             tokens[b] = torch.argmax(row)
             continue
-        kept = kept_probabilities(torch.softmax(row / t, dim=0), int(top_k[b]), float(top_p[b]))
+        k = int(top_k[b]) if top_k is not None else 0
+        p = float(top_p[b]) if top_p is not None else 1.0
+        kept = kept_probabilities(torch.softmax(row / t, dim=0), k, p)
         tokens[b] = torch.argmax(kept / exponential_noise[b].to(acc))
     return tokens

@@ -123,3 +123,16 @@ def test_launchers_reject_bad_input():
         rope.rotary_embedding(
             torch.tensor([0]), torch.randn(1, 1, 8), torch.randn(1, 1, 8), torch.randn(4, 10), True
         )
+
+
+def test_sample_draws_its_own_noise_when_none_is_given():
+    from tessera_triton.kernels import sample as smp
+
+    logits = torch.randn(6, 300)
+    temperature = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.5, 0.0])
+    tokens = smp.sample(logits, temperature, None, None, None)
+    greedy = temperature == 0
+    assert torch.equal(tokens[greedy], logits.argmax(-1)[greedy])
+    assert bool(((tokens >= 0) & (tokens < 300)).all())
+    filtered = smp.sample(logits, torch.ones(6), torch.full((6,), 1, dtype=torch.int32), None, None)
+    assert torch.equal(filtered, logits.argmax(-1)), "top-k 1 keeps only the most likely token"

@@ -2,8 +2,9 @@
 
 Layout: x [T, K] bf16/fp16/fp32, weight [N, K] float8_e4m3fn with weight_scale [N]
 float32 (per output channel), bias [N] or None; out [T, N] in x's dtype. The
-activation is quantized per token (scale = amax / 448) by three elementwise
-passes, then one fp8 GEMM applies both scales in its epilogue. K and N must be
+activation is quantized per token (scale = amax / 448) by one Triton kernel
+(:mod:`tessera_cuda.kernels.quant_fp8`), then one fp8 GEMM applies both scales in
+its epilogue. K and N must be
 multiples of 16 (cuBLASLt fp8); the supports predicate refuses other shapes.
 """
 
@@ -38,9 +39,9 @@ def linear_fp8(x, weight, weight_scale, bias=None, out=None):
     if k % 16 or n % 16:
         fail(op, f"K ({k}) and N ({n}) must be multiples of 16 for the fp8 GEMM")
     out_dtype = x.dtype if x.dtype in OUT_DTYPES else torch.bfloat16
-    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
-    x_scale = amax / 448.0
-    xq = (x.float() / x_scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    from tessera_cuda.kernels.quant_fp8 import quantize_per_token
+
+    xq, x_scale = quantize_per_token(x if x.stride(-1) == 1 else x.contiguous())
     y = torch._scaled_mm(
         xq,
         weight.t(),

@@ -39,6 +39,7 @@ CONFIG_SPACE = ConfigSpace(
         "num_stages": [1, 2, 3, 4],
     },
     default={"BLOCK_N": 64, "NUM_SPLITS": 0, "BLOCK_M": 64, "num_warps": 4, "num_stages": 2},
+    narrow=lambda key: narrow_for(key),
 )
 SHAPE_KEY = ShapeKey(
     {"tokens": "pow2", "seqs": "pow2", "head_size": "exact", "group": "exact", "decode": "exact"},
@@ -47,6 +48,27 @@ SHAPE_KEY = ShapeKey(
         "group": q.shape[1] // key_cache.shape[2], "decode": int(q.shape[0] == seq_lens.shape[0]),
     },
 )  # fmt: skip
+
+
+def narrow_for(key) -> dict:
+    """Decode tunes the split count around the automatic one; prefill tunes the query tile instead."""
+    if key.get("decode"):
+        auto = auto_splits(int(key["seqs"]), 8)
+        splits = sorted({max(1, auto // 2), auto, min(64, auto * 2)})
+        return {
+            "BLOCK_M": [64],
+            "NUM_SPLITS": splits,
+            "BLOCK_N": [32, 64, 128],
+            "num_warps": [4, 8],
+            "num_stages": [2, 3],
+        }
+    return {
+        "NUM_SPLITS": [0],
+        "BLOCK_M": [64, 128],
+        "BLOCK_N": [32, 64, 128],
+        "num_warps": [4, 8],
+        "num_stages": [2, 3],
+    }
 
 
 @triton.jit

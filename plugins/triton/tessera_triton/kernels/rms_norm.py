@@ -2,7 +2,7 @@
 
 Layout: x, residual, out and residual_out are [T, H] with a unit stride in the
 last dimension (rows may be strided); weight is [H]. Accumulation in float32.
-Pass one sums squares (adding the residual first for add_rms_norm and storing
+Rows no wider than BLOCK are read once (SINGLE); wider rows take two passes: pass one sums squares (adding the residual first for add_rms_norm and storing
 the sum, rounded to x's dtype, to residual_out); pass two recomputes the row,
 scales it and writes.
 """
@@ -40,12 +40,11 @@ SHAPE_KEY = ShapeKey(
 def _rms_norm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, H, eps,
     stride_x, stride_r, stride_o, stride_ro,
-    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, H, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
+    if SINGLE:  # the row fits one tile: read it once
+        cols = tl.arange(0, BLOCK)
         mask = cols < H
         v = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
@@ -53,17 +52,31 @@ def _rms_norm_kernel(
             v_rounded = v.to(res_out_ptr.dtype.element_ty)
             tl.store(res_out_ptr + row * stride_ro + cols, v_rounded, mask=mask)
             v = v_rounded.to(tl.float32)
-        acc += v * v
-    inv = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / H + eps)
-    for start in range(0, H, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < H
-        v = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-        if HAS_RESIDUAL:  # recomputed rather than re-read, so no thread reads another's store
-            v += tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
-            v = v.to(res_out_ptr.dtype.element_ty).to(tl.float32)
+        inv = 1.0 / tl.sqrt(tl.sum(v * v, axis=0) / H + eps)
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + row * stride_o + cols, (v * inv * w).to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, H, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            mask = cols < H
+            v = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                v += tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+                v_rounded = v.to(res_out_ptr.dtype.element_ty)
+                tl.store(res_out_ptr + row * stride_ro + cols, v_rounded, mask=mask)
+                v = v_rounded.to(tl.float32)
+            acc += v * v
+        inv = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / H + eps)
+        for start in range(0, H, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            mask = cols < H
+            v = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:  # recomputed rather than re-read, so no thread reads another's store
+                v += tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+                v = v.to(res_out_ptr.dtype.element_ty).to(tl.float32)
+            w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(out_ptr + row * stride_o + cols, (v * inv * w).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _check(op, x, weight, out):
@@ -82,7 +95,7 @@ def rms_norm(x, weight, eps, out=None, config=None):
         _rms_norm_kernel[(x.shape[0],)](
             x, x, weight.contiguous(), out, out, x.shape[1], eps,
             x.stride(0), x.stride(0), out.stride(0), out.stride(0),
-            HAS_RESIDUAL=False, **constants(config), **launch_options(config),
+            HAS_RESIDUAL=False, SINGLE=config["BLOCK"] >= x.shape[1], **constants(config), **launch_options(config),
         )  # fmt: skip
     return out
 
@@ -101,7 +114,7 @@ def add_rms_norm(x, residual, weight, eps, out=None, residual_out=None, config=N
         _rms_norm_kernel[(x.shape[0],)](
             x, residual, weight.contiguous(), out, residual_out, x.shape[1], eps,
             x.stride(0), residual.stride(0), out.stride(0), residual_out.stride(0),
-            HAS_RESIDUAL=True, **constants(config), **launch_options(config),
+            HAS_RESIDUAL=True, SINGLE=config["BLOCK"] >= x.shape[1], **constants(config), **launch_options(config),
         )  # fmt: skip
     return out, residual_out
 

@@ -4,9 +4,11 @@ Layout: logits [B, V] (unit stride in V), temperature / top_p [B] float32,
 top_k [B] int32, exponential_noise [B, V] float32 or None. One program per row
 walks V in BLOCK tiles keeping a running argmax of ``logits`` (greedy rows) or of
 ``logits / t - log(noise)`` (the exponential race: argmax(p / noise) without a
-softmax). Rows that use top-k or top-p need the filtered distribution: the
+softmax; without caller noise the kernel draws Exp(1) noise itself). Rows that use top-k or top-p need the filtered distribution: the
 launcher sends the batch through the contract's batched filter (one sort) when
-any row asks for it, and otherwise never sorts.
+any row asks for it, and otherwise never sorts. With top_k and top_p None (the
+engine passes None when no row filters) and noise given, it never reads a
+device value on the host either.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def _sample_kernel(
     V,
     stride_l,
     stride_n,
+    seed,
     HAS_NOISE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -53,9 +56,9 @@ def _sample_kernel(
         x = tl.load(logits_ptr + row * stride_l + cols, mask=ok, other=float("-inf")).to(tl.float32)
         if HAS_NOISE:
             noise = tl.load(noise_ptr + row * stride_n + cols, mask=ok, other=1.0)
-            score = tl.where(greedy, x, x * inv_t - tl.log(noise))
-        else:
-            score = x
+        else:  # Exp(1) draws from the counter-based generator: -log(U)
+            noise = -tl.log(tl.maximum(tl.rand(seed, row * V + cols), 1e-20))
+        score = tl.where(greedy, x, x * inv_t - tl.log(noise))
         take = score > best
         best = tl.where(take, score, best)
         best_idx = tl.where(take, cols, best_idx)
@@ -72,8 +75,9 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=Non
     out = torch.empty(rows, dtype=torch.int64, device=logits.device)
     if rows == 0:
         return out
-    filtered = bool((((top_k > 0) & (top_k < vocab)) | (top_p < 1)).any())
-    greedy_only = exponential_noise is None and not bool((temperature > 0).any())
+    filtered = (top_k is not None and bool(((top_k > 0) & (top_k < vocab)).any())) or (
+        top_p is not None and bool((top_p < 1).any())
+    )
     if filtered:
         # the kept distribution: softmax, batched filter, then the race on log-probabilities
         greedy = temperature == 0
@@ -81,12 +85,12 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=Non
         kept = filter_probabilities(torch.softmax(logits.float() / t[:, None], dim=-1), top_k, top_p)
         scores = torch.where(greedy[:, None], logits.float(), torch.log(kept))
         logits, temperature = scores, torch.where(greedy, temperature, torch.ones_like(temperature))
-    if exponential_noise is None and not greedy_only:
-        exponential_noise = torch.empty(rows, vocab, dtype=torch.float32, device=logits.device).exponential_()
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()
     noise = exponential_noise.to(torch.float32).contiguous() if exponential_noise is not None else logits
+    # without caller noise, the kernel draws its own from a seed taken from torch's (host) generator
+    seed = int(torch.randint(0, 2**31 - 1, (1,)))
     _sample_kernel[(rows,)](logits, temperature.to(torch.float32).contiguous(), noise, out, vocab, logits.stride(0),
-                            noise.stride(0), HAS_NOISE=exponential_noise is not None, BLOCK=config["BLOCK"],
+                            noise.stride(0), seed, HAS_NOISE=exponential_noise is not None, BLOCK=config["BLOCK"],
                             num_warps=config["num_warps"])  # fmt: skip
     return out
 
