@@ -20,7 +20,6 @@ from tessera.pluggable_layers.checks import (
     INDEX,
     acc_dtype,
     check_dtype,
-    check_index_range,
     check_out,
     check_rank,
     check_shape,
@@ -75,9 +74,18 @@ def check_paged_attention_values(op, q, key_cache, query_start_loc, seq_lens, bl
             op,
             f"a sequence needs {int(blocks_needed.max())} blocks but block_tables has {block_tables.shape[1]} columns",
         )
-    for b in range(batch):
-        used = block_tables[b, : int(blocks_needed[b])]
-        check_index_range(op, f"block_tables[{b}]", used, num_blocks, f"of the {num_blocks} cache blocks")
+    columns = torch.arange(block_tables.shape[1], device=block_tables.device)[None, :]
+    used = block_tables[columns < blocks_needed[:, None]]
+    if used.numel() and (int(used.min()) < 0 or int(used.max()) >= num_blocks):
+        rows, cols = torch.nonzero(
+            (columns < blocks_needed[:, None]) & ((block_tables < 0) | (block_tables >= num_blocks)),
+            as_tuple=True,
+        )
+        b = int(rows[0])
+        fail(
+            op,
+            f"block_tables[{b}] holds {int(block_tables[b, cols[0]])}, outside [0, {num_blocks}) of the {num_blocks} cache blocks",
+        )
 
 
 def gather_context(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
