@@ -72,15 +72,46 @@ def narrow_for(key) -> dict:
 
 
 @triton.jit
+def _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window, qk_scale, d, d_ok,
+                 stride_table, HK: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr):  # fmt: skip
+    """One BLOCK_N tile of context for a query tile: scores in log2 units, online softmax, P @ V."""
+    t = start + tl.arange(0, BLOCK_N)
+    t_ok = t < kv_end
+    block = tl.load(tables_ptr + b * stride_table + t // BLOCK_SIZE, mask=t_ok, other=0).to(tl.int64)
+    offs = ((block * BLOCK_SIZE + t % BLOCK_SIZE) * HK + kvh) * D
+    k = tl.load(k_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    s = tl.dot(q, tl.trans(k)) * qk_scale
+    if MASKED:
+        allowed = t_ok[None, :] & (t[None, :] <= pos[:, None])
+        if USE_WINDOW:
+            allowed = allowed & (pos[:, None] - t[None, :] < window)
+        s = tl.where(allowed, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    v = tl.load(v_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _paged_attention_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, qsl_ptr, seq_lens_ptr, tables_ptr,
-    scale, window, num_seqs,
+    scale, window, num_seqs, num_programs,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_WINDOW: tl.constexpr,
 ):  # fmt: skip
-    """Prefill / mixed path: BLOCK_M query tokens of one sequence, one query head."""
-    i = tl.program_id(0)
+    """Prefill / mixed path: BLOCK_M query tokens of one sequence, one query head.
+
+    Programs run in reverse order of their query tile (the late tiles of a sequence
+    have the most context), context tiles wholly below the diagonal skip the mask,
+    and the softmax works in base 2 with the scale folded in.
+    """
+    i = num_programs - 1 - tl.program_id(0)
     h = tl.program_id(1)
     kvh = h // (HQ // HK)
     # sequence of this q block: largest b with qsl[b] // BLOCK_M + b <= i
@@ -107,33 +138,28 @@ def _paged_attention_kernel(
         d_ok = d < D
         q = tl.load(q_ptr + (q_start + rows)[:, None].to(tl.int64) * stride_qt + h * stride_qh + d[None, :],
                     mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+        qk_scale = scale * 1.4426950408889634
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         kv_end = tl.minimum(seq_len, ctx_start + (j + 1) * BLOCK_M)
+        first_pos = ctx_start + j * BLOCK_M
         kv_begin = 0
         if USE_WINDOW:
-            kv_begin = tl.maximum(ctx_start + j * BLOCK_M - window + 1, 0)
+            kv_begin = tl.maximum(first_pos - window + 1, 0)
             kv_begin = (kv_begin // BLOCK_N) * BLOCK_N
-        for start in range(kv_begin, kv_end, BLOCK_N):
-            t = start + tl.arange(0, BLOCK_N)
-            t_ok = t < kv_end
-            block = tl.load(tables_ptr + b * stride_table + t // BLOCK_SIZE, mask=t_ok, other=0).to(tl.int64)
-            offs = ((block * BLOCK_SIZE + t % BLOCK_SIZE) * HK + kvh) * D
-            k = tl.load(k_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale
-            allowed = t_ok[None, :] & (t[None, :] <= pos[:, None])
-            if USE_WINDOW:
-                allowed = allowed & (pos[:, None] - t[None, :] < window)
-            s = tl.where(allowed, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.exp(s - m_safe[:, None])
-            alpha = tl.exp(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            v = tl.load(v_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            for start in range(kv_begin, kv_end, BLOCK_N):
+                acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
+                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, True)  # fmt: skip
+        else:
+            # tiles that end at or before the first query position need no mask
+            full_end = (tl.minimum(first_pos + 1, kv_end) // BLOCK_N) * BLOCK_N
+            for start in range(0, full_end, BLOCK_N):
+                acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
+                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, False, False)  # fmt: skip
+            for start in range(full_end, kv_end, BLOCK_N):
+                acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
+                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, False)  # fmt: skip
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
         tl.store(out_ptr + (q_start + rows)[:, None].to(tl.int64) * stride_ot + h * stride_oh + d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])  # fmt: skip
@@ -266,7 +292,7 @@ def paged_attention(q, key_cache, value_cache, query_start_loc, seq_lens, block_
     block_m = config["BLOCK_M"]
     grid = (tokens // block_m + batch, hq)
     _paged_attention_kernel[grid](
-        q, key_cache, value_cache, out, query_start_loc, seq_lens, tables, scale, window, batch,
+        q, key_cache, value_cache, out, query_start_loc, seq_lens, tables, scale, window, batch, grid[0],
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), tables.stride(0),
         HQ=hq, HK=hk, D=d, BLOCK_D=next_pow2(d), BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=config["BLOCK_N"],
         USE_WINDOW=window > 0, **launch,
