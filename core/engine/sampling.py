@@ -28,7 +28,7 @@ def suppress_stops(logits: torch.Tensor, rows: list[ScheduledRequest]) -> None:
             )
             banned = [t for t in banned if 0 <= t < logits.shape[1]]
             if banned:
-                logits[i, banned] = float("-inf")
+                logits[i, to_device(banned, torch.int64, logits.device)] = float("-inf")
 
 
 def sampling_tensors(
@@ -40,8 +40,8 @@ def sampling_tensors(
     # None when no row filters: kernels then need not look at the values on the host
     use_k = any(0 < p.top_k < vocab for p in params)
     use_p = any(p.top_p < 1.0 for p in params)
-    top_k = torch.tensor([max(p.top_k, 0) for p in params], dtype=torch.int32).to(device) if use_k else None
-    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(device) if use_p else None
+    top_k = to_device([max(p.top_k, 0) for p in params], torch.int32, device) if use_k else None
+    top_p = to_device([p.top_p for p in params], torch.float32, device) if use_p else None
     if all(p.greedy for p in params):
         return temperature, top_k, top_p, None
     noise = torch.empty(len(rows), vocab, dtype=torch.float32, device=device).exponential_(

@@ -16,6 +16,7 @@ from tessera.pluggable_layers.checks import FLOATS, check_dtype, check_out, chec
 from tessera.pluggable_layers.reference.linear import check_linear_args
 
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+SMALL_M = 64
 
 
 def supports(query) -> str | None:
