@@ -18,6 +18,14 @@ def token_seed(seed: int, index: int) -> int:
     return (seed * _MIX + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (1 << 63)
 
 
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list on the device without a stream sync (pinned staging; a pageable copy would wait)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cpu":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
+
+
 def suppress_stops(logits: torch.Tensor, rows: list[ScheduledRequest]) -> None:
     """Requests below min_tokens may not stop: mask their EOS and stop tokens."""
     for i, sched in enumerate(rows):
@@ -36,7 +44,7 @@ def sampling_tensors(
 ):
     """(temperature, top_k, top_p, noise or None) for the sampling rows."""
     params = [s.request.params for s in rows]
-    temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32).to(device)
+    temperature = to_device([p.temperature for p in params], torch.float32, device)
     # None when no row filters: kernels then need not look at the values on the host
     use_k = any(0 < p.top_k < vocab for p in params)
     use_p = any(p.top_p < 1.0 for p in params)
