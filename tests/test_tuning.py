@@ -164,3 +164,41 @@ def test_tune_cli_refuses_a_kernel_the_platform_cannot_run(fresh_discovery):
         unknown.exit_code == 2
         and "unknown kernel 'no_such_kernel'; tunable kernels: triton_" in unknown.output
     )
+
+
+def test_shipped_config_files_match_their_kernels(fresh_discovery):
+    """Every configs/<kernel>/<device>.json a plugin ships parses and lies in its kernel's space."""
+    from pathlib import Path
+
+    from tessera.kernels import build_registry
+    from tessera.pluggable_layers.tuning import load_config_file
+    from tessera.plugins import discover
+
+    registry = build_registry(discover())
+    root = Path(__file__).resolve().parents[1] / "plugins"
+    files = sorted(root.glob("*/tessera_*/configs/*/*.json"))
+    assert files, "no shipped tuned configs found"
+    for path in files:
+        kernel = registry.find(path.parent.name)
+        data = load_config_file(path, kernel.name, kernel.config_space)
+        assert data.key_fields == list(kernel.shape_key.fields), path
+
+
+def test_h100_attention_config_is_found_for_a_simulated_h100(fresh_discovery):
+    from tessera.kernels import build_registry
+    from tessera.platform import Capabilities
+    from tessera.plugins import discover
+
+    registry = build_registry(discover())
+    facts = PlatformFacts(
+        "cuda", Capabilities(triton=True, dtypes=("bfloat16",)), device="NVIDIA_H100", arch="sm_90"
+    )
+    bound = registry.bind(registry.select("paged_attention", facts, "bfloat16"))
+    assert bound.kernel.name == "triton_paged_attention"
+    key = bound.kernel.shape_key.of(tokens=64, seqs=64, head_size=128, group=4, decode=1, dtype="bfloat16")
+    config = bound.lookup.get(key)
+    assert "exact" in bound.lookup.sources[ShapeKey.to_str(key)] and config["NUM_SPLITS"] >= 1
+    blackwell = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_B300", arch="sm_103")
+    lookup = registry.bind(registry.select("paged_attention", blackwell, "bfloat16")).lookup
+    lookup.get(key)
+    assert "sm_103.json" in lookup.sources[ShapeKey.to_str(key)]

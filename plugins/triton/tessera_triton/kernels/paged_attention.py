@@ -21,6 +21,8 @@ Accumulation in float32; the cache is read in its own dtype.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import triton
 import triton.language as tl
@@ -29,6 +31,8 @@ from tessera.pluggable_layers.checks import check_last_dim_contiguous, check_out
 from tessera.pluggable_layers.reference.paged_attention import check_paged_attention_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import next_pow2
+
+log = logging.getLogger("tessera.triton")
 
 CONFIG_SPACE = ConfigSpace(
     params={
@@ -42,10 +46,11 @@ CONFIG_SPACE = ConfigSpace(
     narrow=lambda key: narrow_for(key),
 )
 SHAPE_KEY = ShapeKey(
-    {"tokens": "pow2", "seqs": "pow2", "head_size": "exact", "group": "exact", "decode": "exact"},
+    {"tokens": "pow2", "seqs": "pow2", "head_size": "exact", "group": "exact", "decode": "exact", "dtype": "exact"},
     lambda q, key_cache, value_cache, query_start_loc, seq_lens, *a, **k: {
         "tokens": q.shape[0], "seqs": seq_lens.shape[0], "head_size": q.shape[2],
         "group": q.shape[1] // key_cache.shape[2], "decode": int(q.shape[0] == seq_lens.shape[0]),
+        "dtype": str(q.dtype).removeprefix("torch."),
     },
 )  # fmt: skip
 
@@ -256,6 +261,40 @@ def auto_splits(batch: int, kv_heads: int, target_programs: int = 256) -> int:
 
 def paged_attention(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None,
                     out=None, config=None):  # fmt: skip
+    """Launch with ``config``; a config the device cannot hold (shared memory) falls back to the default."""
+    try:
+        return _launch(
+            q,
+            key_cache,
+            value_cache,
+            query_start_loc,
+            seq_lens,
+            block_tables,
+            scale,
+            sliding_window,
+            out,
+            config,
+        )
+    except triton.runtime.errors.OutOfResources as exc:
+        if not config or config == CONFIG_SPACE.default:
+            raise
+        log.warning("paged_attention config %s does not fit (%s); using the default config", config, exc)
+        return _launch(
+            q,
+            key_cache,
+            value_cache,
+            query_start_loc,
+            seq_lens,
+            block_tables,
+            scale,
+            sliding_window,
+            out,
+            None,
+        )
+
+
+def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None,
+            out=None, config=None):  # fmt: skip
     op = "paged_attention"
     check_paged_attention_args(op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables)
     check_last_dim_contiguous(op, "q", q)
