@@ -99,3 +99,10 @@ def test_pytest_plugin(home):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(home))
     assert done.returncode == 0, done.stdout[-2000:]
     assert " passed" in done.stdout
+
+
+def test_perf_mode_reports_limits_and_bandwidth(home, fresh_discovery):
+    report = run(RunOptions(platform="cpu", ops=["silu_and_mul"], perf=True, seed=5, levels=("op",)))
+    assert report.limits["copy_GBps"] > 0 and report.limits["matmul_TFLOPs"] > 0
+    timed = [r for r in report.results if r.status == "pass"]
+    assert timed and all(r.extra["median_ms"] > 0 and r.extra["share_of_copy_bandwidth"] > 0 for r in timed)
