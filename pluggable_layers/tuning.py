@@ -44,8 +44,11 @@ class ConfigSpace:
         default: Config,
         constraints: Sequence[Callable[[Config], bool]] = (),
         narrow: Callable[[Mapping[str, Any]], Mapping[str, Sequence[ConfigValue]]] | None = None,
+        optional: Mapping[str, Sequence[ConfigValue]] | None = None,
     ) -> None:
         self.params = {k: tuple(v) for k, v in params.items()}
+        #: parameters a config may carry or leave out (backend launch options such as waves_per_eu)
+        self.optional = {k: tuple(v) for k, v in (optional or {}).items()}
         self.constraints = tuple(constraints)
         #: per shape key, the candidate lists worth timing (parameters the shape does not use fixed)
         self.narrow = narrow
@@ -57,12 +60,13 @@ class ConfigSpace:
     def problem(self, config: Mapping[str, Any]) -> str | None:
         """Why ``config`` is not a member of this space, or None."""
         missing = set(self.params) - set(config)
-        extra = set(config) - set(self.params)
+        extra = set(config) - set(self.params) - set(self.optional)
         if missing or extra:
             return f"parameters missing {sorted(missing)} / unknown {sorted(extra)}"
         for name, value in config.items():
-            if value not in self.params[name]:
-                return f"{name}={value!r} is not a candidate ({list(self.params[name])})"
+            candidates = self.params.get(name, self.optional.get(name, ()))
+            if value not in candidates:
+                return f"{name}={value!r} is not a candidate ({list(candidates)})"
         for constraint in self.constraints:
             if not constraint(dict(config)):
                 return f"violates constraint {getattr(constraint, '__name__', constraint)}"

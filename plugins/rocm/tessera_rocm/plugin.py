@@ -18,3 +18,11 @@ def tessera_register_kernels(registry):
     # Tuned configs for the triton pack's kernels on this platform's devices:
     # configs/<kernel>/<canonical device or arch>.json
     registry.add_tuned_config_dir("rocm", Path(__file__).parent / "configs")
+    from tessera.pluggable_layers.registry import PRIORITY_PLATFORM
+    from tessera_rocm.kernels import linear_fp8
+
+    registry.register(
+        "linear_fp8", linear_fp8.linear_fp8, name="rocm_scaled_mm_linear_fp8", platforms=("rocm",),
+        priority=PRIORITY_PLATFORM, supports=linear_fp8.supports, dtypes=("bfloat16", "float16"), graph_safe=True,
+        description="fp8 GEMM with the device's fp8 flavour (fnuz on gfx942) through torch._scaled_mm",
+    )  # fmt: skip

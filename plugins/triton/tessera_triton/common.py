@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+
 import torch
+
+#: launch options some Triton backends take (AMD: waves_per_eu, matrix_instr_nonkdim, kpack; Intel: grf_mode).
+#: Tuned configs may carry them; launchers pass only those the active backend knows.
+BACKEND_OPTIONS: dict[str, tuple] = {
+    "waves_per_eu": (0, 1, 2, 3, 4),
+    "matrix_instr_nonkdim": (0, 16, 32),
+    "kpack": (1, 2),
+    "grf_mode": ("default", "large", "auto"),
+}
+LAUNCH_KEYS = ("num_warps", "num_stages", *BACKEND_OPTIONS)
 
 
 def requires_triton(query) -> str | None:
@@ -17,13 +30,31 @@ def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
+@lru_cache(maxsize=1)
+def supported_launch_options() -> frozenset[str]:
+    """Launch options the active Triton backend accepts (the interpreter ignores them all)."""
+    base = {"num_warps", "num_stages"}
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return frozenset(base | set(BACKEND_OPTIONS))
+    try:
+        from triton.compiler.compiler import make_backend
+        from triton.runtime import driver
+
+        options = make_backend(driver.active.get_current_target()).parse_options({})
+        return frozenset(base | (set(BACKEND_OPTIONS) & set(vars(options))))
+    except Exception:  # noqa: BLE001 - no device or an unfamiliar backend: the portable options only
+        return frozenset(base)
+
+
 def launch_options(config: dict) -> dict:
-    """The keys of a config that are Triton launch options rather than kernel constants."""
-    return {k: config[k] for k in ("num_warps", "num_stages") if k in config}
+    """The keys of a config that are launch options the active backend takes."""
+    allowed = supported_launch_options()
+    return {k: config[k] for k in LAUNCH_KEYS if k in config and k in allowed}
 
 
 def constants(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+    """The keys of a config that are the kernel's constexpr parameters."""
+    return {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
 
 
 def fp32_compute(dtype: torch.dtype) -> bool:

@@ -15,9 +15,11 @@ import triton.language as tl
 from tessera.pluggable_layers.checks import check_last_dim_contiguous
 from tessera.pluggable_layers.reference.kv_cache_write import check_kv_write_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import launch_options, next_pow2
+from tessera_triton.common import BACKEND_OPTIONS, launch_options, next_pow2
 
-CONFIG_SPACE = ConfigSpace(params={"num_warps": [1, 2, 4, 8]}, default={"num_warps": 4})
+CONFIG_SPACE = ConfigSpace(
+    optional=BACKEND_OPTIONS, params={"num_warps": [1, 2, 4, 8]}, default={"num_warps": 4}
+)
 SHAPE_KEY = ShapeKey(
     {"row": "pow2", "tokens": "pow2"},
     lambda key, *a, **k: {"row": key.shape[1] * key.shape[2], "tokens": key.shape[0]},

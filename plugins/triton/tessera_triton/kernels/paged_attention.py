@@ -30,16 +30,17 @@ import triton.language as tl
 from tessera.pluggable_layers.checks import check_last_dim_contiguous, check_out
 from tessera.pluggable_layers.reference.paged_attention import check_paged_attention_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import next_pow2
+from tessera_triton.common import BACKEND_OPTIONS, launch_options, next_pow2
 
 log = logging.getLogger("tessera.triton")
 
 CONFIG_SPACE = ConfigSpace(
+    optional=BACKEND_OPTIONS,
     params={
         "BLOCK_N": [16, 32, 64, 128],
         "NUM_SPLITS": [0, 1, 2, 4, 8, 16, 32, 64],
         "BLOCK_M": [16, 32, 64, 128],
-        "num_warps": [2, 4, 8],
+        "num_warps": [2, 4, 8, 16],
         "num_stages": [1, 2, 3, 4],
     },
     default={"BLOCK_N": 64, "NUM_SPLITS": 0, "BLOCK_M": 64, "num_warps": 4, "num_stages": 2},
@@ -308,7 +309,7 @@ def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, 
         return out
     window = int(sliding_window) if sliding_window else 0
     tables = block_tables if block_tables.stride(1) == 1 else block_tables.contiguous()
-    launch = {"num_warps": config["num_warps"], "num_stages": config["num_stages"]}
+    launch = launch_options(config)
     if tokens == batch:
         splits = int(config["NUM_SPLITS"]) or auto_splits(batch, hk)
         group = hq // hk

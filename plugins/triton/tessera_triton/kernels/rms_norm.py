@@ -22,11 +22,12 @@ from tessera.pluggable_layers.checks import (
     check_shape,
 )
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import constants, launch_options
+from tessera_triton.common import BACKEND_OPTIONS, constants, launch_options
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 CONFIG_SPACE = ConfigSpace(
+    optional=BACKEND_OPTIONS,
     params={"BLOCK": [256, 512, 1024, 2048, 4096, 8192], "num_warps": [1, 2, 4, 8, 16]},
     default={"BLOCK": 1024, "num_warps": 4},
     constraints=[lambda c: c["BLOCK"] >= 32 * c["num_warps"]],

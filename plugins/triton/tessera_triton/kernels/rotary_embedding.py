@@ -23,9 +23,11 @@ from tessera.pluggable_layers.checks import (
     fail,
 )
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import launch_options, next_pow2
+from tessera_triton.common import BACKEND_OPTIONS, launch_options, next_pow2
 
-CONFIG_SPACE = ConfigSpace(params={"num_warps": [1, 2, 4, 8]}, default={"num_warps": 1})
+CONFIG_SPACE = ConfigSpace(
+    optional=BACKEND_OPTIONS, params={"num_warps": [1, 2, 4, 8]}, default={"num_warps": 1}
+)
 SHAPE_KEY = ShapeKey(
     {"head_size": "exact", "tokens": "pow2"},
     lambda positions, q, *a, **k: {"head_size": q.shape[-1], "tokens": q.shape[0]},

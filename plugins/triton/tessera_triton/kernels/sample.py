@@ -20,8 +20,10 @@ import triton.language as tl
 from tessera.pluggable_layers.reference.sample import check_sample_args
 from tessera.pluggable_layers.sampling import filter_probabilities
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
+from tessera_triton.common import BACKEND_OPTIONS, launch_options
 
 CONFIG_SPACE = ConfigSpace(
+    optional=BACKEND_OPTIONS,
     params={"BLOCK": [1024, 2048, 4096, 8192], "num_warps": [4, 8, 16]},
     default={"BLOCK": 4096, "num_warps": 8},
 )
@@ -91,7 +93,7 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=Non
     seed = int(torch.randint(0, 2**31 - 1, (1,)))
     _sample_kernel[(rows,)](logits, temperature.to(torch.float32).contiguous(), noise, out, vocab, logits.stride(0),
                             noise.stride(0), seed, HAS_NOISE=exponential_noise is not None, BLOCK=config["BLOCK"],
-                            num_warps=config["num_warps"])  # fmt: skip
+                            **launch_options(config))  # fmt: skip
     return out
 
 

@@ -18,9 +18,10 @@ from tessera.pluggable_layers.checks import (
     fail,
 )
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import constants, launch_options
+from tessera_triton.common import BACKEND_OPTIONS, constants, launch_options
 
 CONFIG_SPACE = ConfigSpace(
+    optional=BACKEND_OPTIONS,
     params={"BLOCK": [128, 256, 512, 1024, 2048], "num_warps": [1, 2, 4, 8]},
     default={"BLOCK": 1024, "num_warps": 4},
     constraints=[lambda c: c["BLOCK"] >= 32 * c["num_warps"]],

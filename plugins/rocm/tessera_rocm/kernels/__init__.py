@@ -1,0 +1,1 @@
+"""ROCm-specific kernels: where the CUDA path leans on CUDA-only features."""
