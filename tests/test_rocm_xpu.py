@@ -151,3 +151,19 @@ def test_no_ipex_anywhere(tmp_path, monkeypatch, fresh_discovery, checkpoints_di
     LLM(str(checkpoints_dir_llama)).generate([{"prompt_token_ids": [1, 2, 3]}], SamplingParams(max_tokens=4))
     run(RunOptions(platform="cpu", ops=["rms_norm"], seed=1))
     assert name not in sys.modules
+
+
+@pytest.mark.parametrize("fp8", ["float8_e4m3fnuz", "float8_e4m3fn"])
+def test_rocm_fp8_linear_against_the_reference_on_cpu(fp8):
+    """torch._scaled_mm runs on the CPU too, so the whole ROCm fp8 kernel can be checked here."""
+    from tessera_rocm.kernels.linear_fp8 import linear_fp8
+
+    from tessera.pluggable_layers.reference.linear_fp8 import linear_fp8 as reference_fp8
+    from tessera.pluggable_layers.reference.linear_fp8 import quantize_per_channel
+
+    wq, ws = quantize_per_channel(torch.randn(96, 256), getattr(torch, fp8))
+    x, bias = torch.randn(7, 256, dtype=torch.bfloat16), torch.randn(96, dtype=torch.bfloat16)
+    out = torch.full((7, 96), float("nan"), dtype=torch.bfloat16)
+    linear_fp8(x, wq, ws, bias, out=out)
+    figures = compare(out, reference_fp8(x.double(), wq, ws.double(), bias.double()))
+    assert figures.problem is None and figures.normalized <= OPS["linear_fp8"].budget("bfloat16")

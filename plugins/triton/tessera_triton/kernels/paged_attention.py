@@ -73,7 +73,7 @@ def narrow_for(key) -> dict:
         "BLOCK_M": [64, 128],
         "BLOCK_N": [32, 64, 128],
         "num_warps": [4, 8],
-        "num_stages": [2, 3],
+        "num_stages": [2, 3, 4],
     }
 
 
