@@ -156,10 +156,9 @@ def test_no_ipex_anywhere(tmp_path, monkeypatch, fresh_discovery, checkpoints_di
 @pytest.mark.parametrize("fp8", ["float8_e4m3fnuz", "float8_e4m3fn"])
 def test_rocm_fp8_linear_against_the_reference_on_cpu(fp8):
     """torch._scaled_mm runs on the CPU too, so the whole ROCm fp8 kernel can be checked here."""
-    from tessera_rocm.kernels.linear_fp8 import linear_fp8
-
     from tessera.pluggable_layers.reference.linear_fp8 import linear_fp8 as reference_fp8
     from tessera.pluggable_layers.reference.linear_fp8 import quantize_per_channel
+    from tessera_rocm.kernels.linear_fp8 import linear_fp8
 
     wq, ws = quantize_per_channel(torch.randn(96, 256), getattr(torch, fp8))
     x, bias = torch.randn(7, 256, dtype=torch.bfloat16), torch.randn(96, dtype=torch.bfloat16)
