@@ -135,7 +135,7 @@ class Platform(abc.ABC):
         return HostEvent()
 
     def graph(self) -> Any | None:
-        """A capturable graph object (``torch.cuda.CUDAGraph``-like), or None without graphs."""
+        """A capturable graph object (with ``replay()`` and ``pool()``), or None without graphs."""
         return None
 
     def graph_capture(self, graph: Any, pool: Any = None) -> contextlib.AbstractContextManager:

@@ -263,35 +263,14 @@ def auto_splits(batch: int, kv_heads: int, target_programs: int = 256) -> int:
 def paged_attention(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None,
                     out=None, config=None):  # fmt: skip
     """Launch with ``config``; a config the device cannot hold (shared memory) falls back to the default."""
+    args = (q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window, out)
     try:
-        return _launch(
-            q,
-            key_cache,
-            value_cache,
-            query_start_loc,
-            seq_lens,
-            block_tables,
-            scale,
-            sliding_window,
-            out,
-            config,
-        )
+        return _launch(*args, config)
     except triton.runtime.errors.OutOfResources as exc:
         if not config or config == CONFIG_SPACE.default:
             raise
         log.warning("paged_attention config %s does not fit (%s); using the default config", config, exc)
-        return _launch(
-            q,
-            key_cache,
-            value_cache,
-            query_start_loc,
-            seq_lens,
-            block_tables,
-            scale,
-            sliding_window,
-            out,
-            None,
-        )
+        return _launch(*args, None)
 
 
 def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None,
