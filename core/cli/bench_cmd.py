@@ -85,3 +85,109 @@ def kernels(
         }
         Path(out).write_text(json.dumps(payload, indent=2, default=str))
         console.print(f"wrote {out}")
+
+
+def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label) -> dict:
+    from tessera.bench.e2e import copy_weights, floor_seconds, hf_model_for, run_hf, run_tessera, summarize
+    from tessera.bench.timing import measure_limits
+    from tessera.errors import ConfigError
+    from tessera.llm import LLM
+    from tessera.models.presets import preset_dir
+    from tessera.models.spec import ModelSpec
+
+    if bool(model) == bool(preset):
+        raise ConfigError("give exactly one of --model DIR and --preset NAME")
+    path, load_format = (str(preset_dir(preset)), "random") if preset else (model, "safetensors")
+    vocab = ModelSpec.from_dir(path).vocab_size
+    workload = workload_fn(vocab)
+    longest = max(len(p) + o for p, o in workload)
+    llm = LLM(path, dtype=dtype, platform=platform, load_format=load_format, max_num_seqs=max_num_seqs,
+              max_model_len=longest + 8, gpu_memory_utilization=0.45 if compare == "hf" else 0.9)  # fmt: skip
+    engine = llm.engine
+    device = engine.runner.device
+    result: dict = {"benchmark": label, "model": preset or model, "platform": engine.platform.name,
+                    "device": engine.platform.devices()[0].name, "dtype": str(engine.dtype).removeprefix("torch."),
+                    "num_prompts": len(workload), "max_num_seqs": max_num_seqs}  # fmt: skip
+    hf = None
+    if compare == "hf":
+        try:
+            hf = hf_model_for(llm)
+            copy_weights(hf, llm)
+        except Exception as exc:  # noqa: BLE001 - the peer failing is reported, the bench goes on
+            result["hf"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            hf = None
+    limits = measure_limits(engine.platform, device)
+    result["limits"] = {k: v for k, v in limits.items() if isinstance(v, float)}
+    result["tessera"] = run_tessera(llm, workload)
+    model_params = [p for name, p in engine.runner.model.named_parameters() if "embed_tokens" not in name]
+    weight_bytes = sum(p.numel() * p.element_size() for p in model_params)
+    params = sum(p.numel() for p in model_params)
+    kv_per_token = engine.runner.plan.bytes_per_block // max(engine.runner.plan.block_size, 1)
+    floor = floor_seconds(workload, weight_bytes, params, kv_per_token, result["limits"], max_num_seqs)
+    result.update({"floor_seconds": floor, "floor_share": floor / result["tessera"]["seconds"]})
+    if hf is not None:
+        try:
+            result["hf"] = run_hf(hf, workload, max_num_seqs)
+            result["speedup_vs_hf"] = (
+                result["tessera"]["output_tokens_per_s"] / result["hf"]["output_tokens_per_s"]
+            )
+        except Exception as exc:  # noqa: BLE001 - out of memory and the like
+            result["hf"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    console.print(summarize(result), highlight=False)
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2, default=str))
+        console.print(f"wrote {out}")
+    return result
+
+
+@app.command("throughput")
+def throughput(
+    model: str | None = typer.Option(None, "--model", "-m", help="Checkpoint folder."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Random weights from a preset: llama3-8b, qwen3-0.6b, ..."
+    ),
+    num_prompts: int = typer.Option(64, "--num-prompts"),
+    input_len: int = typer.Option(256, "--input-len"),
+    output_len: int = typer.Option(256, "--output-len"),
+    random_range: str | None = typer.Option(
+        None, "--random-range", help="LOW,HIGH: input and output lengths uniform in it."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    compare: str | None = typer.Option(
+        None, "--compare", help="hf: run transformers' generate on the same weights too."
+    ),
+    dtype: str = typer.Option("auto", "--dtype"),
+    platform: str | None = typer.Option(None, "--platform", "-p"),
+    max_num_seqs: int = typer.Option(256, "--max-num-seqs"),
+    out: Path | None = typer.Option(None, "--out"),
+) -> None:
+    """Output tokens/s of a whole workload, against the device floor (and transformers with --compare hf)."""
+    from tessera.bench.e2e import fixed_workload, random_workload
+
+    with user_errors():
+        if random_range:
+            low, high = (int(v) for v in random_range.split(","))
+            make = lambda vocab: random_workload(num_prompts, low, high, vocab, seed)  # noqa: E731
+        else:
+            make = lambda vocab: fixed_workload(num_prompts, input_len, output_len, vocab, seed)  # noqa: E731
+        _e2e(make, model, preset, compare, dtype, platform, out, min(max_num_seqs, num_prompts), "throughput")
+
+
+@app.command("latency")
+def latency(
+    model: str | None = typer.Option(None, "--model", "-m"),
+    preset: str | None = typer.Option(None, "--preset"),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    input_len: int = typer.Option(128, "--input-len"),
+    output_len: int = typer.Option(256, "--output-len"),
+    compare: str | None = typer.Option(None, "--compare"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    platform: str | None = typer.Option(None, "--platform", "-p"),
+    out: Path | None = typer.Option(None, "--out"),
+) -> None:
+    """Time per output token of one batch (default batch 1), against the weight-bytes floor."""
+    from tessera.bench.e2e import fixed_workload
+
+    with user_errors():
+        make = lambda vocab: fixed_workload(batch_size, input_len, output_len, vocab, 0)  # noqa: E731
+        _e2e(make, model, preset, compare, dtype, platform, out, batch_size, "latency")

@@ -1,0 +1,142 @@
+"""End-to-end benchmarks: ``tessera bench throughput`` and ``tessera bench latency``.
+
+A workload is a list of (prompt token ids, output length); output lengths are
+forced (EOS ignored) so that every engine does the same work. Tessera runs it
+through ``LLM.generate``; with ``compare="hf"`` transformers' ``generate`` runs
+the same workload on the same weights in the same process. The floor is the
+time the device needs at its measured limits: each decode step reads the
+weights once plus the KV of every running sequence, prefill does 2 x params
+FLOPs per prompt token.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+Workload = list[tuple[list[int], int]]
+
+
+def fixed_workload(num_prompts: int, input_len: int, output_len: int, vocab: int, seed: int) -> Workload:
+    rng = random.Random(seed)
+    return [([rng.randrange(3, vocab) for _ in range(input_len)], output_len) for _ in range(num_prompts)]
+
+
+def random_workload(num_prompts: int, low: int, high: int, vocab: int, seed: int) -> Workload:
+    rng = random.Random(seed)
+    return [
+        ([rng.randrange(3, vocab) for _ in range(rng.randint(low, high))], rng.randint(low, high))
+        for _ in range(num_prompts)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+@dataclass
+class Floor:
+    seconds: float
+    weight_bytes: int
+    kv_bytes_per_token: int
+
+
+def floor_seconds(workload: Workload, weight_bytes: int, params: int, kv_bytes_per_token: int, limits: dict,
+                  max_batch: int) -> float:  # fmt: skip
+    """Lower bound: decode steps read weights once per step (batches of at most max_batch) plus every live KV."""
+    bw, rate = limits["copy_GBps"] * 1e9, limits["matmul_TFLOPs"] * 1e12
+    prefill_tokens = sum(len(p) for p, _ in workload)
+    total = 2.0 * params * prefill_tokens / rate
+    for start in range(0, len(workload), max_batch):
+        group = workload[start : start + max_batch]
+        for step in range(max(o for _, o in group)):
+            live = [(len(p), o) for p, o in group if step < o]
+            kv = sum((length + step) * kv_bytes_per_token for length, _ in live)
+            total += max((weight_bytes + kv) / bw, 2.0 * params * len(live) / rate)
+    return total
+
+
+def run_tessera(llm, workload: Workload) -> dict:
+    from tessera import SamplingParams
+
+    params = [SamplingParams(temperature=0, max_tokens=o, ignore_eos=True) for _, o in workload]
+    llm.generate(
+        [{"prompt_token_ids": workload[0][0][:16]}],
+        SamplingParams(temperature=0, max_tokens=4, ignore_eos=True),
+    )
+    platform = llm.engine.platform
+    platform.synchronize()
+    platform.reset_peak_memory()
+    start = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p} for p, _ in workload], params)
+    elapsed = time.perf_counter() - start
+    out_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    in_tokens = sum(len(p) for p, _ in workload)
+    ttft = [o.metrics.time_to_first_token for o in outs if o.metrics.time_to_first_token is not None]
+    tpot = [o.metrics.time_per_output_token for o in outs if o.metrics.time_per_output_token is not None]
+    return {"seconds": elapsed, "output_tokens": out_tokens, "output_tokens_per_s": out_tokens / elapsed,
+            "total_tokens_per_s": (out_tokens + in_tokens) / elapsed,
+            "ttft_ms": {"p50": 1000 * percentile(ttft, 0.5), "p99": 1000 * percentile(ttft, 0.99)} if ttft else None,
+            "tpot_ms": {"p50": 1000 * percentile(tpot, 0.5), "p99": 1000 * percentile(tpot, 0.99)} if tpot else None,
+            "peak_memory_bytes": platform.peak_memory()}  # fmt: skip
+
+
+def hf_model_for(llm):
+    """A transformers model with the engine's architecture, random weights on the engine's device."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(str(llm.engine.spec.path))
+    with torch.device(llm.engine.runner.device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=llm.engine.dtype)
+    return model.eval()
+
+
+def copy_weights(hf_model, llm) -> None:
+    """Give the engine the transformers model's weights (Hugging Face names go through its loader)."""
+    llm.engine.runner.model.load_weights(hf_model.state_dict().items())
+
+
+@torch.inference_mode()
+def run_hf(model, workload: Workload, batch_size: int) -> dict:
+    device = next(model.parameters()).device
+    start = time.perf_counter()
+    produced = 0
+    for i in range(0, len(workload), batch_size):
+        group = workload[i : i + batch_size]
+        width = max(len(p) for p, _ in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        mask = torch.zeros(len(group), width, dtype=torch.long)
+        for row, (p, _) in enumerate(group):  # left padding
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        new = max(o for _, o in group)
+        out = model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new, min_new_tokens=new,
+                             do_sample=False, pad_token_id=0)  # fmt: skip
+        produced += sum(o for _, o in group)
+        del out
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "output_tokens": produced, "output_tokens_per_s": produced / elapsed}
+
+
+def summarize(result: dict) -> str:
+    t = result["tessera"]
+    line = f"tessera {t['output_tokens_per_s']:.1f} output tok/s ({t['seconds']:.2f}s)"
+    if t.get("tpot_ms"):
+        line += f", TPOT p50 {t['tpot_ms']['p50']:.2f} ms"
+    line += f", floor share {result['floor_share']:.2f}"
+    peer = result.get("hf")
+    if peer and "output_tokens_per_s" in peer:
+        line += f"; transformers {peer['output_tokens_per_s']:.1f} tok/s -> {result['speedup_vs_hf']:.2f}x"
+    elif peer:
+        line += f"; transformers failed: {peer['error']}"
+    return line
+
+
+__all__ = ["fixed_workload", "random_workload", "floor_seconds", "run_tessera", "run_hf", "statistics"]

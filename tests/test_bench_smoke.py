@@ -1,0 +1,47 @@
+"""`tessera bench throughput / latency` end to end on a tiny preset, against transformers (no speed assertion)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tessera.bench.e2e import fixed_workload, floor_seconds, random_workload
+from tessera.cli import app
+
+
+def test_throughput_with_transformers_peer(tmp_path, monkeypatch, fresh_discovery):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
+    out = tmp_path / "tp.json"
+    result = CliRunner().invoke(app, ["bench", "throughput", "--preset", "tiny-llama", "--num-prompts", "4", "--input-len", "16",
+                                      "--output-len", "8", "--compare", "hf", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tessera"]["output_tokens"] == 32 and data["hf"]["output_tokens"] == 32
+    assert data["speedup_vs_hf"] > 0 and 0 < data["floor_share"] and data["tessera"]["tpot_ms"]["p50"] > 0
+
+
+def test_latency_and_bad_arguments(tmp_path, monkeypatch, fresh_discovery):
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
+    result = CliRunner().invoke(
+        app, ["bench", "latency", "--preset", "tiny-qwen3", "--input-len", "8", "--output-len", "4"]
+    )
+    assert result.exit_code == 0 and "tessera" in result.output
+    both = CliRunner().invoke(app, ["bench", "latency"])
+    assert both.exit_code == 2 and "exactly one of --model DIR and --preset NAME" in both.output
+    unknown = CliRunner().invoke(app, ["bench", "latency", "--preset", "gpt-5"])
+    assert unknown.exit_code == 2 and "unknown preset 'gpt-5'" in unknown.output
+
+
+def test_workloads_and_floor():
+    fixed = fixed_workload(3, 5, 7, 100, 0)
+    assert [len(p) for p, _ in fixed] == [5, 5, 5] and {o for _, o in fixed} == {7}
+    rand = random_workload(50, 100, 1024, 1000, 1)
+    assert all(100 <= len(p) <= 1024 and 100 <= o <= 1024 for p, o in rand) and rand == random_workload(
+        50, 100, 1024, 1000, 1
+    )
+    limits = {"copy_GBps": 1000.0, "matmul_TFLOPs": 100.0}
+    # one sequence, 2 decode steps reading 1 GB of weights and a little KV: about 2 ms
+    assert floor_seconds([([1] * 4, 2)], 10**9, 10**6, 100, limits, 1) == pytest.approx(2e-3, rel=1e-3)
