@@ -205,11 +205,11 @@ class LLMEngine:
 
     def _output(self, req: Request) -> RequestOutput:
         detok = self.detok[req.request_id]
-        text = (
-            detok.finish(req.output_token_ids)
-            if req.finished
-            else (detok.update(req.output_token_ids) and detok.text)
-        )
+        if req.finished:
+            text = detok.finish(req.output_token_ids)
+        else:
+            detok.update(req.output_token_ids)  # the stable text so far; a trailing partial character waits
+            text = detok.text
         completion = CompletionOutput(0, text or "", list(req.output_token_ids), req.finish_reason)
         return RequestOutput(
             req.request_id, req.prompt, req.prompt_token_ids, [completion], req.finished, req.metrics
