@@ -39,63 +39,61 @@ class DenseDecoderLayer(nn.Module):
         return self.mlp(hidden), residual
 
 
+def submodule(layers: nn.ModuleList, m: re.Match, *path: str) -> nn.Module | None:
+    """The module at ``path`` inside the layer a checkpoint name points at, or None if it has none."""
+    module = layer_index(m, layers)
+    for name in path:
+        module = getattr(module, name, None) if module is not None else None
+    return module
+
+
+def loader_or_none(module: nn.Module | None, make) -> object:
+    return make(module) if module is not None else None
+
+
 def attention_rules(layers: nn.ModuleList, attn_name: str = "self_attn") -> list:
     a = L + re.escape(attn_name) + r"\."
-    attn = lambda m: getattr(layer_index(m, layers), attn_name, None)  # noqa: E731
 
-    def qkv(m):
-        block = attn(m)
-        return block and linear_loader(block.qkv_proj, m.group("param"), m.group("shard"))
-
-    def single(m, name):
-        block = attn(m)
-        return block and linear_loader(getattr(block, name), m.group("param"))
+    def proj(m, name, shard=None):
+        return loader_or_none(
+            submodule(layers, m, attn_name, name), lambda t: linear_loader(t, m.group("param"), shard)
+        )
 
     def norm(m):
-        block = attn(m)
-        target = block and getattr(block, f"{m.group('which')}_norm")
-        return target and param_loader(target.weight, m.group(0))
+        target = submodule(layers, m, attn_name, f"{m.group('which')}_norm")
+        return loader_or_none(target, lambda t: param_loader(t.weight, m.group(0)))
 
     return [
-        (re.compile(a + r"(?P<shard>[qkv])_proj\.(?P<param>weight|bias)"), qkv),
-        (re.compile(a + r"o_proj\.(?P<param>weight|bias)"), lambda m: single(m, "o_proj")),
+        (
+            re.compile(a + r"(?P<shard>[qkv])_proj\.(?P<param>weight|bias)"),
+            lambda m: proj(m, "qkv_proj", m.group("shard")),
+        ),
+        (re.compile(a + r"o_proj\.(?P<param>weight|bias)"), lambda m: proj(m, "o_proj")),
         (re.compile(a + r"(?P<which>[qk])_norm\.weight"), norm),
     ]
 
 
 def mlp_rules(layers: nn.ModuleList, mlp_name: str = "mlp") -> list:
-    def gate_up(m):
-        layer = layer_index(m, layers)
-        mlp = layer and getattr(layer, mlp_name, None)
-        return (
-            mlp is not None
-            and hasattr(mlp, "gate_up_proj")
-            and linear_loader(mlp.gate_up_proj, m.group("param"), m.group("shard"))
-            or None
-        )
-
-    def down(m):
-        layer = layer_index(m, layers)
-        mlp = layer and getattr(layer, mlp_name, None)
-        return (
-            mlp is not None
-            and hasattr(mlp, "down_proj")
-            and linear_loader(mlp.down_proj, m.group("param"))
-            or None
+    def proj(m, name, shard=None):
+        return loader_or_none(
+            submodule(layers, m, mlp_name, name), lambda t: linear_loader(t, m.group("param"), shard)
         )
 
     p = L + re.escape(mlp_name) + r"\."
     return [
-        (re.compile(p + r"(?P<shard>gate|up)_proj\.(?P<param>weight|bias)"), gate_up),
-        (re.compile(p + r"down_proj\.(?P<param>weight|bias)"), down),
+        (
+            re.compile(p + r"(?P<shard>gate|up)_proj\.(?P<param>weight|bias)"),
+            lambda m: proj(m, "gate_up_proj", m.group("shard")),
+        ),
+        (re.compile(p + r"down_proj\.(?P<param>weight|bias)"), lambda m: proj(m, "down_proj")),
     ]
 
 
 def norm_rules(layers: nn.ModuleList, names: tuple[str, ...]) -> list:
     def norm(m):
-        layer = layer_index(m, layers)
-        target = layer and getattr(layer, m.group("norm"), None)
-        return target is not None and param_loader(target.weight, m.group(0)) or None
+        return loader_or_none(
+            submodule(layers, m, m.group("norm")), lambda t: param_loader(t.weight, m.group(0))
+        )
 
     return [(re.compile(L + r"(?P<norm>" + "|".join(names) + r")\.weight"), norm)]
 

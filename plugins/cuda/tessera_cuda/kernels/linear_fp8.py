@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from tessera.pluggable_layers.checks import FLOATS, check_dtype, check_out, check_shape, fail
+from tessera.pluggable_layers.checks import FLOATS, check_dtype, check_out, check_shape, fail, write
 from tessera.pluggable_layers.reference.linear import check_linear_args
 
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-SMALL_M = 64
 
 
 def supports(query) -> str | None:
@@ -53,7 +52,4 @@ def linear_fp8(x, weight, weight_scale, bias=None, out=None):
     )
     if bias is not None:
         y = y + bias.to(y.dtype)
-    if out is None:
-        return y.to(x.dtype)
-    out.copy_(y)
-    return out
+    return write(out, y.to(x.dtype))
