@@ -21,6 +21,9 @@ def pytest_addoption(parser) -> None:
     group.addoption("--tessera-full", action="store_true", help="long contexts and large shapes")
     group.addoption("--tessera-ops", default=None, help="comma-separated ops")
     group.addoption("--tessera-kernels", default=None, help="comma-separated kernel names or globs")
+    group.addoption(
+        "--tessera-seed", type=int, default=None, help="replay a run's random draws (default: fresh)"
+    )
 
 
 def _results(config):
@@ -30,7 +33,7 @@ def _results(config):
         split = lambda v: [x for x in v.split(",") if x] if v else None  # noqa: E731
         options = RunOptions(platform=config.getoption("tessera_platform"), device_index=config.getoption("tessera_device"),
                              full=config.getoption("tessera_full"), ops=split(config.getoption("tessera_ops")),
-                             kernels=split(config.getoption("tessera_kernels")))  # fmt: skip
+                             kernels=split(config.getoption("tessera_kernels")), seed=config.getoption("tessera_seed"))  # fmt: skip
         config._tessera_results = run(options).results
     return config._tessera_results
 

@@ -95,7 +95,7 @@ def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monk
 def test_pytest_plugin(home):
     env = dict(os.environ, TESSERA_HOME=str(home))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "tessera.conformance",
-           "--tessera-platform", "cpu", "--tessera-ops", "rms_norm"]  # fmt: skip
+           "--tessera-platform", "cpu", "--tessera-ops", "rms_norm", "--tessera-seed", "13"]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(home))
     assert done.returncode == 0, done.stdout[-2000:]
     assert " passed" in done.stdout
