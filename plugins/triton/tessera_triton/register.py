@@ -23,7 +23,16 @@ KERNELS = {
     "kv_cache_write": ("kv_cache_write", "kv_cache_write", "tune_inputs"),
     "paged_attention": ("paged_attention", "paged_attention", "tune_inputs"),
     "sample": ("sample", "sample", "tune_inputs"),
+    "moe_route": ("moe_route", "moe_route", "tune_inputs"),
+    "moe_experts": ("moe_experts", "moe_experts", "tune_inputs"),
+    "causal_conv1d": ("causal_conv1d", "causal_conv1d", "tune_inputs"),
+    "causal_conv1d_update": ("causal_conv1d", "causal_conv1d_update", "update_tune_inputs"),
+    "ssd_chunk_scan": ("ssd_chunk_scan", "ssd_chunk_scan", "tune_inputs"),
+    "selective_state_update": ("selective_state_update", "selective_state_update", "tune_inputs"),
+    "gated_rms_norm": ("gated_rms_norm", "gated_rms_norm", "tune_inputs"),
 }
+# ops whose module holds more than one kernel name their space and key explicitly
+SPACES = {"causal_conv1d_update": ("UPDATE_CONFIG_SPACE", "UPDATE_SHAPE_KEY")}
 
 
 # sample reads top_k / top_p on the host to decide whether to sort: not capturable
@@ -43,9 +52,10 @@ def register_all(registry) -> None:
         return
     for op, (module_name, fn_name, inputs_name) in KERNELS.items():
         module = importlib.import_module(f"tessera_triton.kernels.{module_name}")
+        space, key = SPACES.get(op, ("CONFIG_SPACE", "SHAPE_KEY"))
         registry.register(
             op, getattr(module, fn_name), name=kernel_name(op), priority=PRIORITY_PORTABLE,
-            supports=requires_triton, graph_safe=op not in NOT_GRAPH_SAFE, config_space=module.CONFIG_SPACE,
-            shape_key=module.SHAPE_KEY,
+            supports=requires_triton, graph_safe=op not in NOT_GRAPH_SAFE, config_space=getattr(module, space),
+            shape_key=getattr(module, key),
             tune_inputs=getattr(module, inputs_name), description=(module.__doc__ or "").strip().splitlines()[0],
         )  # fmt: skip
