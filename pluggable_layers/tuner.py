@@ -56,6 +56,12 @@ def output_error(out: Any, ref: Any) -> float:
     return max(errors, default=0.0)
 
 
+def restore(args: Sequence[Any], pristine: Sequence[Any]) -> None:
+    for arg, saved in zip(args, pristine, strict=True):
+        if isinstance(arg, torch.Tensor):
+            arg.copy_(saved)
+
+
 def time_call(
     fn: Callable[[], Any],
     make_event: Callable[[], Any],
@@ -105,9 +111,11 @@ def tune_kernel(
         key = ShapeKey.to_str(key_tuple)
         candidates = kernel.config_space.configs(dict(key_tuple))
         expected = ref_fn(*to_reference_inputs(args), **to_reference_inputs(kwargs))
+        pristine = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         results: dict[str, float | str] = {}
         for config in candidates:
             label = ",".join(f"{k}={v}" for k, v in config.items())
+            restore(args, pristine)  # ops that update state in place start each check from the same state
             try:
                 err = output_error(kernel.fn(*args, config=config, **kwargs), expected)
                 if not err <= budget:
@@ -127,11 +135,7 @@ def tune_kernel(
         if not timed:
             raise KernelError(f"no config of {kernel.name!r} ran correctly for {key}: {results}")
         best_label = min(timed, key=timed.get)
-        best = next(
-            c
-            for c in kernel.config_space.configs()
-            if ",".join(f"{k}={v}" for k, v in c.items()) == best_label
-        )
+        best = next(c for c in candidates if ",".join(f"{k}={v}" for k, v in c.items()) == best_label)
         configs[key] = best
         timings[key] = {
             "best_ms": timed[best_label],

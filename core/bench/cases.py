@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from tessera.bench.kernels import BenchCase, rel_err
+from tessera.bench.moe_mamba_cases import moe_mamba_cases
 
 HQ, HK, D, BLOCK = 32, 8, 128, 16
 
@@ -183,4 +184,5 @@ def all_cases() -> list[BenchCase]:
         linear_case(8192, 8192, 8192),
         rms_norm_case(8192, 4096),
         silu_case(8192, 14336),
+        *moe_mamba_cases(),
     ]

@@ -25,6 +25,10 @@ class BenchCase:
     facts: dict[str, Any] = field(default_factory=dict)
     dtype: torch.dtype = torch.bfloat16
     copies: int = 1
+    #: for ops that update state in place: keeps what the check needs before the first call
+    before: Callable[[dict], Any] | None = None
+    #: (unit, count) of work items per call, reported as items per second (e.g. tokens)
+    items: tuple[str, Callable[[dict], float]] | None = None
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -40,10 +44,13 @@ def run_case(case: BenchCase, registry, facts, platform, device, limits: dict, i
     kernel = registry.bind(selection)
     row = {"op": case.op, "case": case.label, "kernel": kernel.name, "provider": kernel.kernel.provider}
     with trusted_indices():
+        kept = case.before(inputs[0]) if case.before is not None else None
         out = kernel(**inputs[0])
         platform.synchronize()
         if case.check is not None:
-            row["check_error"] = case.check(out, inputs[0])
+            row["check_error"] = (
+                case.check(out, inputs[0], kept) if case.before else case.check(out, inputs[0])
+            )
         calls = [lambda kw=kw: kernel(**kw) for kw in inputs]
         eager_ms = median_ms(calls, platform, iters=iters)
         graph_ms = median_ms_graph(calls, platform) if kernel.kernel.graph_safe else None
@@ -55,6 +62,9 @@ def run_case(case: BenchCase, registry, facts, platform, device, limits: dict, i
     floor_ms = max(nbytes / (limits["copy_GBps"] * 1e6), flops / (limits["matmul_TFLOPs"] * 1e9))
     row.update({"GBps": nbytes / ms / 1e6, "TFLOPs": flops / ms / 1e9, "floor_ms": floor_ms, "floor_share": floor_ms / ms,
                 "copy_bandwidth_share": nbytes / ms / 1e6 / limits["copy_GBps"]})  # fmt: skip
+    if case.items is not None:
+        unit, count = case.items
+        row[f"{unit}_per_s"] = count(inputs[0]) / ms * 1e3
     for name, make_peer in case.peers.items():
         try:
             fn = make_peer(inputs[0])

@@ -15,7 +15,7 @@ app = typer.Typer(help="Benchmarks against the hardware floor and a peer, in one
 
 @app.command("kernels")
 def kernels(
-    op: str | None = typer.Option(None, "--op", help="Only this op."),
+    op: str | None = typer.Option(None, "--op", help="Only these ops (comma-separated)."),
     platform: str | None = typer.Option(None, "--platform", "-p"),
     device: int = typer.Option(0, "--device"),
     out: Path | None = typer.Option(None, "--out", help="Write the results as JSON."),
@@ -42,7 +42,7 @@ def kernels(
         )
         rows = []
         for case in all_cases():
-            if op and case.op != op:
+            if op and case.op not in op.split(","):
                 continue
             try:
                 rows.append(run_case(case, get_registry(), facts, target, torch_device, limits, iters))

@@ -110,7 +110,9 @@ def _conv_state_writeback_kernel(
     src = length - (WIDTH - 1) + i  # input index of new state entry i; < 0 keeps an old state entry
     i_ok = i < WIDTH - 1
     row = states_ptr + slot * stride_ss + chans[None, :] * stride_sc
-    old = tl.load(row + (WIDTH - 1 + src)[:, None], mask=(i_ok & (src < 0))[:, None] & c_ok[None, :], other=0.0)
+    old = tl.load(
+        row + (WIDTH - 1 + src)[:, None], mask=(i_ok & (src < 0))[:, None] & c_ok[None, :], other=0.0
+    )
     old = tl.where(has_init, old.to(tl.float32), 0.0)
     new = tl.load(x_ptr + (start + src)[:, None].to(tl.int64) * stride_x + chans[None, :],
                   mask=(i_ok & (src >= 0))[:, None] & c_ok[None, :], other=0.0)  # fmt: skip
@@ -142,7 +144,9 @@ def _conv_update_kernel(
         acc = acc / (1.0 + tl.exp(-acc))
     tl.store(out_ptr + b.to(tl.int64) * stride_o + chans, acc.to(out_ptr.dtype.element_ty), mask=c_ok)
     # shift left by one: entry i takes old entry i+1, the last takes x
-    nxt = tl.load(row + (i + 1)[None, :], mask=c_ok[:, None] & (i[None, :] < WIDTH - 2), other=0.0).to(tl.float32)
+    nxt = tl.load(row + (i + 1)[None, :], mask=c_ok[:, None] & (i[None, :] < WIDTH - 2), other=0.0).to(
+        tl.float32
+    )
     shifted = tl.where(i[None, :] == WIDTH - 2, xv[:, None], nxt)
     tl.debug_barrier()
     tl.store(row + i[None, :], shifted.to(states_ptr.dtype.element_ty), mask=s_mask)
@@ -186,7 +190,9 @@ def causal_conv1d(x, weight, bias, query_start_loc, conv_states, state_indices, 
     return out
 
 
-def causal_conv1d_update(x, conv_states, weight, bias, state_indices, activation="silu", out=None, config=None):
+def causal_conv1d_update(
+    x, conv_states, weight, bias, state_indices, activation="silu", out=None, config=None
+):
     op = "causal_conv1d_update"
     check_conv_args(op, x, weight, bias, conv_states, state_indices, activation)
     out, weight = _check(op, x, weight, conv_states, out)

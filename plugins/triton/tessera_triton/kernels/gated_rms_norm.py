@@ -69,7 +69,9 @@ def _gated_rms_norm_kernel(
 
 def gated_rms_norm(x, z, weight, eps, group_size, out=None, config=None):
     op = "gated_rms_norm"
-    reference_gated_rms_norm(x[:0], None if z is None else z[:0], weight, eps, group_size)  # the contract's checks
+    reference_gated_rms_norm(
+        x[:0], None if z is None else z[:0], weight, eps, group_size
+    )  # the contract's checks
     check_dtype(op, "x", x, (torch.float32, torch.float16, torch.bfloat16))
     check_last_dim_contiguous(op, "x", x)
     if z is not None:
@@ -89,4 +91,10 @@ def gated_rms_norm(x, z, weight, eps, group_size, out=None, config=None):
 def tune_inputs(shape: dict, dtype: torch.dtype, device) -> tuple[tuple, dict]:
     """Rows of 8 groups of ``group_size`` channels."""
     x = torch.randn(shape["tokens"], 8 * shape["group_size"], dtype=dtype, device=device)
-    return (x, torch.randn_like(x), torch.randn(x.shape[1], dtype=dtype, device=device), 1e-6, shape["group_size"]), {}
+    return (
+        x,
+        torch.randn_like(x),
+        torch.randn(x.shape[1], dtype=dtype, device=device),
+        1e-6,
+        shape["group_size"],
+    ), {}

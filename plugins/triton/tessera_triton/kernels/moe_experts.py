@@ -46,7 +46,25 @@ CONFIG_SPACE = ConfigSpace(
     },
     default={"BLOCK_M": 0, "GROUP_M": 8, "BLOCK_N_UP": 64, "BLOCK_K_UP": 64, "WARPS_UP": 4, "STAGES_UP": 3,
              "BLOCK_N_DOWN": 64, "BLOCK_K_DOWN": 64, "WARPS_DOWN": 4, "STAGES_DOWN": 3},
+    narrow=lambda key: narrow_for(key),
 )  # fmt: skip
+
+
+def narrow_for(key) -> dict:
+    """The candidates worth timing: small BLOCK_M and deep K tiles at decode, large tiles for prefill."""
+    pairs_per_expert = key["tokens"] * key["top_k"] / key["experts"]
+    if pairs_per_expert <= 16:
+        gemm = {"BLOCK_N": [32, 64, 128], "BLOCK_K": [128, 256], "WARPS": [4], "STAGES": [3, 4]}
+        fixed = {"BLOCK_M": [16], "GROUP_M": [1]}
+    elif pairs_per_expert <= 128:
+        gemm = {"BLOCK_N": [64, 128], "BLOCK_K": [64, 128], "WARPS": [4, 8], "STAGES": [3, 4]}
+        fixed = {"BLOCK_M": [32, 64], "GROUP_M": [8]}
+    else:
+        gemm = {"BLOCK_N": [64, 128, 256], "BLOCK_K": [64], "WARPS": [4, 8], "STAGES": [3, 4]}
+        fixed = {"BLOCK_M": [64, 128], "GROUP_M": [8]}
+    return {**fixed, **{f"{p}_{g}": v for g in GEMMS for p, v in gemm.items()}}
+
+
 SHAPE_KEY = ShapeKey(
     {"experts": "exact", "inter": "exact", "hidden": "exact", "top_k": "exact", "weight": "exact", "tokens": "pow2"},
     lambda x, w13, w2, topk_weights, topk_ids, *a, **k: {
@@ -118,7 +136,9 @@ def _expert_gemm_kernel(
     n_ok = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + a_rows[:, None] * stride_a + offs_k[None, :]
-    w_ptrs = w_ptr + expert.to(tl.int64) * stride_we + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
+    w_ptrs = (
+        w_ptr + expert.to(tl.int64) * stride_we + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
+    )
     up_shift = N * stride_wn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -185,7 +205,9 @@ def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
 
 def _gemm(a, w, scale, route_w, out, sorted_pairs, block_expert, num_blocks, n, k, row_div, gated, config, g):
     block_n, block_k = config[f"BLOCK_N_{g}"], config[f"BLOCK_K_{g}"]
-    extra = {key: config[key] for key in BACKEND_OPTIONS if key in config and key in supported_launch_options()}
+    extra = {
+        key: config[key] for key in BACKEND_OPTIONS if key in config and key in supported_launch_options()
+    }
     grid = (num_blocks * triton.cdiv(n, block_n),)
     _expert_gemm_kernel[grid](
         a, w, scale if scale is not None else w, route_w, out, sorted_pairs, block_expert,
@@ -202,7 +224,13 @@ def moe_experts(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=Non
     op = "moe_experts"
     check_moe_args(op, x, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale)
     check_dtype(op, "x", x, FLOATS)
-    for name, t in (("x", x), ("w13", w13), ("w2", w2), ("topk_ids", topk_ids), ("topk_weights", topk_weights)):
+    for name, t in (
+        ("x", x),
+        ("w13", w13),
+        ("w2", w2),
+        ("topk_ids", topk_ids),
+        ("topk_weights", topk_weights),
+    ):
         check_contiguous(op, name, t)
     check_out(op, out, tuple(x.shape), x.dtype)
     tokens, hidden = x.shape
@@ -228,7 +256,9 @@ def moe_experts(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=Non
 
 def tune_inputs(shape: dict, dtype: torch.dtype, device) -> tuple[tuple, dict]:
     """Random experts of the key's shape; each token routed to top_k distinct random experts."""
-    tokens, experts, inter, hidden, top_k = (shape[k] for k in ("tokens", "experts", "inter", "hidden", "top_k"))
+    tokens, experts, inter, hidden, top_k = (
+        shape[k] for k in ("tokens", "experts", "inter", "hidden", "top_k")
+    )
     x = torch.randn(tokens, hidden, dtype=dtype, device=device)
     w13 = torch.randn(experts, 2 * inter, hidden, dtype=dtype, device=device) * hidden**-0.5
     w2 = torch.randn(experts, hidden, inter, dtype=dtype, device=device) * inter**-0.5

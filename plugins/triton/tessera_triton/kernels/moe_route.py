@@ -41,7 +41,9 @@ def _moe_route_kernel(
     cols = tl.arange(0, BLOCK_E)
     row_ok = rows < T
     mask = row_ok[:, None] & (cols[None, :] < E)
-    x = tl.load(logits_ptr + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=mask, other=-float("inf"))
+    x = tl.load(
+        logits_ptr + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=mask, other=-float("inf")
+    )
     x = x.to(tl.float32)
     if SIGMOID:
         scores = 1.0 / (1.0 + tl.exp(-x))

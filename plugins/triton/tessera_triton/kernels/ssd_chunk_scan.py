@@ -27,7 +27,13 @@ import torch
 import triton
 import triton.language as tl
 
-from tessera.pluggable_layers.checks import check_dtype, check_last_dim_contiguous, check_out, check_shape, fail
+from tessera.pluggable_layers.checks import (
+    check_dtype,
+    check_last_dim_contiguous,
+    check_out,
+    check_shape,
+    fail,
+)
 from tessera.pluggable_layers.reference.ssd_chunk_scan import check_ssm_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, constants, launch_options, next_pow2
@@ -36,8 +42,14 @@ FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
-    params={"BLOCK_L": [16, 32, 64, 128], "BLOCK_P": [16, 32, 64], "num_warps": [2, 4, 8], "num_stages": [1, 2, 3]},
+    params={
+        "BLOCK_L": [16, 32, 64, 128],
+        "BLOCK_P": [16, 32, 64],
+        "num_warps": [2, 4, 8],
+        "num_stages": [1, 2, 3],
+    },
     default={"BLOCK_L": 64, "BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
+    narrow=lambda key: {"BLOCK_L": [32, 64, 128], "num_stages": [1, 2]},
 )
 SHAPE_KEY = ShapeKey(
     {"heads": "exact", "head_dim": "exact", "state": "exact", "groups": "exact", "tokens": "pow2", "seqs": "pow2"},
@@ -110,7 +122,9 @@ def _ssd_scan_kernel(
         tl.store(out_ptr + t64[:, None] * stride_ot + h * stride_oh + p[None, :], y.to(out_ptr.dtype.element_ty),
                  mask=t_ok[:, None] & p_ok[None, :])  # fmt: skip
         xw = x.to(tl.float32) * (tl.exp(a_end - a) * dt)[:, None]
-        state = state * tl.exp(a_end) + tl.dot(tl.trans(xw), Bm.to(tl.float32), input_precision=STATE_PRECISION)
+        state = state * tl.exp(a_end) + tl.dot(
+            tl.trans(xw), Bm.to(tl.float32), input_precision=STATE_PRECISION
+        )
     tl.store(state_ptrs, state.to(states_ptr.dtype.element_ty), mask=state_mask)
 
 
@@ -150,7 +164,9 @@ def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm
 
 def tune_inputs(shape: dict, dtype: torch.dtype, device) -> tuple[tuple, dict]:
     """``seqs`` sequences sharing ``tokens`` tokens, from initial states (Mamba2's parameter ranges)."""
-    tokens, heads, head_dim, state, groups = (shape[k] for k in ("tokens", "heads", "head_dim", "state", "groups"))
+    tokens, heads, head_dim, state, groups = (
+        shape[k] for k in ("tokens", "heads", "head_dim", "state", "groups")
+    )
     seqs = min(shape.get("seqs", 1), tokens)
     x = torch.randn(tokens, heads, head_dim, dtype=dtype, device=device)
     dt = torch.randn(tokens, heads, dtype=dtype, device=device) - 2.0
