@@ -12,7 +12,7 @@ for stage in "$@"; do
     check) tessera conformance run --platform cuda --full --ops "$OPS" --out "$OUT/conformance_moe_mamba" 2>&1 | tail -25 ;;
     bench) tessera bench kernels --op "$OPS" --out "$OUT/bench_moe_mamba.json" 2>&1 | grep -v "^{" | tail -22 ;;
     tune)
-      tune triton_moe_experts --shapes "tokens=1,experts=128,inter=768,hidden=2048,top_k=8;tokens=16,experts=128,inter=768,hidden=2048,top_k=8;tokens=64,experts=128,inter=768,hidden=2048,top_k=8;tokens=256,experts=128,inter=768,hidden=2048,top_k=8;tokens=2048,experts=128,inter=768,hidden=2048,top_k=8;tokens=8192,experts=128,inter=768,hidden=2048,top_k=8;tokens=64,experts=128,inter=768,hidden=2048,top_k=8,weight=float8_e4m3fn"
+      tune triton_moe_experts --shapes "tokens=1,experts=128,inter=768,hidden=2048,top_k=8;tokens=64,experts=128,inter=768,hidden=2048,top_k=8;tokens=256,experts=128,inter=768,hidden=2048,top_k=8;tokens=2048,experts=128,inter=768,hidden=2048,top_k=8;tokens=8192,experts=128,inter=768,hidden=2048,top_k=8;tokens=64,experts=128,inter=768,hidden=2048,top_k=8,weight=float8_e4m3fn"
       tune triton_ssd_chunk_scan --shapes "tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=1;tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=8;tokens=2048,heads=128,head_dim=64,state=128,groups=1,seqs=8"
       tune triton_selective_state_update --shapes "seqs=1,heads=128,head_dim=64,state=128;seqs=64,heads=128,head_dim=64,state=128;seqs=256,heads=128,head_dim=64,state=128"
       ls -R "$OUT/configs" | head -30 ;;

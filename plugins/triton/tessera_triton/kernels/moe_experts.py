@@ -54,13 +54,13 @@ def narrow_for(key) -> dict:
     """The candidates worth timing: small BLOCK_M and deep K tiles at decode, large tiles for prefill."""
     pairs_per_expert = key["tokens"] * key["top_k"] / key["experts"]
     if pairs_per_expert <= 16:
-        gemm = {"BLOCK_N": [32, 64, 128], "BLOCK_K": [128, 256], "WARPS": [4], "STAGES": [3, 4]}
+        gemm = {"BLOCK_N": [64, 128], "BLOCK_K": [128, 256], "WARPS": [4], "STAGES": [3, 4]}
         fixed = {"BLOCK_M": [16], "GROUP_M": [1]}
     elif pairs_per_expert <= 128:
-        gemm = {"BLOCK_N": [64, 128], "BLOCK_K": [64, 128], "WARPS": [4, 8], "STAGES": [3, 4]}
+        gemm = {"BLOCK_N": [64, 128], "BLOCK_K": [64], "WARPS": [4], "STAGES": [3, 4]}
         fixed = {"BLOCK_M": [32, 64], "GROUP_M": [8]}
     else:
-        gemm = {"BLOCK_N": [64, 128, 256], "BLOCK_K": [64], "WARPS": [4, 8], "STAGES": [3, 4]}
+        gemm = {"BLOCK_N": [128, 256], "BLOCK_K": [64], "WARPS": [4, 8], "STAGES": [3, 4]}
         fixed = {"BLOCK_M": [64, 128], "GROUP_M": [8]}
     return {**fixed, **{f"{p}_{g}": v for g in GEMMS for p, v in gemm.items()}}
 
