@@ -6,7 +6,7 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TESSERA_HOME=${OUT:-/tmp}/home TESSERA_CACHE=/tmp/tcache
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plugins/cpu -e plugins/triton -e plugins/cuda >/dev/null 2>&1
 OPS=moe_route,moe_experts,causal_conv1d,causal_conv1d_update,ssd_chunk_scan,selective_state_update,gated_rms_norm
-tune() { tessera tune "$@" --out "$OUT/configs" --iters 10 2>&1 | grep -E "best|wrote|rror" ; }
+tune() { timeout 240 tessera tune "$@" --out "$OUT/configs" --iters 10 2>&1 | grep --line-buffered -E "best|wrote|rror" | cut -c1-300 ; }
 for stage in "$@"; do
   case "$stage" in
     check) tessera conformance run --platform cuda --full --ops "$OPS" --out "$OUT/conformance_moe_mamba" 2>&1 | tail -25 ;;
