@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tessera.bench.e2e import fixed_workload, floor_seconds, random_workload
+from tessera.bench.e2e import DecodeTraffic, fixed_workload, floor_seconds, random_workload, touched_fraction
 from tessera.cli import app
 
 
@@ -45,3 +45,8 @@ def test_workloads_and_floor():
     limits = {"copy_GBps": 1000.0, "matmul_TFLOPs": 100.0}
     # one sequence, 2 decode steps reading 1 GB of weights and a little KV: about 2 ms
     assert floor_seconds([([1] * 4, 2)], 10**9, 10**6, 100, limits, 1) == pytest.approx(2e-3, rel=1e-3)
+    # plus one MoE layer of 1 GB (8 experts, top-2: one token touches a quarter) and 1 MB of state per sequence
+    traffic = DecodeTraffic(expert_layers=((10**9, 8, 2),), state_bytes_per_seq=10**6)
+    moe = floor_seconds([([1] * 4, 2)], 10**9, 10**6, 100, limits, 1, traffic)
+    assert moe == pytest.approx(2 * (1e9 + 0.25e9 + 2e6) / 1e12, rel=1e-3)
+    assert touched_fraction(64, 128, 8) == pytest.approx(1 - (120 / 128) ** 64)

@@ -16,6 +16,9 @@ for stage in "$@"; do
       tune triton_ssd_chunk_scan --shapes "tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=1;tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=8;tokens=2048,heads=128,head_dim=64,state=128,groups=1,seqs=8"
       tune triton_selective_state_update --shapes "seqs=1,heads=128,head_dim=64,state=128;seqs=64,heads=128,head_dim=64,state=128;seqs=256,heads=128,head_dim=64,state=128"
       ls -R "$OUT/configs" | head -30 ;;
+    tune_ssd) tune triton_ssd_chunk_scan --shapes "tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=1;tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=8" ;;
+    bench_tuned) TESSERA_TUNED_CONFIG_DIR="$OUT/configs" timeout 200 tessera bench kernels --op "$OPS" --out "$OUT/bench_moe_mamba.json" 2>&1 | grep --line-buffered -v "^{\|^ \|^}\|falls back" | tail -24 ;;
+    bamba) TESSERA_TUNED_CONFIG_DIR="$OUT/configs" timeout 240 tessera bench throughput --preset bamba-9b --num-prompts 64 --input-len 256 --output-len 256 --compare hf --out "$OUT/throughput_bamba-9b.json" 2>&1 | grep -v "falls back\|falling back" | tail -4 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -48,9 +48,26 @@ class Floor:
     kv_bytes_per_token: int
 
 
+@dataclass(frozen=True)
+class DecodeTraffic:
+    """What a decode step moves besides the dense weights and the KV cache."""
+
+    #: per MoE layer: (bytes of all its experts, number of experts, experts per token)
+    expert_layers: tuple[tuple[int, int, int], ...] = ()
+    #: recurrent (Mamba) state of one sequence, read and written once per step
+    state_bytes_per_seq: int = 0
+
+
+def touched_fraction(tokens: int, experts: int, top_k: int) -> float:
+    """Expected share of a layer's experts that ``tokens`` uniformly routed tokens touch."""
+    return 1.0 - (1.0 - top_k / experts) ** tokens
+
+
 def floor_seconds(workload: Workload, weight_bytes: int, params: int, kv_bytes_per_token: int, limits: dict,
-                  max_batch: int) -> float:  # fmt: skip
-    """Lower bound: decode steps read weights once per step (batches of at most max_batch) plus every live KV."""
+                  max_batch: int, traffic: DecodeTraffic = DecodeTraffic()) -> float:  # fmt: skip
+    """Lower bound: decode steps read the dense weights once per step (batches of at most max_batch), the
+    experts the step's tokens touch, every live KV and each live sequence's recurrent state (read and
+    written); prefill costs its FLOPs. ``params`` counts the parameters one token uses."""
     bw, rate = limits["copy_GBps"] * 1e9, limits["matmul_TFLOPs"] * 1e12
     prefill_tokens = sum(len(p) for p, _ in workload)
     total = 2.0 * params * prefill_tokens / rate
@@ -59,7 +76,9 @@ def floor_seconds(workload: Workload, weight_bytes: int, params: int, kv_bytes_p
         for step in range(max(o for _, o in group)):
             live = [(len(p), o) for p, o in group if step < o]
             kv = sum((length + step) * kv_bytes_per_token for length, _ in live)
-            total += max((weight_bytes + kv) / bw, 2.0 * params * len(live) / rate)
+            experts = sum(b * touched_fraction(len(live), e, k) for b, e, k in traffic.expert_layers)
+            state = 2 * traffic.state_bytes_per_seq * len(live)
+            total += max((weight_bytes + experts + kv + state) / bw, 2.0 * params * len(live) / rate)
     return total
 
 
@@ -139,4 +158,33 @@ def summarize(result: dict) -> str:
     return line
 
 
-__all__ = ["fixed_workload", "random_workload", "floor_seconds", "run_tessera", "run_hf", "statistics"]
+__all__ = [
+    "fixed_workload",
+    "random_workload",
+    "floor_seconds",
+    "DecodeTraffic",
+    "decode_traffic",
+    "run_tessera",
+    "run_hf",
+    "statistics",
+]
+
+
+def decode_traffic(runner) -> tuple[int, int, DecodeTraffic]:
+    """(dense weight bytes, parameters one token uses, the rest of a decode step's traffic) of a model."""
+    from tessera.engine.cache_plan import state_bytes_per_slot
+    from tessera.pluggable_layers.moe import FusedMoE
+
+    model = runner.model
+    params = [(n, p) for n, p in model.named_parameters() if "embed_tokens" not in n]
+    experts = [m for m in model.modules() if isinstance(m, FusedMoE)]
+    expert_ids = {id(t) for m in experts for t in (m.w13, m.w2)}
+    dense = [p for _, p in params if id(p) not in expert_ids]
+    dense_bytes = sum(p.numel() * p.element_size() for p in dense)
+    active = sum(p.numel() for p in dense) + sum(
+        (m.w13.numel() + m.w2.numel()) * m.top_k // m.num_experts for m in experts
+    )
+    layers = tuple(
+        (sum(t.numel() * t.element_size() for t in (m.w13, m.w2)), m.num_experts, m.top_k) for m in experts
+    )
+    return dense_bytes, active, DecodeTraffic(layers, state_bytes_per_slot(runner))

@@ -88,7 +88,15 @@ def kernels(
 
 
 def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label) -> dict:
-    from tessera.bench.e2e import copy_weights, floor_seconds, hf_model_for, run_hf, run_tessera, summarize
+    from tessera.bench.e2e import (
+        copy_weights,
+        decode_traffic,
+        floor_seconds,
+        hf_model_for,
+        run_hf,
+        run_tessera,
+        summarize,
+    )
     from tessera.bench.timing import measure_limits
     from tessera.errors import ConfigError
     from tessera.llm import LLM
@@ -119,11 +127,11 @@ def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs
     limits = measure_limits(engine.platform, device)
     result["limits"] = {k: v for k, v in limits.items() if isinstance(v, float)}
     result["tessera"] = run_tessera(llm, workload)
-    model_params = [p for name, p in engine.runner.model.named_parameters() if "embed_tokens" not in name]
-    weight_bytes = sum(p.numel() * p.element_size() for p in model_params)
-    params = sum(p.numel() for p in model_params)
+    weight_bytes, params, traffic = decode_traffic(engine.runner)
     kv_per_token = engine.runner.plan.bytes_per_block // max(engine.runner.plan.block_size, 1)
-    floor = floor_seconds(workload, weight_bytes, params, kv_per_token, result["limits"], max_num_seqs)
+    floor = floor_seconds(
+        workload, weight_bytes, params, kv_per_token, result["limits"], max_num_seqs, traffic
+    )
     result.update({"floor_seconds": floor, "floor_share": floor / result["tessera"]["seconds"]})
     if hf is not None:
         try:

@@ -44,7 +44,7 @@ def _moe_route_kernel(
     x = tl.load(
         logits_ptr + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=mask, other=-float("inf")
     )
-    x = x.to(tl.float32)
+    x = tl.where(row_ok[:, None], x.to(tl.float32), 0.0)  # rows past T: finite, never stored
     if SIGMOID:
         scores = 1.0 / (1.0 + tl.exp(-x))
     else:

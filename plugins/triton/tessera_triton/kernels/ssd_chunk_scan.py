@@ -1,24 +1,33 @@
-"""Triton ssd_chunk_scan: the Mamba2 selective scan, chunked state-space-dual form, fused in one kernel.
+"""Triton ssd_chunk_scan: the Mamba2 selective scan, chunked state-space-dual form, in segments.
 
 Layout: x [T, H, P] and out [T, H, P] with unit stride in P; dt [T, H]; B, C
 [T, G, N] with unit stride in N; A, D, dt_bias [H] float32; ssm_states
 [S, H, P, N] with unit stride in N (float32 recommended). Head h reads group
 h // (H / G).
 
-One program per (sequence, head, BLOCK_P slice of the head) walks its sequence
-chunk by chunk (BLOCK_L tokens; the op's chunk_size is the reference's
-organisation, the kernel picks its own) carrying the [BLOCK_P, N] state in
+Each sequence is cut into segments of SEGMENT tokens (0: one segment per
+sequence). One program per (segment, head, BLOCK_P slice of the head) walks its
+segment chunk by chunk (BLOCK_L tokens; the op's chunk_size is the reference's
+organisation, the kernel picks its own), carrying the [BLOCK_P, N] state in
 float32 registers::
 
-    a      = cumsum(dt' * A)                               # within the chunk
+    a      = cumsum(dt' * A)                                  # within the chunk
     y      = ((C B^T) * exp(a_l - a_s) * dt'_s, causal) @ x   # intra-chunk
            + (C @ state^T) * exp(a_l) + D * x                 # from the carried state
     state  = exp(a_end) * state + (x * exp(a_end - a_s) * dt'_s)^T @ B
 
+A sequence's first segment starts from its initial state, later ones from zero.
+For sequences of several segments two more launches finish the job: the
+combine pass walks each sequence's segments in order (state entering segment
+j = decay of segment j-1 times the state entering it plus its local final
+state) and writes the final state; the fix-up pass adds each later segment's
+missing term, ``(C_t @ state_in^T) * exp(a_t)`` with ``a_t`` the decay from the
+segment's start (kept by the first pass), to its outputs. Segments let a long
+prompt use the whole card instead of one program per head.
+
 The intra-chunk products run in x's dtype with float32 accumulation; the products
-with the state in tf32 (IEEE float32 for float32 inputs). Rows past the end of
-the sequence load dt' = 0, so they neither decay nor feed the state. The final
-state is written back to the sequence's slot.
+with the state in tf32 (IEEE float32 for float32 inputs). Rows past the end of a
+segment load dt' = 0, so they neither decay nor feed the state.
 """
 
 from __future__ import annotations
@@ -36,21 +45,19 @@ from tessera.pluggable_layers.checks import (
 )
 from tessera.pluggable_layers.reference.ssd_chunk_scan import check_ssm_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import BACKEND_OPTIONS, constants, launch_options, next_pow2
+from tessera_triton.common import BACKEND_OPTIONS, launch_options, next_pow2
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
-    params={
-        "BLOCK_L": [16, 32, 64, 128],
-        "BLOCK_P": [16, 32, 64],
-        "num_warps": [2, 4, 8],
-        "num_stages": [1, 2, 3],
-    },
-    default={"BLOCK_L": 64, "BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
-    narrow=lambda key: {"BLOCK_L": [32, 64, 128], "num_stages": [1, 2]},
-)
+    params={"BLOCK_L": [16, 32, 64, 128], "BLOCK_P": [16, 32, 64], "SEGMENT": [0, 256, 512, 1024, 2048, 4096],
+            "num_warps": [2, 4, 8], "num_stages": [1, 2, 3]},
+    default={"BLOCK_L": 32, "BLOCK_P": 32, "SEGMENT": 1024, "num_warps": 4, "num_stages": 2},
+    constraints=[lambda c: c["SEGMENT"] % c["BLOCK_L"] == 0],
+    narrow=lambda key: {"BLOCK_L": [32, 64], "BLOCK_P": [32, 64], "SEGMENT": [512, 1024, 2048], "num_warps": [4],
+                        "num_stages": [2]},
+)  # fmt: skip
 SHAPE_KEY = ShapeKey(
     {"heads": "exact", "head_dim": "exact", "state": "exact", "groups": "exact", "tokens": "pow2", "seqs": "pow2"},
     lambda x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, *a, **k: {
@@ -70,25 +77,44 @@ def effective_dt(dt, dt_bias, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constex
 
 
 @triton.jit
+def _segment_of(k, seg_end_ptr, B, BLOCK_B: tl.constexpr):
+    """The sequence owning segment k: how many sequences' segment ranges end at or below k."""
+    seq = k * 0
+    for b0 in range(0, B, BLOCK_B):
+        b = b0 + tl.arange(0, BLOCK_B)
+        ends = tl.load(seg_end_ptr + b, mask=b < B, other=2147483647)
+        seq += tl.sum((ends <= k).to(tl.int32), axis=0)
+    return seq
+
+
+@triton.jit
 def _ssd_scan_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dt_bias_ptr, qsl_ptr, states_ptr, idx_ptr, init_ptr, out_ptr,
-    P, N, heads_per_group,
+    seg_end_ptr, segs_ptr, scratch_end_ptr, scratch_ptr, seg_decay_ptr, acum_ptr,
+    P, N, heads_per_group, num_seqs, H,
     stride_xt, stride_xh, stride_dtt, stride_bt, stride_bg, stride_ct, stride_cg, stride_ot, stride_oh,
     stride_ss, stride_sh, stride_sp,
     HAS_D: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr, STATE_PRECISION: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    SEGMENT: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    b = tl.program_id(0)
+    k = tl.program_id(0)
     h = tl.program_id(1)
+    b = _segment_of(k, seg_end_ptr, num_seqs, 64)
+    if b >= num_seqs:
+        return
+    segs = tl.load(segs_ptr + b)
+    j = k - (tl.load(seg_end_ptr + b) - segs)  # segment index within the sequence
+    row = tl.load(scratch_end_ptr + b) - segs + j  # its scratch row (sequences of several segments)
     g = h // heads_per_group
     p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = p < P
     n = tl.arange(0, BLOCK_N)
     n_ok = n < N
-    start = tl.load(qsl_ptr + b)
-    end = tl.load(qsl_ptr + b + 1)
+    seq_end = tl.load(qsl_ptr + b + 1)
+    start = tl.load(qsl_ptr + b) + j * SEGMENT
+    end = tl.minimum(start + SEGMENT, seq_end)
     slot = tl.load(idx_ptr + b).to(tl.int64)
-    has_init = tl.load(init_ptr + b) != 0
+    has_init = (tl.load(init_ptr + b) != 0) & (j == 0)
     A = tl.load(A_ptr + h).to(tl.float32)
     dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)  # A when there is no bias (unused then)
     state_ptrs = states_ptr + slot * stride_ss + h * stride_sh + p[:, None] * stride_sp + n[None, :]
@@ -97,6 +123,9 @@ def _ssd_scan_kernel(
     state = tl.where(has_init, state, 0.0)
     l = tl.arange(0, BLOCK_L)
     causal = l[:, None] >= l[None, :]
+    a_base = tl.sum(
+        tl.zeros([BLOCK_L], dtype=tl.float32), axis=0
+    )  # decay from the segment's start to the current chunk
     for c0 in range(start, end, BLOCK_L):
         t = c0 + l
         t_ok = t < end
@@ -121,11 +150,89 @@ def _ssd_scan_kernel(
             y += tl.load(D_ptr + h).to(tl.float32) * x.to(tl.float32)
         tl.store(out_ptr + t64[:, None] * stride_ot + h * stride_oh + p[None, :], y.to(out_ptr.dtype.element_ty),
                  mask=t_ok[:, None] & p_ok[None, :])  # fmt: skip
+        if segs > 1:
+            tl.store(acum_ptr + t64 * H + h, a_base + a, mask=t_ok)
         xw = x.to(tl.float32) * (tl.exp(a_end - a) * dt)[:, None]
         state = state * tl.exp(a_end) + tl.dot(
             tl.trans(xw), Bm.to(tl.float32), input_precision=STATE_PRECISION
         )
-    tl.store(state_ptrs, state.to(states_ptr.dtype.element_ty), mask=state_mask)
+        a_base += a_end
+    if segs > 1:  # the local final state and the segment's decay, for the combine pass
+        scratch = scratch_ptr + ((row.to(tl.int64) * H + h) * P + p[:, None]) * BLOCK_N + n[None, :]
+        tl.store(scratch, state, mask=state_mask)
+        tl.store(seg_decay_ptr + row.to(tl.int64) * H + h, a_base)
+    else:
+        tl.store(state_ptrs, state.to(states_ptr.dtype.element_ty), mask=state_mask)
+
+
+@triton.jit
+def _ssd_combine_kernel(
+    segs_ptr, scratch_end_ptr, scratch_ptr, seg_decay_ptr, states_ptr, idx_ptr, P, N, H,
+    stride_ss, stride_sh, stride_sp, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Per sequence of several segments: replace each local state by the state entering its segment."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    segs = tl.load(segs_ptr + b)
+    if segs == 1:
+        return
+    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    n = tl.arange(0, BLOCK_N)
+    mask = (p < P)[:, None] & (n < N)[None, :]
+    first = tl.load(scratch_end_ptr + b) - segs
+    running = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for j in range(0, segs):
+        row = (first + j).to(tl.int64)
+        ptrs = scratch_ptr + ((row * H + h) * P + p[:, None]) * BLOCK_N + n[None, :]
+        local = tl.load(ptrs, mask=mask, other=0.0)
+        tl.store(ptrs, running, mask=mask)
+        running = running * tl.exp(tl.load(seg_decay_ptr + row * H + h)) + local
+    slot = tl.load(idx_ptr + b).to(tl.int64)
+    state_ptrs = states_ptr + slot * stride_ss + h * stride_sh + p[:, None] * stride_sp + n[None, :]
+    tl.store(state_ptrs, running.to(states_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ssd_fixup_kernel(
+    C_ptr, qsl_ptr, seg_end_ptr, segs_ptr, scratch_end_ptr, scratch_ptr, acum_ptr, out_ptr,
+    P, N, heads_per_group, num_seqs, H, stride_ct, stride_cg, stride_ot, stride_oh, STATE_PRECISION: tl.constexpr,
+    SEGMENT: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """out_t += (C_t @ state_in^T) * exp(a_t) over the tokens of every segment but a sequence's first."""
+    k = tl.program_id(0)
+    h = tl.program_id(1)
+    b = _segment_of(k, seg_end_ptr, num_seqs, 64)
+    if b >= num_seqs:
+        return
+    segs = tl.load(segs_ptr + b)
+    j = k - (tl.load(seg_end_ptr + b) - segs)
+    if j == 0:
+        return
+    row = (tl.load(scratch_end_ptr + b) - segs + j).to(tl.int64)
+    g = h // heads_per_group
+    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = p < P
+    n = tl.arange(0, BLOCK_N)
+    n_ok = n < N
+    state_in = tl.load(scratch_ptr + ((row * H + h) * P + p[:, None]) * BLOCK_N + n[None, :],
+                       mask=p_ok[:, None] & n_ok[None, :], other=0.0)  # fmt: skip
+    start = tl.load(qsl_ptr + b) + j * SEGMENT
+    end = tl.minimum(start + SEGMENT, tl.load(qsl_ptr + b + 1))
+    l = tl.arange(0, BLOCK_L)
+    for c0 in range(start, end, BLOCK_L):
+        t64 = (c0 + l).to(tl.int64)
+        t_ok = c0 + l < end
+        Cm = tl.load(C_ptr + t64[:, None] * stride_ct + g * stride_cg + n[None, :],
+                     mask=t_ok[:, None] & n_ok[None, :], other=0.0)  # fmt: skip
+        a = tl.load(acum_ptr + t64 * H + h, mask=t_ok, other=0.0)
+        extra = (
+            tl.dot(Cm.to(tl.float32), tl.trans(state_in), input_precision=STATE_PRECISION)
+            * tl.exp(a)[:, None]
+        )
+        ptrs = out_ptr + t64[:, None] * stride_ot + h * stride_oh + p[None, :]
+        mask = t_ok[:, None] & p_ok[None, :]
+        y = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32) + extra
+        tl.store(ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm_states, state_indices,
@@ -147,19 +254,51 @@ def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm
     config = config or CONFIG_SPACE.default
     if batch == 0:
         return out
-    grid = (batch, heads, triton.cdiv(head_dim, config["BLOCK_P"]))
+    segment = config["SEGMENT"] or 1 << 30
+    plan = segment_plan(query_start_loc, segment, tokens, batch)
+    grid = (plan["max_segments"], heads, triton.cdiv(head_dim, config["BLOCK_P"]))
     A32 = A.float().contiguous()
+    block_n = max(16, next_pow2(state_size))
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    scratch = torch.empty(
+        plan["scratch_rows"], heads, head_dim, block_n, dtype=torch.float32, device=x.device
+    )
+    seg_decay = torch.empty(plan["scratch_rows"], heads, dtype=torch.float32, device=x.device)
+    acum = torch.empty(tokens if plan["split"] else 1, heads, dtype=torch.float32, device=x.device)
+    common = {"BLOCK_P": config["BLOCK_P"], "BLOCK_N": block_n, **launch_options(config)}
     _ssd_scan_kernel[grid](
         x, dt, A32, B, C, D.contiguous() if D is not None else A32, dt_bias.contiguous() if dt_bias is not None else A32,
         query_start_loc, ssm_states, state_indices, has_initial_state.to(torch.int32), out,
-        head_dim, state_size, heads // groups,
+        plan["seg_end"], plan["segs"], plan["scratch_end"], scratch, seg_decay, acum,
+        head_dim, state_size, heads // groups, batch, heads,
         x.stride(0), x.stride(1), dt.stride(0), B.stride(0), B.stride(1), C.stride(0), C.stride(1),
         out.stride(0), out.stride(1), ssm_states.stride(0), ssm_states.stride(1), ssm_states.stride(2),
-        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=bool(dt_softplus),
-        STATE_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_N=max(16, next_pow2(state_size)),
-        **constants(config), **launch_options(config),
+        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=bool(dt_softplus), STATE_PRECISION=precision,
+        SEGMENT=segment, BLOCK_L=config["BLOCK_L"], **common,
     )  # fmt: skip
+    if plan["split"]:
+        _ssd_combine_kernel[(batch, heads, grid[2])](
+            plan["segs"], plan["scratch_end"], scratch, seg_decay, ssm_states, state_indices, head_dim, state_size,
+            heads, ssm_states.stride(0), ssm_states.stride(1), ssm_states.stride(2), **common,
+        )  # fmt: skip
+        _ssd_fixup_kernel[grid](
+            C, query_start_loc, plan["seg_end"], plan["segs"], plan["scratch_end"], scratch, acum, out,
+            head_dim, state_size, heads // groups, batch, heads, C.stride(0), C.stride(1), out.stride(0), out.stride(1),
+            STATE_PRECISION=precision, SEGMENT=segment, BLOCK_L=config["BLOCK_L"], **common,
+        )  # fmt: skip
     return out
+
+
+def segment_plan(query_start_loc: torch.Tensor, segment: int, tokens: int, batch: int) -> dict:
+    """Segments per sequence (at least one) and scratch rows for sequences of several, with no host sync."""
+    lens = (query_start_loc[1:] - query_start_loc[:-1]).to(torch.int32)
+    segs = torch.clamp((lens + segment - 1) // segment, min=1).to(torch.int32)
+    several = torch.where(segs > 1, segs, 0)
+    split = tokens > segment  # only then can a sequence have several segments
+    return {"segs": segs, "seg_end": torch.cumsum(segs, 0, dtype=torch.int32),
+            "scratch_end": torch.cumsum(several, 0, dtype=torch.int32), "split": split,
+            "max_segments": triton.cdiv(tokens, segment) + batch,
+            "scratch_rows": 2 * triton.cdiv(tokens, segment) + 1 if split else 1}  # fmt: skip
 
 
 def tune_inputs(shape: dict, dtype: torch.dtype, device) -> tuple[tuple, dict]:
