@@ -19,6 +19,8 @@ for stage in "$@"; do
     tune_ssd) tune triton_ssd_chunk_scan --shapes "tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=1;tokens=16384,heads=128,head_dim=64,state=128,groups=1,seqs=8" ;;
     bench_tuned) TESSERA_TUNED_CONFIG_DIR="$OUT/configs" timeout 200 tessera bench kernels --op "$OPS" --out "$OUT/bench_moe_mamba.json" 2>&1 | grep --line-buffered -v "^{\|^ \|^}\|falls back" | tail -24 ;;
     bamba) TESSERA_TUNED_CONFIG_DIR="$OUT/configs" timeout 240 tessera bench throughput --preset bamba-9b --num-prompts 64 --input-len 256 --output-len 256 --compare hf --out "$OUT/throughput_bamba-9b.json" 2>&1 | grep -v "falls back\|falling back" | tail -4 ;;
+    ssd) timeout 60 tessera conformance run --platform cuda --quick --ops ssd_chunk_scan --out "$OUT/conformance_ssd" 2>&1 | tail -2
+         timeout 90 tessera bench kernels --op ssd_chunk_scan --out "$OUT/bench_ssd.json" 2>&1 | grep --line-buffered "ssd_chunk\|H128" | tail -4 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -25,8 +25,10 @@ missing term, ``(C_t @ state_in^T) * exp(a_t)`` with ``a_t`` the decay from the
 segment's start (kept by the first pass), to its outputs. Segments let a long
 prompt use the whole card instead of one program per head.
 
-The intra-chunk products run in x's dtype with float32 accumulation; the products
-with the state in tf32 (IEEE float32 for float32 inputs). Rows past the end of a
+The intra-chunk products run in x's dtype with float32 accumulation; so do the
+products with the state for bfloat16 inputs (the state itself stays float32),
+while float16 inputs use tf32 there (the state may exceed float16's range) and
+float32 inputs IEEE float32. Rows past the end of a
 segment load dt' = 0, so they neither decay nor feed the state.
 """
 
@@ -95,7 +97,7 @@ def _ssd_scan_kernel(
     stride_xt, stride_xh, stride_dtt, stride_bt, stride_bg, stride_ct, stride_cg, stride_ot, stride_oh,
     stride_ss, stride_sh, stride_sp,
     HAS_D: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr, STATE_PRECISION: tl.constexpr,
-    SEGMENT: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    STATE_IN_BF16: tl.constexpr, SEGMENT: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     k = tl.program_id(0)
     h = tl.program_id(1)
@@ -144,7 +146,10 @@ def _ssd_scan_kernel(
         decay = tl.exp(tl.where(causal, a[:, None] - a[None, :], -float("inf")))
         w = cb * decay * dt[None, :]
         y = tl.dot(w.to(x.dtype), x, input_precision=STATE_PRECISION)  # [L, P]
-        from_state = tl.dot(Cm.to(tl.float32), tl.trans(state), input_precision=STATE_PRECISION)
+        if STATE_IN_BF16:  # bf16 inputs: the products with the state in bf16 too (float32 accumulation)
+            from_state = tl.dot(Cm, tl.trans(state.to(tl.bfloat16)))
+        else:
+            from_state = tl.dot(Cm.to(tl.float32), tl.trans(state), input_precision=STATE_PRECISION)
         y += from_state * tl.exp(a)[:, None]
         if HAS_D:
             y += tl.load(D_ptr + h).to(tl.float32) * x.to(tl.float32)
@@ -153,9 +158,12 @@ def _ssd_scan_kernel(
         if segs > 1:
             tl.store(acum_ptr + t64 * H + h, a_base + a, mask=t_ok)
         xw = x.to(tl.float32) * (tl.exp(a_end - a) * dt)[:, None]
-        state = state * tl.exp(a_end) + tl.dot(
-            tl.trans(xw), Bm.to(tl.float32), input_precision=STATE_PRECISION
-        )
+        if STATE_IN_BF16:
+            state = state * tl.exp(a_end) + tl.dot(tl.trans(xw.to(tl.bfloat16)), Bm)
+        else:
+            state = state * tl.exp(a_end) + tl.dot(
+                tl.trans(xw), Bm.to(tl.float32), input_precision=STATE_PRECISION
+            )
         a_base += a_end
     if segs > 1:  # the local final state and the segment's decay, for the combine pass
         scratch = scratch_ptr + ((row.to(tl.int64) * H + h) * P + p[:, None]) * BLOCK_N + n[None, :]
@@ -274,7 +282,7 @@ def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm
         x.stride(0), x.stride(1), dt.stride(0), B.stride(0), B.stride(1), C.stride(0), C.stride(1),
         out.stride(0), out.stride(1), ssm_states.stride(0), ssm_states.stride(1), ssm_states.stride(2),
         HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=bool(dt_softplus), STATE_PRECISION=precision,
-        SEGMENT=segment, BLOCK_L=config["BLOCK_L"], **common,
+        STATE_IN_BF16=x.dtype == torch.bfloat16, SEGMENT=segment, BLOCK_L=config["BLOCK_L"], **common,
     )  # fmt: skip
     if plan["split"]:
         _ssd_combine_kernel[(batch, heads, grid[2])](
