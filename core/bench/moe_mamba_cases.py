@@ -89,7 +89,9 @@ def moe_case(tokens: int, weight_dtype: str = "bf16") -> BenchCase:
 
 def route_case(tokens: int) -> BenchCase:
     def make(device, dtype, g):
-        logits = torch.randn(tokens, E, device=device, dtype=dtype, generator=g)
+        # distinct values per row (a permutation): with ties in bf16 any order of the tied experts is right
+        ranks = torch.rand(tokens, E, device=device, generator=g).argsort(-1)
+        logits = (ranks.to(torch.float32) * (16.0 / E) - 8.0).to(dtype)
         return {"router_logits": logits, "top_k": TOP_K, "renormalize": True, "scoring": "softmax"}
 
     def torch_route(kw):
