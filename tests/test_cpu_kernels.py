@@ -41,9 +41,12 @@ def test_norms_activation_linear(dtype):
 
 
 @pytest.mark.parametrize(("hq", "hk", "window"), [(8, 2, None), (4, 4, 3), (8, 1, None)])
-def test_paged_attention(hq, hk, window):
+@pytest.mark.parametrize("decode_only", [False, True])
+def test_paged_attention(hq, hk, window, decode_only):
+    """Mixed batches go sequence by sequence; all-decode batches take the one-call path, whose padding
+    reads NaN-filled cache blocks that must not reach the output."""
     g = torch.Generator().manual_seed(1)
-    seq_lens, q_lens = [1, 17, 33, 8], [1, 17, 5, 1]
+    seq_lens, q_lens = [1, 17, 33, 8], [1, 1, 1, 1] if decode_only else [1, 17, 5, 1]
     keys = [torch.randn(n, hk, 32, generator=g) for n in seq_lens]
     values = [torch.randn(n, hk, 32, generator=g) for n in seq_lens]
     kc, vc, tables = build_paged(keys, values, 16, 12, g)

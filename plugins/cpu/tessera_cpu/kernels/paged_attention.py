@@ -22,6 +22,11 @@ def paged_attention(
     out = torch.empty_like(q) if out is None else out
     block_size, kv_heads, head_dim = key_cache.shape[1:]
     gqa = q.shape[1] != kv_heads
+    if q.shape[0] == seq_lens.shape[0] and q.shape[0] > 1:  # every sequence decodes one token
+        out.copy_(
+            batched_decode(q, key_cache, value_cache, seq_lens, block_tables, scale, sliding_window, gqa)
+        )
+        return out
     starts, lengths = query_start_loc.tolist(), seq_lens.tolist()
     for b, length in enumerate(lengths):
         start, end = starts[b], starts[b + 1]
@@ -44,3 +49,26 @@ def paged_attention(
         )
         out[start:end] = y.transpose(0, 1)
     return out
+
+
+def batched_decode(q, key_cache, value_cache, seq_lens, block_tables, scale, sliding_window, gqa):
+    """One SDPA call for a batch of one-token queries: every sequence's blocks gathered to the longest
+    context, positions past a sequence's length (or outside its window) masked and zeroed, so stale
+    cache contents (even NaN) never reach the output."""
+    block_size, kv_heads, head_dim = key_cache.shape[1:]
+    batch = q.shape[0]
+    longest = int(seq_lens.max())
+    tables = block_tables[:, : (longest + block_size - 1) // block_size].long()
+    k = key_cache[tables].reshape(batch, -1, kv_heads, head_dim)[:, :longest]
+    v = value_cache[tables].reshape(batch, -1, kv_heads, head_dim)[:, :longest]
+    pos = torch.arange(longest, device=q.device)[None, :]
+    lens = seq_lens.long()[:, None]
+    valid = pos < lens
+    if sliding_window is not None and sliding_window > 0:
+        valid &= (lens - 1 - pos) < sliding_window
+    k = torch.where(valid[:, :, None, None], k, 0).transpose(1, 2)
+    v = torch.where(valid[:, :, None, None], v, 0).transpose(1, 2)
+    y = torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, None, :], k, v, attn_mask=valid[:, None, None, :], scale=scale, enable_gqa=gqa
+    )
+    return y[:, :, 0, :]
