@@ -13,15 +13,11 @@ import triton.language as tl
 
 from tessera.pluggable_layers.checks import check_dtype, check_last_dim_contiguous, check_out
 from tessera.pluggable_layers.reference.gated_rms_norm import gated_rms_norm as reference_gated_rms_norm
-from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import BACKEND_OPTIONS, constants, launch_options
+from tessera.pluggable_layers.tuning import ShapeKey
+from tessera_triton.common import constants, launch_options
+from tessera_triton.kernels import rms_norm
 
-CONFIG_SPACE = ConfigSpace(
-    optional=BACKEND_OPTIONS,
-    params={"BLOCK": [256, 512, 1024, 2048, 4096, 8192], "num_warps": [1, 2, 4, 8, 16]},
-    default={"BLOCK": 1024, "num_warps": 4},
-    constraints=[lambda c: c["BLOCK"] >= 32 * c["num_warps"]],
-)
+CONFIG_SPACE = rms_norm.CONFIG_SPACE  # the same row-tile parameters
 SHAPE_KEY = ShapeKey(
     {"group_size": "pow2", "tokens": "pow2"},
     lambda x, z, weight, eps, group_size, *a, **k: {"group_size": group_size, "tokens": x.shape[0]},
