@@ -202,3 +202,30 @@ def test_h100_attention_config_is_found_for_a_simulated_h100(fresh_discovery):
     lookup = registry.bind(registry.select("paged_attention", blackwell, "bfloat16")).lookup
     lookup.get(key)
     assert "sm_103.json" in lookup.sources[ShapeKey.to_str(key)]
+
+
+def test_tuner_checks_every_config_of_an_in_place_op_from_the_same_state(monkeypatch):
+    """causal_conv1d_update shifts its state in place: without restoring the inputs, the second config would
+    start from the state the first left behind and be rejected against the reference."""
+    from tessera.pluggable_layers.reference import reference
+
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    registry = KernelRegistry()
+    register_references(registry, provider="test")
+    space = ConfigSpace({"VARIANT": [1, 2, 3]}, default={"VARIANT": 1})
+    key = ShapeKey({"seqs": "exact"}, lambda x, *a, **k: {"seqs": x.shape[0]})
+
+    def conv_update(*args, config=None, **kwargs):
+        return reference("causal_conv1d_update")(*args, **kwargs)
+
+    def inputs(shape, dtype, device):
+        seqs = shape["seqs"]
+        return (torch.randn(seqs, 8), torch.randn(seqs, 8, 3), torch.randn(8, 4), None,
+                torch.arange(seqs, dtype=torch.int32), "silu"), {}  # fmt: skip
+
+    kernel = registry.register("causal_conv1d_update", conv_update, name="stateful", config_space=space,
+                               shape_key=key, tune_inputs=inputs)  # fmt: skip
+    data = tune_kernel(kernel, [{"seqs": 3}], torch.float32, torch.device("cpu"), "TEST_CPU", HostEvent, lambda: None,
+                       iters=2)  # fmt: skip
+    timings = data.meta["timings_ms"]["seqs=3"]["all"]
+    assert all(isinstance(v, float) for v in timings.values()), timings
