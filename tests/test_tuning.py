@@ -202,6 +202,9 @@ def test_h100_attention_config_is_found_for_a_simulated_h100(fresh_discovery):
     lookup = registry.bind(registry.select("paged_attention", blackwell, "bfloat16")).lookup
     lookup.get(key)
     assert "sm_103.json" in lookup.sources[ShapeKey.to_str(key)]
+    h200 = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_H200", arch="sm_90")
+    lookup = registry.bind(registry.select("paged_attention", h200, "bfloat16")).lookup
+    assert lookup.get(key) == config and "sm_90.json (exact)" in lookup.sources[ShapeKey.to_str(key)]
 
 
 def test_tuner_checks_every_config_of_an_in_place_op_from_the_same_state(monkeypatch):
