@@ -46,6 +46,22 @@ def supported_launch_options() -> frozenset[str]:
         return frozenset(base)
 
 
+@lru_cache(maxsize=1)
+def fast_fp32_dot_precision() -> str:
+    """The fastest float32 tl.dot precision the active backend offers: tf32 where it has it, else ieee
+    (AMD offers tf32 on some architectures only; the interpreter computes in float32 whatever is asked)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "ieee"
+    try:
+        from triton.compiler.compiler import make_backend
+        from triton.runtime import driver
+
+        options = make_backend(driver.active.get_current_target()).parse_options({})
+        return "tf32" if "tf32" in getattr(options, "allowed_dot_input_precisions", ()) else "ieee"
+    except Exception:  # noqa: BLE001 - no device or an unfamiliar backend: the precision every backend has
+        return "ieee"
+
+
 def launch_options(config: dict) -> dict:
     """The keys of a config that are launch options the active backend takes."""
     allowed = supported_launch_options()

@@ -27,8 +27,8 @@ prompt use the whole card instead of one program per head.
 
 The intra-chunk products run in x's dtype with float32 accumulation; so do the
 products with the state for bfloat16 inputs (the state itself stays float32),
-while float16 inputs use tf32 there (the state may exceed float16's range) and
-float32 inputs IEEE float32. Rows past the end of a
+while float16 inputs use tf32 there where the backend has it (the state may exceed
+float16's range) and float32 inputs IEEE float32. Rows past the end of a
 segment load dt' = 0, so they neither decay nor feed the state.
 """
 
@@ -47,7 +47,7 @@ from tessera.pluggable_layers.checks import (
 )
 from tessera.pluggable_layers.reference.ssd_chunk_scan import check_ssm_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import BACKEND_OPTIONS, launch_options, next_pow2
+from tessera_triton.common import BACKEND_OPTIONS, fast_fp32_dot_precision, launch_options, next_pow2
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -267,7 +267,7 @@ def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm
     grid = (plan["max_segments"], heads, triton.cdiv(head_dim, config["BLOCK_P"]))
     A32 = A.float().contiguous()
     block_n = max(16, next_pow2(state_size))
-    precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    precision = "ieee" if x.dtype == torch.float32 else fast_fp32_dot_precision()
     scratch = torch.empty(
         plan["scratch_rows"], heads, head_dim, block_n, dtype=torch.float32, device=x.device
     )
