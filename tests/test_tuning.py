@@ -232,3 +232,29 @@ def test_tuner_checks_every_config_of_an_in_place_op_from_the_same_state(monkeyp
                        iters=2)  # fmt: skip
     timings = data.meta["timings_ms"]["seqs=3"]["all"]
     assert all(isinstance(v, float) for v in timings.values()), timings
+
+
+def test_tuner_times_with_the_given_timer_and_falls_back_to_events(monkeypatch):
+    """A timer (graph replay on devices with graphs) decides; where it cannot time a call, events do."""
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    registry = KernelRegistry()
+    register_references(registry, provider="test")
+    space = ConfigSpace({"BLOCK": [16, 32, 64]}, default={"BLOCK": 64})
+    key = ShapeKey({"inter": "pow2"}, lambda x, *a, **k: {"inter": x.shape[1] // 2})
+    kernel = registry.register(
+        "silu_and_mul", chunked_silu_and_mul, name="chunked", config_space=space, shape_key=key,
+        tune_inputs=lambda shape, dtype, device: ((torch.randn(8, 2 * shape["inter"], dtype=dtype),), {}),
+    )  # fmt: skip
+    device_ms = {16: 1.0, 32: 2.0, 64: 3.0}  # what the timer reports, unlike any host timing
+
+    def timer(call):
+        return device_ms[call.keywords["config"]["BLOCK"]]
+
+    data = tune_kernel(kernel, [{"inter": 128}], torch.float32, torch.device("cpu"), "TEST_CPU", HostEvent,
+                       lambda: None, iters=2, timer=timer)  # fmt: skip
+    assert data.configs["inter=128"] == {"BLOCK": 16}
+    assert data.meta["timings_ms"]["inter=128"]["all"]["BLOCK=64"] == 3.0
+    assert data.meta["timed_with"] == ["graph replay"]
+    data = tune_kernel(kernel, [{"inter": 128}], torch.float32, torch.device("cpu"), "TEST_CPU", HostEvent,
+                       lambda: None, iters=2, timer=lambda call: None)  # fmt: skip
+    assert data.meta["timed_with"] == ["eager events"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from tessera.bench.timing import median_ms_graph
 from tessera.cli.common import console, user_errors
 from tessera.errors import TesseraError
 from tessera.kernels import get_registry, platform_facts
@@ -56,6 +57,7 @@ def tune(
         data = tune_kernel(
             impl, shape_list, dtype_from_name(dtype), target.torch_device(device), facts.device or facts.name,
             make_event=target.event, synchronize=lambda: target.synchronize(device), iters=iters, log=console.print,
+            timer=lambda call: median_ms_graph([call], target, calls=20, iters=iters),
         )  # fmt: skip
         path = write_config_file((out or default_out_dir()) / kernel / f"{data.device}.json", data)
     console.print(f"wrote {path}")

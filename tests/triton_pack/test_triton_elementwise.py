@@ -89,6 +89,15 @@ def test_rotary_embedding_on_a_fused_qkv_view(dtype, tokens, is_neox, head, rot)
     assert normalized_error(k_out, ref_k) <= budget("rotary_embedding", dtype)
 
 
+def test_rotary_embedding_with_q_and_k_in_different_dtypes():
+    positions = torch.randint(0, 100, (3,))
+    q, k, cache = torch.randn(3, 4, 64), torch.randn(3, 2, 64, dtype=torch.float16), torch.randn(100, 64)
+    q_out, k_out = rope.rotary_embedding(positions, q, k, cache, True)
+    ref_q, ref_k = reference("rotary_embedding")(positions, q.double(), k.double(), cache.double(), True)
+    assert normalized_error(q_out, ref_q) <= budget("rotary_embedding", torch.float32)
+    assert normalized_error(k_out, ref_k) <= budget("rotary_embedding", torch.float16)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tokens", TOKENS)
 def test_kv_cache_write(dtype, tokens):
@@ -136,3 +145,21 @@ def test_sample_draws_its_own_noise_when_none_is_given():
     assert bool(((tokens >= 0) & (tokens < 300)).all())
     filtered = smp.sample(logits, torch.ones(6), torch.full((6,), 1, dtype=torch.int32), None, None)
     assert torch.equal(filtered, logits.argmax(-1)), "top-k 1 keeps only the most likely token"
+
+
+@pytest.mark.parametrize("splits", [0, 3, 64])
+def test_sample_splits_the_vocabulary_and_keeps_argmax_ties_lowest(splits):
+    from tessera_triton.kernels import sample as smp
+
+    rows, vocab = 3, 5000  # two BLOCK=4096 tiles, the second one partial
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(rows, vocab, generator=g)
+    logits[0, 4500] = logits[0, 17] = 50.0  # a tie across splits: the lowest index wins, as torch.argmax
+    logits[1, 4999] = 40.0  # the last element of the partial tile
+    noise = torch.empty(rows, vocab).exponential_(generator=g)
+    temperature = torch.tensor([0.0, 0.0, 0.7])
+    config = {"BLOCK": 4096, "SPLITS": splits, "num_warps": 8}
+    tokens = smp.sample(logits, temperature, None, None, noise, config=config)
+    expected = reference("sample")(logits.double(), temperature, None, None, noise.double())
+    assert tokens.tolist() == expected.tolist()
+    assert tokens[:2].tolist() == [17, 4999]

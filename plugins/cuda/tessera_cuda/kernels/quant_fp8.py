@@ -50,3 +50,28 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _quant_fp8_kernel[(rows,)](x, xq, scale, k, x.stride(0), xq.stride(0), BLOCK=block, SINGLE=single,
                                    num_warps=8 if block >= 4096 else 4)  # fmt: skip
     return xq, scale
+
+
+@triton.jit
+def _scale_epilogue_kernel(acc_ptr, xs_ptr, ws_ptr, bias_ptr, out_ptr, N, stride_acc, stride_out,
+                           HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < N
+    y = tl.load(acc_ptr + row * stride_acc + cols, mask=ok, other=0.0) * tl.load(xs_ptr + row)
+    y = y * tl.load(ws_ptr + cols, mask=ok, other=0.0)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * stride_out + cols, y.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def scale_epilogue(acc, x_scale, weight_scale, bias, out) -> torch.Tensor:
+    """out[m, n] = acc[m, n] * x_scale[m] * weight_scale[n] (+ bias[n]), in out's dtype; acc float32."""
+    rows, n = acc.shape
+    if rows:
+        block = 1024
+        _scale_epilogue_kernel[(rows, triton.cdiv(n, block))](
+            acc, x_scale, weight_scale, bias if bias is not None else acc, out, n, acc.stride(0), out.stride(0),
+            HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
+        )  # fmt: skip
+    return out

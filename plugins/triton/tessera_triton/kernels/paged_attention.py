@@ -71,31 +71,41 @@ def narrow_for(key) -> dict:
     return {
         "NUM_SPLITS": [0],
         "BLOCK_M": [64, 128],
-        "BLOCK_N": [32, 64, 128],
+        "BLOCK_N": [64, 128],
         "num_warps": [4, 8],
-        "num_stages": [2, 3, 4],
+        "num_stages": [2, 3],
     }
 
 
 @triton.jit
 def _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window, qk_scale, d, d_ok,
                  stride_table, HK: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr):  # fmt: skip
-    """One BLOCK_N tile of context for a query tile: scores in log2 units, online softmax, P @ V."""
+                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, OFFS_64: tl.constexpr):  # fmt: skip
+    """One BLOCK_N tile of context for a query tile: online softmax in log2 units, P @ V.
+
+    The scale is applied once per score, fused with the subtraction of the running
+    max (the max itself is scaled per row); masked tiles also guard rows whose
+    every score is masked. Cache offsets are 32-bit unless the cache needs 64.
+    """
     t = start + tl.arange(0, BLOCK_N)
     t_ok = t < kv_end
-    block = tl.load(tables_ptr + b * stride_table + t // BLOCK_SIZE, mask=t_ok, other=0).to(tl.int64)
+    block = tl.load(tables_ptr + b * stride_table + t // BLOCK_SIZE, mask=t_ok, other=0)
+    if OFFS_64:
+        block = block.to(tl.int64)
     offs = ((block * BLOCK_SIZE + t % BLOCK_SIZE) * HK + kvh) * D
     k = tl.load(k_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-    s = tl.dot(q, tl.trans(k)) * qk_scale
+    s = tl.dot(q, tl.trans(k))
     if MASKED:
         allowed = t_ok[None, :] & (t[None, :] <= pos[:, None])
         if USE_WINDOW:
             allowed = allowed & (pos[:, None] - t[None, :] < window)
         s = tl.where(allowed, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.exp2(s - m_safe[:, None])
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        m_safe = m_new
+    p = tl.exp2(s * qk_scale - m_safe[:, None])
     alpha = tl.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     v = tl.load(v_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
@@ -109,7 +119,7 @@ def _paged_attention_kernel(
     scale, window, num_seqs, num_programs,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_WINDOW: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_WINDOW: tl.constexpr, OFFS_64: tl.constexpr,
 ):  # fmt: skip
     """Prefill / mixed path: BLOCK_M query tokens of one sequence, one query head.
 
@@ -156,16 +166,19 @@ def _paged_attention_kernel(
             kv_begin = (kv_begin // BLOCK_N) * BLOCK_N
             for start in range(kv_begin, kv_end, BLOCK_N):
                 acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
-                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, True)  # fmt: skip
+                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, True,
+                                             OFFS_64)  # fmt: skip
         else:
             # tiles that end at or before the first query position need no mask
             full_end = (tl.minimum(first_pos + 1, kv_end) // BLOCK_N) * BLOCK_N
             for start in range(0, full_end, BLOCK_N):
                 acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
-                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, False, False)  # fmt: skip
+                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, False, False,
+                                             OFFS_64)  # fmt: skip
             for start in range(full_end, kv_end, BLOCK_N):
                 acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
-                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, False)  # fmt: skip
+                                             qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, False,
+                                             OFFS_64)  # fmt: skip
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
         tl.store(out_ptr + (q_start + rows)[:, None].to(tl.int64) * stride_ot + h * stride_oh + d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])  # fmt: skip
@@ -309,12 +322,13 @@ def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, 
             )  # fmt: skip
         return out
     block_m = config["BLOCK_M"]
-    grid = (tokens // block_m + batch, hq)
+    tiles = tokens // block_m + batch
+    grid = (tiles, hq)
     _paged_attention_kernel[grid](
-        q, key_cache, value_cache, out, query_start_loc, seq_lens, tables, scale, window, batch, grid[0],
+        q, key_cache, value_cache, out, query_start_loc, seq_lens, tables, scale, window, batch, tiles,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), tables.stride(0),
         HQ=hq, HK=hk, D=d, BLOCK_D=next_pow2(d), BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=config["BLOCK_N"],
-        USE_WINDOW=window > 0, **launch,
+        USE_WINDOW=window > 0, OFFS_64=key_cache.numel() >= 2**31, **launch,
     )  # fmt: skip
     return out
 

@@ -1,4 +1,4 @@
-"""Triton rotary_embedding: one program per (token, head) of q and k, neox or gptj pairing.
+"""Triton rotary_embedding: one launch, one program per (token, head) of q and k, neox or gptj pairing.
 
 Layout: positions [T]; q [T, Hq, D] and k [T, Hk, D] with a unit stride in the
 last dimension (token and head strides free, so views of a fused qkv work);
@@ -36,12 +36,20 @@ SHAPE_KEY = ShapeKey(
 
 @triton.jit
 def _rotary_embedding_kernel(
-    pos_ptr, src_ptr, dst_ptr, cache_ptr,
-    stride_st, stride_sh, stride_dt, stride_dh, stride_cache,
-    HEAD: tl.constexpr, ROT: tl.constexpr, IS_NEOX: tl.constexpr, HALF_BLOCK: tl.constexpr, TAIL_BLOCK: tl.constexpr,
+    pos_ptr, q_ptr, q_out_ptr, k_ptr, k_out_ptr, cache_ptr,
+    stride_qt, stride_qh, stride_qot, stride_qoh, stride_kt, stride_kh, stride_kot, stride_koh, stride_cache,
+    HQ: tl.constexpr, HEAD: tl.constexpr, ROT: tl.constexpr, IS_NEOX: tl.constexpr, HALF_BLOCK: tl.constexpr,
+    TAIL_BLOCK: tl.constexpr,
 ):  # fmt: skip
+    """Heads 0..HQ-1 of the grid's second axis are q's, the rest k's."""
     t = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1).to(tl.int64)
+    if h < HQ:
+        src = q_ptr + t * stride_qt + h * stride_qh
+        dst = q_out_ptr + t * stride_qot + h * stride_qoh
+    else:
+        src = k_ptr + t * stride_kt + (h - HQ) * stride_kh
+        dst = k_out_ptr + t * stride_kot + (h - HQ) * stride_koh
     pos = tl.load(pos_ptr + t).to(tl.int64)
     i = tl.arange(0, HALF_BLOCK)
     m = i < ROT // 2
@@ -51,26 +59,25 @@ def _rotary_embedding_kernel(
         first, second = i, i + ROT // 2
     else:
         first, second = 2 * i, 2 * i + 1
-    src = src_ptr + t * stride_st + h * stride_sh
-    dst = dst_ptr + t * stride_dt + h * stride_dh
     x1 = tl.load(src + first, mask=m, other=0.0).to(tl.float32)
     x2 = tl.load(src + second, mask=m, other=0.0).to(tl.float32)
-    tl.store(dst + first, (x1 * cos - x2 * sin).to(dst_ptr.dtype.element_ty), mask=m)
-    tl.store(dst + second, (x2 * cos + x1 * sin).to(dst_ptr.dtype.element_ty), mask=m)
+    tl.store(dst + first, (x1 * cos - x2 * sin).to(dst.dtype.element_ty), mask=m)
+    tl.store(dst + second, (x2 * cos + x1 * sin).to(dst.dtype.element_ty), mask=m)
     if ROT < HEAD:
         j = ROT + tl.arange(0, TAIL_BLOCK)
         mj = j < HEAD
         tl.store(dst + j, tl.load(src + j, mask=mj, other=0.0), mask=mj)
 
 
-def _launch(positions, src, dst, cache, is_neox, config):
-    rot, head = cache.shape[1], src.shape[2]
-    grid = (src.shape[0], src.shape[1])
+def _launch(positions, q, q_out, k, k_out, cache, is_neox, config):
+    rot, head = cache.shape[1], q.shape[2]
+    grid = (q.shape[0], q.shape[1] + k.shape[1])
     _rotary_embedding_kernel[grid](
-        positions, src, dst, cache,
-        src.stride(0), src.stride(1), dst.stride(0), dst.stride(1), cache.stride(0),
-        HEAD=head, ROT=rot, IS_NEOX=is_neox, HALF_BLOCK=next_pow2(rot // 2), TAIL_BLOCK=next_pow2(max(head - rot, 1)),
-        **launch_options(config),
+        positions, q, q_out, k, k_out, cache,
+        q.stride(0), q.stride(1), q_out.stride(0), q_out.stride(1),
+        k.stride(0), k.stride(1), k_out.stride(0), k_out.stride(1), cache.stride(0),
+        HQ=q.shape[1], HEAD=head, ROT=rot, IS_NEOX=is_neox, HALF_BLOCK=next_pow2(rot // 2),
+        TAIL_BLOCK=next_pow2(max(head - rot, 1)), **launch_options(config),
     )  # fmt: skip
 
 
@@ -93,9 +100,11 @@ def rotary_embedding(positions, q, k, cos_sin_cache, is_neox, q_out=None, k_out=
     k_out = torch.empty_like(k, memory_format=torch.contiguous_format) if k_out is None else k_out
     config = config or CONFIG_SPACE.default
     cache = cos_sin_cache.contiguous()
-    if q.shape[0]:
-        _launch(positions, q, q_out, cache, is_neox, config)
-        _launch(positions, k, k_out, cache, is_neox, config)
+    if q.shape[0] and q.dtype == k.dtype:
+        _launch(positions, q, q_out, k, k_out, cache, is_neox, config)
+    elif q.shape[0]:  # q and k in different dtypes: one launch each (the kernel's branches share a type)
+        _launch(positions, q[:, :0], q_out[:, :0], q, q_out, cache, is_neox, config)
+        _launch(positions, k[:, :0], k_out[:, :0], k, k_out, cache, is_neox, config)
     return q_out, k_out
 
 

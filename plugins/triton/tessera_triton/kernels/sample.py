@@ -1,14 +1,17 @@
 """Triton sample: greedy and temperature sampling in one pass over the vocabulary, no sort.
 
 Layout: logits [B, V] (unit stride in V), temperature / top_p [B] float32,
-top_k [B] int32, exponential_noise [B, V] float32 or None. One program per row
-walks V in BLOCK tiles keeping a running argmax of ``logits`` (greedy rows) or of
+top_k [B] int32, exponential_noise [B, V] float32 or None. Programs walk V in
+BLOCK tiles keeping a running argmax of ``logits`` (greedy rows) or of
 ``logits / t - log(noise)`` (the exponential race: argmax(p / noise) without a
-softmax; without caller noise the kernel draws Exp(1) noise itself). Rows that use top-k or top-p need the filtered distribution: the
-launcher sends the batch through the contract's batched filter (one sort) when
-any row asks for it, and otherwise never sorts. With top_k and top_p None (the
-engine passes None when no row filters) and noise given, it never reads a
-device value on the host either.
+softmax; without caller noise the kernel draws Exp(1) noise itself). A row's
+vocabulary is split over SPLITS programs (0: enough to fill the device; one
+program walking a 128K vocabulary takes about 0.1 ms on an H100), and a second
+pass combines their partial maxima. Rows that use top-k or top-p need the
+filtered distribution: the launcher sends the batch through the contract's
+batched filter (one sort) when any row asks for it, and otherwise never sorts.
+With top_k and top_p None (the engine passes None when no row filters) and
+noise given, it never reads a device value on the host either.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from tessera_triton.common import BACKEND_OPTIONS, launch_options
 
 CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
-    params={"BLOCK": [1024, 2048, 4096, 8192], "num_warps": [4, 8, 16]},
-    default={"BLOCK": 4096, "num_warps": 8},
+    params={"BLOCK": [1024, 2048, 4096, 8192], "SPLITS": [0, 1, 4, 16, 64], "num_warps": [4, 8, 16]},
+    default={"BLOCK": 4096, "SPLITS": 0, "num_warps": 8},
 )
 SHAPE_KEY = ShapeKey(
     {"rows": "pow2", "vocab": "pow2"},
@@ -42,17 +45,22 @@ def _sample_kernel(
     V,
     stride_l,
     stride_n,
+    best_ptr,
+    idx_ptr,
     seed,
     HAS_NOISE: tl.constexpr,
     BLOCK: tl.constexpr,
+    SPLITS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
     t = tl.load(temp_ptr + row)
     greedy = t == 0.0
     inv_t = 1.0 / tl.where(greedy, 1.0, t)
     best = tl.full([BLOCK], float("-inf"), tl.float32)
     best_idx = tl.zeros([BLOCK], tl.int32)
-    for start in range(0, V, BLOCK):
+    per_split = tl.cdiv(tl.cdiv(V, BLOCK), SPLITS) * BLOCK
+    for start in range(split * per_split, tl.minimum(V, (split + 1) * per_split), BLOCK):
         cols = start + tl.arange(0, BLOCK)
         ok = cols < V
         x = tl.load(logits_ptr + row * stride_l + cols, mask=ok, other=float("-inf")).to(tl.float32)
@@ -67,7 +75,31 @@ def _sample_kernel(
     top = tl.max(best, axis=0)
     # lowest index among the maxima, as torch.argmax does
     idx = tl.min(tl.where(best == top, best_idx, 2147483647), axis=0)
-    tl.store(out_ptr + row, idx.to(tl.int64))
+    if SPLITS == 1:
+        tl.store(out_ptr + row, idx.to(tl.int64))
+    else:
+        tl.store(best_ptr + row * SPLITS + split, top)
+        tl.store(idx_ptr + row * SPLITS + split, idx)
+
+
+@triton.jit
+def _sample_combine_kernel(best_ptr, idx_ptr, out_ptr, SPLITS: tl.constexpr):
+    """The row's winner over its splits: the highest score, the lowest index among equals."""
+    row = tl.program_id(0).to(tl.int64)
+    s = tl.arange(0, SPLITS)
+    best = tl.load(best_ptr + row * SPLITS + s)
+    idx = tl.load(idx_ptr + row * SPLITS + s)
+    top = tl.max(best, axis=0)
+    tl.store(out_ptr + row, tl.min(tl.where(best == top, idx, 2147483647), axis=0).to(tl.int64))
+
+
+def auto_splits(rows: int, vocab: int, block: int, target_programs: int = 512) -> int:
+    """SPLITS=0: a power of two that brings rows x splits near ``target_programs``, at most one tile each."""
+    tiles = triton.cdiv(vocab, block)
+    splits = 1
+    while splits * 2 <= tiles and rows * splits * 2 <= target_programs:
+        splits *= 2
+    return splits
 
 
 def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=None):
@@ -91,9 +123,17 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=Non
     noise = exponential_noise.to(torch.float32).contiguous() if exponential_noise is not None else logits
     # without caller noise, the kernel draws its own from a seed taken from torch's (host) generator
     seed = int(torch.randint(0, 2**31 - 1, (1,)))
-    _sample_kernel[(rows,)](logits, temperature.to(torch.float32).contiguous(), noise, out, vocab, logits.stride(0),
-                            noise.stride(0), seed, HAS_NOISE=exponential_noise is not None, BLOCK=config["BLOCK"],
-                            **launch_options(config))  # fmt: skip
+    block = config["BLOCK"]
+    splits = int(config.get("SPLITS", 0)) or auto_splits(rows, vocab, block)
+    splits = min(splits, triton.cdiv(vocab, block))
+    splits = 1 << (splits.bit_length() - 1)  # a power of two, for the combine pass
+    part_best = torch.empty(rows * splits if splits > 1 else 1, dtype=torch.float32, device=logits.device)
+    part_idx = torch.empty(part_best.shape, dtype=torch.int32, device=logits.device)
+    _sample_kernel[(rows, splits)](logits, temperature.to(torch.float32).contiguous(), noise, out, vocab, logits.stride(0),
+                                   noise.stride(0), part_best, part_idx, seed, HAS_NOISE=exponential_noise is not None,
+                                   BLOCK=block, SPLITS=splits, **launch_options(config))  # fmt: skip
+    if splits > 1:
+        _sample_combine_kernel[(rows,)](part_best, part_idx, out, SPLITS=splits, num_warps=1)
     return out
 
 
