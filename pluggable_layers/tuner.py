@@ -122,6 +122,7 @@ def tune_kernel(
         expected = ref_fn(*to_reference_inputs(args), **to_reference_inputs(kwargs))
         pristine = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         results: dict[str, float | str] = {}
+        shape_timed_with: set[str] = set()
         for config in candidates:
             label = ",".join(f"{k}={v}" for k, v in config.items())
             restore(args, pristine)  # ops that update state in place start each check from the same state
@@ -135,9 +136,9 @@ def tune_kernel(
                     ms = timer(call) if timer is not None else None
                     if ms is None:
                         ms = time_call(call, make_event, synchronize, warmup, iters)
-                        timed_with.add("eager events")
+                        shape_timed_with.add("eager events")
                     else:
-                        timed_with.add("graph replay")
+                        shape_timed_with.add("graph replay")
                     results[label] = ms
             except Exception as exc:  # noqa: BLE001 - a config that cannot run is skipped, with its reason
                 results[label] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -150,8 +151,10 @@ def tune_kernel(
         timings[key] = {
             "best_ms": timed[best_label],
             "default_ms": timed.get(",".join(f"{k}={v}" for k, v in kernel.config_space.default.items())),
+            "timed_with": sorted(shape_timed_with),
             "all": results,
         }
+        timed_with |= shape_timed_with
         log(f"{kernel.name} {key}: best {best_label} {timed[best_label]:.4f} ms over {len(timed)} configs")
     return TunedConfigFile(
         kernel=kernel.name,

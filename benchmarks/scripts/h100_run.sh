@@ -12,6 +12,8 @@ for stage in "$@"; do
     full) tessera conformance run --platform cuda --full --out "$OUT/conformance_full" 2>&1 | tail -60 ;;
     ops=*) tessera conformance run --platform cuda --ops "${stage#ops=}" --out "$OUT/conformance_ops" 2>&1 | tail -30 ;;
     bench) tessera bench kernels --out "$OUT/bench_kernels.json" 2>&1 | grep -v "^{" | tail -40 ;;
+    bench_dense) tessera bench kernels --op paged_attention,linear_fp8,linear,rms_norm,silu_and_mul \
+        --out "$OUT/bench_kernels.json" 2>&1 | grep -v "^{" | tail -40 ;;
     bench=*) tessera bench kernels --op "${stage#bench=}" --out "$OUT/bench_${stage#bench=}.json" 2>&1 | tail -20 ;;
     decode) python3 benchmarks/scripts/decode_step.py --out "$OUT/decode_step.json" 2>&1 | grep -v "falls back" | tail -6 ;;
     profile) python3 benchmarks/scripts/profile_decode.py --out "$OUT/profile_decode.json" 2>&1 | grep -v "falls back\|Warn" | tail -30 ;;
