@@ -5,7 +5,7 @@ top_k [B] int32, exponential_noise [B, V] float32 or None. Programs walk V in
 BLOCK tiles keeping a running argmax of ``logits`` (greedy rows) or of
 ``logits / t - log(noise)`` (the exponential race: argmax(p / noise) without a
 softmax; without caller noise the kernel draws Exp(1) noise itself). A row's
-vocabulary is split over SPLITS programs (0: enough to fill the device; one
+vocabulary is split over SPLITS programs (0: one tile each, up to 32; one
 program walking a 128K vocabulary takes about 0.1 ms on an H100), and a second
 pass combines their partial maxima. Rows that use top-k or top-p need the
 filtered distribution: the launcher sends the batch through the contract's
@@ -93,13 +93,15 @@ def _sample_combine_kernel(best_ptr, idx_ptr, out_ptr, SPLITS: tl.constexpr):
     tl.store(out_ptr + row, tl.min(tl.where(best == top, idx, 2147483647), axis=0).to(tl.int64))
 
 
-def auto_splits(rows: int, vocab: int, block: int, target_programs: int = 512) -> int:
-    """SPLITS=0: a power of two that brings rows x splits near ``target_programs``, at most one tile each."""
-    tiles = triton.cdiv(vocab, block)
-    splits = 1
-    while splits * 2 <= tiles and rows * splits * 2 <= target_programs:
-        splits *= 2
-    return splits
+def auto_splits(vocab: int, block: int, most: int = 32) -> int:
+    """SPLITS=0: one tile per program, up to ``most`` programs a row.
+
+    The count depends on the vocabulary alone, not on the number of rows: the
+    split count is a compile-time constant, and a count that followed the batch
+    would compile a new variant whenever the number of sampled rows changes,
+    in the middle of serving.
+    """
+    return min(triton.cdiv(vocab, block), most)
 
 
 def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=None):
@@ -124,7 +126,7 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=Non
     # without caller noise, the kernel draws its own from a seed taken from torch's (host) generator
     seed = int(torch.randint(0, 2**31 - 1, (1,)))
     block = config["BLOCK"]
-    splits = int(config.get("SPLITS", 0)) or auto_splits(rows, vocab, block)
+    splits = int(config.get("SPLITS", 0)) or auto_splits(vocab, block)
     splits = min(splits, triton.cdiv(vocab, block))
     splits = 1 << (splits.bit_length() - 1)  # a power of two, for the combine pass
     part_best = torch.empty(rows * splits if splits > 1 else 1, dtype=torch.float32, device=logits.device)
