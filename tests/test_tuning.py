@@ -204,6 +204,11 @@ def test_h100_attention_config_is_found_for_a_simulated_h100(fresh_discovery):
     assert "sm_103.json" in lookup.sources[ShapeKey.to_str(key)]
     h200 = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_H200", arch="sm_90")
     lookup = registry.bind(registry.select("paged_attention", h200, "bfloat16")).lookup
+    lookup.get(key)
+    assert "NVIDIA_H200.json (exact)" in lookup.sources[ShapeKey.to_str(key)]
+    # another Hopper card without a file of its own reads the family copy of the H100 tuning
+    h800 = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_H800", arch="sm_90")
+    lookup = registry.bind(registry.select("paged_attention", h800, "bfloat16")).lookup
     assert lookup.get(key) == config and "sm_90.json (exact)" in lookup.sources[ShapeKey.to_str(key)]
 
 

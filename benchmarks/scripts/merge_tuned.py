@@ -35,7 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     for path in sorted(args.run.glob("*/*.json")):
         kernel, src = path.parent.name, json.loads(path.read_text())
-        targets = [(SHIPPED / kernel / path.name, True)] + [(SHIPPED / kernel / f"{f}.json", False) for f in args.family]
+        targets = [(SHIPPED / kernel / path.name, True)] + [
+            (SHIPPED / kernel / f"{f}.json", False) for f in args.family
+        ]
         for target, with_timings in targets:
             if target.exists():
                 dst = json.loads(target.read_text())
