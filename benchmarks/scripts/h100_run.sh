@@ -10,6 +10,9 @@ for stage in "$@"; do
   case "$stage" in
     quick) tessera conformance run --platform cuda --quick --out "$OUT/conformance_quick" 2>&1 | tail -45 ;;
     full) tessera conformance run --platform cuda --full --out "$OUT/conformance_full" 2>&1 | tail -60 ;;
+    full_dense) tessera conformance run --platform cuda --full --out "$OUT/conformance_full_dense" \
+        --ops paged_attention,linear,linear_fp8,sample,rotary_embedding,rms_norm,add_rms_norm,silu_and_mul,kv_cache_write \
+        2>&1 | tail -4 ;;
     ops=*) tessera conformance run --platform cuda --ops "${stage#ops=}" --out "$OUT/conformance_ops" 2>&1 | tail -30 ;;
     bench) tessera bench kernels --out "$OUT/bench_kernels.json" 2>&1 | grep -v "^{" | tail -40 ;;
     bench_dense) tessera bench kernels --op paged_attention,linear_fp8,linear,rms_norm,silu_and_mul \

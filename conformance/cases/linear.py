@@ -1,4 +1,4 @@
-"""Cases for linear and linear_fp8: odd sizes, one token, bias."""
+"""Cases for linear and linear_fp8: odd sizes, one token, bias, decode-sized and larger M."""
 
 from __future__ import annotations
 
@@ -31,5 +31,7 @@ def cases() -> list[Case]:
         linear_case("m1_k64_n96", 1, 64, 96, False), linear_case("m7_k4099_n33_bias", 7, 4099, 33, True),
         linear_case("m300_k128_n257", 300, 128, 257, False), linear_case("m4096_k4096_n4096", 4096, 4096, 4096, False, full=True),
         fp8_case("m1_k256_n128", 1, 256, 128, False), fp8_case("m33_k512_n96_bias", 33, 512, 96, True),
+        # past the small-M path of GEMM-based kernels (64 rows in tessera-cuda)
+        fp8_case("m80_k256_n128_bias", 80, 256, 128, True),
         fp8_case("m2048_k4096_n4096", 2048, 4096, 4096, False, full=True),
     ]  # fmt: skip
