@@ -12,7 +12,9 @@ config, and how they are bucketed). Tuned configs live in
 2. the nearest key in the first valid file (numeric fields compared in log2);
 3. the file's default, else the space's default, recorded as a coverage miss.
 
-A corrupt or schema-invalid file is reported once and ignored, never fatal.
+A corrupt or schema-invalid file is reported once and ignored, never fatal. A
+file tuned before the kernel gained a parameter keeps its configs, the new
+parameter at the space's default; an unknown parameter invalidates the file.
 """
 
 from __future__ import annotations
@@ -146,6 +148,13 @@ def load_config_file(path: Path, kernel: str, space: ConfigSpace) -> TunedConfig
         raise ValueError(f"{path}: {exc}".splitlines()[0] + f" ({type(exc).__name__})") from None
     if data.kernel != kernel:
         raise ValueError(f"{path}: holds configs for kernel {data.kernel!r}, not {kernel!r}")
+    # a file tuned before the kernel gained a parameter keeps its configs, the new parameter at its default
+    added = {name: space.default[name] for name in space.params}
+    for config in [*data.configs.values(), *([data.default] if data.default else [])]:
+        for name, value in added.items():
+            if name not in config:
+                config[name] = value
+                log.debug("%s: parameter %s not in the file; using the default %r", path, name, value)
     for key, config in [*data.configs.items(), *([("default", data.default)] if data.default else [])]:
         problem = space.problem(config)
         if problem:

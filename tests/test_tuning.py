@@ -107,6 +107,20 @@ def test_corrupt_file_is_ignored_with_a_warning(tmp_path, monkeypatch, caplog, c
     assert found.errors and found.get(KEY.of(tokens=1, hidden=1))["BLOCK"] == 256
 
 
+def test_file_tuned_before_a_parameter_was_added_keeps_its_configs(tmp_path, monkeypatch, caplog):
+    """A kernel that gains a config parameter must not lose its shipped tuning: the new parameter takes the
+    space's default; a parameter the space does not know still makes the file invalid."""
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    write(tmp_path, "NVIDIA_H100", {"tokens=1,hidden=1": {"BLOCK": 256}})
+    found = lookup([tmp_path])
+    assert found.get(KEY.of(tokens=1, hidden=1)) == {"BLOCK": 256, "num_warps": SPACE.default["num_warps"]}
+    assert not found.errors
+    write(tmp_path, "NVIDIA_H100", {"tokens=1,hidden=1": {"BLOCK": 256, "num_warps": 2, "UNKNOWN": 1}})
+    with caplog.at_level(logging.WARNING, logger="tessera.tuning"):
+        found = lookup([tmp_path])
+    assert found.errors and "UNKNOWN" in caplog.text
+
+
 def chunked_silu_and_mul(x, out=None, config=None):
     """A CPU 'kernel' whose config changes how it works but not what it computes."""
     half = x.shape[1] // 2
