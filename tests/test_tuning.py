@@ -133,16 +133,22 @@ def chunked_silu_and_mul(x, out=None, config=None):
     return result
 
 
-def test_tuner_writes_a_file_the_lookup_reads(tmp_path, monkeypatch):
-    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+def registry_with_chunked_silu(blocks: list[int]):
+    """A registry holding the references and ``chunked_silu_and_mul`` tunable over ``blocks`` (default 64)."""
     registry = KernelRegistry()
     register_references(registry, provider="test")
-    space = ConfigSpace({"BLOCK": [16, 64, 7]}, default={"BLOCK": 64})
+    space = ConfigSpace({"BLOCK": blocks}, default={"BLOCK": 64})
     key = ShapeKey({"inter": "pow2"}, lambda x, *a, **k: {"inter": x.shape[1] // 2})
     kernel = registry.register(
         "silu_and_mul", chunked_silu_and_mul, name="chunked", config_space=space, shape_key=key,
         tune_inputs=lambda shape, dtype, device: ((torch.randn(8, 2 * shape["inter"], dtype=dtype),), {}),
     )  # fmt: skip
+    return registry, kernel
+
+
+def test_tuner_writes_a_file_the_lookup_reads(tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
+    registry, kernel = registry_with_chunked_silu([16, 64, 7])
     data = tune_kernel(
         kernel,
         [{"inter": 128}, {"inter": 256}],
@@ -256,14 +262,7 @@ def test_tuner_checks_every_config_of_an_in_place_op_from_the_same_state(monkeyp
 def test_tuner_times_with_the_given_timer_and_falls_back_to_events(monkeypatch):
     """A timer (graph replay on devices with graphs) decides; where it cannot time a call, events do."""
     monkeypatch.delenv("TESSERA_TUNED_CONFIG_DIR", raising=False)
-    registry = KernelRegistry()
-    register_references(registry, provider="test")
-    space = ConfigSpace({"BLOCK": [16, 32, 64]}, default={"BLOCK": 64})
-    key = ShapeKey({"inter": "pow2"}, lambda x, *a, **k: {"inter": x.shape[1] // 2})
-    kernel = registry.register(
-        "silu_and_mul", chunked_silu_and_mul, name="chunked", config_space=space, shape_key=key,
-        tune_inputs=lambda shape, dtype, device: ((torch.randn(8, 2 * shape["inter"], dtype=dtype),), {}),
-    )  # fmt: skip
+    _, kernel = registry_with_chunked_silu([16, 32, 64])
     device_ms = {16: 1.0, 32: 2.0, 64: 3.0}  # what the timer reports, unlike any host timing
 
     def timer(call):
