@@ -100,10 +100,10 @@ def _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_e
         if USE_WINDOW:
             allowed = allowed & (pos[:, None] - t[None, :] < window)
         s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+    m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+    if MASKED:
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
         m_safe = m_new
     p = tl.exp2(s * qk_scale - m_safe[:, None])
     alpha = tl.exp2(m_i - m_safe)
