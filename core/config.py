@@ -9,6 +9,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: What ``dtype="auto"`` takes when the checkpoint's own dtype is not supported, best first.
+PREFERRED_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def auto_dtype(checkpoint_dtype: str | None, supported: tuple[str, ...] | list[str]) -> str:
+    """The dtype ``dtype="auto"`` runs: the checkpoint's own where the platform supports it, else the
+    best supported one (bfloat16, then float16, then float32)."""
+    if checkpoint_dtype in supported:
+        return checkpoint_dtype
+    return next(d for d in PREFERRED_DTYPES if d in supported)
 
 
 class EngineConfig(BaseModel):

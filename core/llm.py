@@ -11,6 +11,7 @@ from tessera.config import EngineConfig
 from tessera.engine.llm_engine import LLMEngine
 from tessera.errors import ConfigError
 from tessera.outputs import RequestOutput
+from tessera.progress import PromptProgress
 from tessera.sampling_params import SamplingParams
 
 
@@ -35,8 +36,12 @@ class LLM:
         self,
         prompts: str | dict | Sequence[str | dict],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
     ) -> list[RequestOutput]:
-        """Generate for every prompt; returns one RequestOutput per prompt, in prompt order."""
+        """Generate for every prompt; returns one RequestOutput per prompt, in prompt order.
+
+        ``use_tqdm`` shows a progress bar on stderr (prompts done, input and output tokens a second).
+        """
         if isinstance(prompts, str | dict):
             prompts = [prompts]
         prompts = list(prompts)
@@ -55,9 +60,11 @@ class LLM:
                 self.engine.discard(request_id)
             raise
         results: dict[str, RequestOutput] = {}
-        while self.engine.has_unfinished():
-            for out in self.engine.step():
-                if out.finished:
-                    results[out.request_id] = out
-                    self.engine.release(out.request_id)
+        with PromptProgress(len(ids), enabled=use_tqdm) as progress:
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.finished:
+                        results[out.request_id] = out
+                        self.engine.release(out.request_id)
+                        progress.finished(out)
         return [results[i] for i in ids]

@@ -12,6 +12,7 @@ explicitly is an error that names it.
 
 from __future__ import annotations
 
+import importlib.metadata as importlib_metadata
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -23,11 +24,6 @@ from pydantic import BaseModel, Field
 from tessera import hookspecs
 from tessera.errors import PlatformError
 from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
-
-try:  # the backport tracks the newest entry-point API; the stdlib one serves where it is absent
-    import importlib_metadata
-except ImportError:  # pragma: no cover - depends on the environment
-    import importlib.metadata as importlib_metadata  # type: ignore[no-redef]
 
 PluginStatus = Literal["ok", "broken", "incompatible", "missing"]
 ALLOW_ENV = "TESSERA_PLUGINS"
@@ -343,8 +339,22 @@ def _explicit_platform(name: str, discovery: Discovery) -> Platform:
                 f"platform {name!r} cannot be used: plugin {report.plugin!r} "
                 f"({report.distribution} {report.version}) is {report.status}: {report.error}"
             )
-    known = ", ".join(sorted(discovery.platforms)) or "none"
-    raise PlatformError(
-        f"unknown platform {name!r}; installed platforms: {known}. "
-        f"Install the plugin that provides it (for example pip install tessera-{name})"
+    raise PlatformError(f"unknown platform {name!r}; {installed_platforms_text(discovery)}")
+
+
+def installed_platforms_text(discovery: Discovery) -> str:
+    """Which platforms exist here and which plugin (distribution) provides each, for error messages."""
+    known = [
+        f"{name} (plugin {owner.report.plugin}, {owner.report.distribution or '?'} {owner.report.version or ''})".replace(
+            " )", ")"
+        )
+        for name, owner in sorted(discovery.platform_owner.items())
+    ]
+    broken = [p.report.plugin for p in discovery.plugins if p.report.status != "ok"]
+    text = "installed platforms: " + (", ".join(known) or "none")
+    if broken:
+        text += f"; plugins not loaded: {', '.join(broken)} (see `tessera platform list`)"
+    return (
+        text
+        + ". A platform comes from a plugin distribution installed with pip; `tessera platform list` shows them all"
     )

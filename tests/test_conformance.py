@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tessera.cli import app
 from tessera.conformance.runner import RunOptions, run
+from tessera.plugins import select_platform
 
 runner = CliRunner()
 
@@ -26,6 +27,14 @@ def home(tmp_path, monkeypatch):
 def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
     result = runner.invoke(app, ["conformance", "run", "--platform", "cpu", "--quick", "--seed", "7"])
     assert result.exit_code == 0, result.output
+    # A log (no terminal) gets one plain progress line per op and level, and the fallbacks of the
+    # layer and model levels as one summary line, not a warning each.
+    progress = [
+        line.split("] ", 1)[1].split()[0] for line in result.output.splitlines() if line.startswith("[")
+    ]
+    assert progress[0] == "rms_norm" and {"moe_route", "sample", "model"} <= set(progress)
+    assert "falls back to the reference kernel" not in result.output
+    assert "the layer and model levels ran the reference kernel for" in result.output
     cert_path = home / "certificates" / "cpu"
     certs = list(cert_path.glob("*.json"))
     assert len(certs) == 1
@@ -60,13 +69,15 @@ def test_subtly_wrong_kernels_fail_with_figures(home, install_fixture):
     by_kernel = {}
     for r in report.results:
         by_kernel.setdefault(r.kernel, []).append(r)
+    # Every dtype the platform reports here is tested, and at each the missing eps shows on one case.
+    reported = select_platform("cpu").capabilities().dtypes
+    assert {r.dtype for r in report.results if r.level == "op"} == set(reported)
     no_eps = [r for r in by_kernel["wrong_rms_norm_no_eps"] if r.status == "fail"]
-    assert [r.case for r in no_eps] == ["t5_h256_small_values_eps_1e-6"]
-    assert (
-        no_eps[0].normalized > no_eps[0].budget
-        and no_eps[0].max_abs > 0
-        and "over budget" in no_eps[0].message
-    )
+    for dtype in reported:
+        failed = [r for r in no_eps if r.dtype == dtype]
+        assert [r.case for r in failed] == ["t5_h256_small_values_eps_1e-6"], dtype
+        assert failed[0].normalized > failed[0].budget and failed[0].max_abs > 0
+        assert "over budget" in failed[0].message
     skipping = [r for r in by_kernel["wrong_attention_skips_last_block"] if r.status == "fail"]
     assert {r.case for r in skipping} >= {"decode_block_edges_gqa4", "mixed_prefill_decode_gqa8"}
     assert all(r.op == "paged_attention" and r.normalized > r.budget for r in skipping)

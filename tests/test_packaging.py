@@ -59,3 +59,22 @@ def test_triton_is_not_a_hard_dependency(plugin):
 def test_core_does_not_depend_on_triton():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert not any("triton" in d for d in data["project"]["dependencies"])
+
+
+def declared_names(requirements: list[str]) -> set[str]:
+    return {r.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower() for r in requirements}
+
+
+def test_core_dependencies_are_what_it_imports():
+    """tokenizers is needed by every real checkpoint; numpy and importlib-metadata by nothing."""
+    names = declared_names(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert names == {"torch", "pluggy", "pydantic", "typer", "rich", "safetensors", "tokenizers"}
+
+
+def test_the_cpu_quick_start_installs_no_triton():
+    readme = (REPO / "README.md").read_text()
+    quick = readme[readme.index("## Quick start") : readme.index("bash .ci/run")]
+    cpu_line = next(line for line in quick.splitlines() if "tessera generate" in line)
+    assert "pip install -e . -e plugins/cpu &&" in cpu_line and "triton" not in cpu_line
+    data = tomllib.loads((REPO / "plugins" / "cpu" / "pyproject.toml").read_text())
+    assert declared_names(data["project"]["dependencies"]) == {"tessera"}

@@ -91,12 +91,13 @@ def run_tessera(llm, workload: Workload) -> dict:
     llm.generate(
         [{"prompt_token_ids": p} for p, _ in workload],
         SamplingParams(temperature=0, max_tokens=2, ignore_eos=True),
+        use_tqdm=False,
     )
     platform = llm.engine.platform
     platform.synchronize()
     platform.reset_peak_memory()
     start = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": p} for p, _ in workload], params)
+    outs = llm.generate([{"prompt_token_ids": p} for p, _ in workload], params, use_tqdm=False)
     elapsed = time.perf_counter() - start
     out_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     in_tokens = sum(len(p) for p, _ in workload)

@@ -13,6 +13,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from tessera.hookspecs import PLUGIN_API_VERSION
+
+        try:
+            own = version("tessera")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            own = "unknown (not installed)"
+        typer.echo(f"tessera {own} (plugin API {PLUGIN_API_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Tessera: LLM inference on whatever hardware is present, through plugins."""
+
+
 app.add_typer(platform_cmd.app, name="platform")
 app.add_typer(kernels_cmd.app, name="kernels")
 app.add_typer(conformance_cmd.app, name="conformance")

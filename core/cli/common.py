@@ -35,7 +35,7 @@ def human_bytes(n: int | None) -> str:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a TesseraError into a one-line message and exit code 2 instead of a traceback."""
+    """Turn a TesseraError, a validation error or an OSError into a one-line message and exit code 2."""
     from pydantic import ValidationError
 
     try:
@@ -45,4 +45,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
     except ValidationError as exc:
         err_console.print(f"[bold red]error:[/] {escape(describe_validation_error(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # a file or folder the user named (or its parent) cannot be read or written
+        where = f" {exc.filename}" if exc.filename else ""
+        what = exc.strerror or str(exc)
+        err_console.print(f"[bold red]error:[/] cannot use{escape(where)}: {escape(what)}", highlight=False)
         raise typer.Exit(2) from None

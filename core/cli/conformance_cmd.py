@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -49,12 +52,7 @@ def run(
     with user_errors():
         options = RunOptions(platform=platform, device_index=device, full=full, ops=_split(ops), kernels=_split(kernels),
                              perf=perf, seed=seed, dtypes=_split(dtypes))  # fmt: skip
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("conformance", total=None)
-
-            def progress(label: str, i: int, n: int) -> None:
-                bar.update(task, description=label, completed=i, total=n)
-
+        with fallbacks_collected() as fallbacks, progress_reporter() as progress:
             report = run_suite(options, progress)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = (
@@ -63,9 +61,57 @@ def run(
         json_path, md_path, sha = write_report(report, folder)
         cert_path = store(make_certificate(report, json_path, sha), folder)
     summarize(report)
+    if fallbacks:
+        by_op: dict[str, list[str]] = {}
+        for pair in sorted(fallbacks):
+            op, _, dtype = pair.partition("/")
+            by_op.setdefault(op, []).append(dtype)
+        ops = "; ".join(f"{op} ({', '.join(dtypes)})" for op, dtypes in by_op.items())
+        console.print(f"[dim]the layer and model levels ran the reference kernel for {ops}: no faster kernel accepts "
+                      "them here (`tessera kernels explain OP` says why)[/]", highlight=False)  # fmt: skip
     console.print(f"report: {json_path}\npage: {md_path}\ncertificate: {cert_path}")
     if not report.passed:
         raise typer.Exit(1)
+
+
+@contextmanager
+def progress_reporter() -> Iterator[Callable[[str, int, int], None]]:
+    """A live bar on a terminal; elsewhere (a CI log) one plain line each time the op (or level) changes."""
+    if console.is_terminal:
+        with Progress(console=console) as bar:
+            task = bar.add_task("conformance", total=None)
+            yield lambda label, i, n: bar.update(task, description=label, completed=i, total=n)
+        return
+    last = [""]
+
+    def line(label: str, i: int, n: int) -> None:
+        head = label.split(" ")[0]
+        if head != last[0]:
+            last[0] = head
+            console.print(f"[{i + 1:>{len(str(n))}}/{n}] {label}", highlight=False, markup=False)
+
+    yield line
+
+
+@contextmanager
+def fallbacks_collected() -> Iterator[set[str]]:
+    """Within the block the registry's "falls back to the reference kernel" warnings are gathered as
+    ``op/dtype`` (for one summary line after the table) instead of printed; other records pass."""
+    logger = logging.getLogger("tessera.kernels")
+    pairs: set[str] = set()
+
+    def gather(record: logging.LogRecord) -> bool:
+        if "falls back to the reference kernel" not in str(record.msg):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        pairs.add(f"{args[0]}/{args[2]}" if len(args) >= 3 else record.getMessage())
+        return False
+
+    logger.addFilter(gather)
+    try:
+        yield pairs
+    finally:
+        logger.removeFilter(gather)
 
 
 def summarize(report) -> None:
@@ -100,18 +146,26 @@ def show(
     ),
 ) -> None:
     """Print a report's summary."""
+    from pydantic import ValidationError
+
     from tessera.conformance.certificate import certificate_root
     from tessera.conformance.report import ConformanceReport
+    from tessera.errors import TesseraError, describe_validation_error
 
     with user_errors():
         if report is None:
             certs = sorted(certificate_root().glob("*/*.json"), key=lambda p: p.stat().st_mtime)
             if not certs:
-                from tessera.errors import TesseraError
-
                 raise TesseraError("no conformance run yet: run `tessera conformance run --platform P` first")
             import json
 
             report = Path(json.loads(certs[-1].read_text())["report_path"])
-        data = ConformanceReport.model_validate_json(report.read_text())
+        text = report.read_text()
+        try:
+            data = ConformanceReport.model_validate_json(text)
+        except ValidationError as exc:
+            raise TesseraError(
+                f"{report} is not a conformance report ({describe_validation_error(exc)}); "
+                "give the report.json that `tessera conformance run` wrote"
+            ) from None
     summarize(data)

@@ -62,7 +62,7 @@ def generate(
             temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed
         )
         start = time.perf_counter()
-        outputs = llm.generate(list(prompt), params)
+        outputs = llm.generate(list(prompt), params, use_tqdm=len(prompt) > 1)
         gen_s = time.perf_counter() - start
     engine = llm.engine
     console.print(f"[dim]platform {engine.platform.name}, dtype {str(engine.dtype).removeprefix('torch.')}, "

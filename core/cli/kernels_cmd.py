@@ -116,7 +116,15 @@ def explain(
         None, "--platform", "-p", help="Platform (default: the one selected here)."
     ),
     dtype: str | None = typer.Option(
-        None, "--dtype", help="Activation dtype (default: the platform's first)."
+        None,
+        "--dtype",
+        help="Activation dtype (default: what the engine runs here for --model, or for the built-in model).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Checkpoint folder whose dtype the default follows (default: the built-in model).",
     ),
     shape: str | None = typer.Option(
         None, "--shape", help="Shape key for the tuned-config lookup, e.g. tokens=64,hidden=4096."
@@ -127,18 +135,21 @@ def explain(
     with user_errors():
         target = _platform(platform)
         facts = platform_facts(target)
-        dtype = dtype or (facts.capabilities.dtypes[-1] if facts.capabilities else None)
+        dtype, dtype_source = (dtype, "given") if dtype else _engine_dtype(model, facts)
         registry = get_registry()
         selection = registry.select(op, facts, dtype)
         config_info = _config_info(registry, selection, shape)
         available = target.availability()
     if as_json:
-        print_json(selection_json(selection, config_info) | {"platform_available": available.available})
+        extra = {"platform_available": available.available, "dtype_source": dtype_source}
+        print_json(selection_json(selection, config_info) | extra)
         return
     where = f"{facts.name}" + (f" ({facts.device}, {facts.arch})" if facts.device else "")
     console.print(
         f"[bold]{op}[/] on {where}, dtype {dtype}: [green]{selection.kernel.name}[/] from {selection.kernel.provider}"
     )
+    if dtype_source != "given":
+        console.print(f"[dim]dtype {dtype}: {dtype_source}; --dtype to choose another[/]", highlight=False)
     if not available.available:
         console.print(
             f"[yellow]note:[/] {facts.name} is not available here ({available.reason}); capabilities assumed default"
@@ -158,6 +169,25 @@ def explain(
     console.print(table)
     if config_info:
         console.print(f"tuned config: {config_info}")
+
+
+def _engine_dtype(model: str | None, facts) -> tuple[str | None, str]:
+    """The dtype ``generate`` would run here with ``dtype="auto"``, and where it comes from."""
+    from tessera.config import auto_dtype
+
+    if facts.capabilities is None:
+        return None, "the platform reports no capabilities"
+    if model:
+        from tessera.models.spec import ModelSpec
+
+        checkpoint = ModelSpec.from_dir(model).torch_dtype
+        what = f"what the engine runs {model} in here (checkpoint dtype {checkpoint or 'unset'})"
+    else:
+        from tessera.default_model import CONFIG
+
+        checkpoint = CONFIG["torch_dtype"]
+        what = "what `tessera generate` runs the built-in model in here (--model DIR for a checkpoint's)"
+    return auto_dtype(checkpoint, facts.capabilities.dtypes), what
 
 
 def _config_info(registry, selection: Selection, shape: str | None) -> dict | None:

@@ -45,6 +45,21 @@ def _certificate_text(platform: str) -> str:
     return "\n".join(lines)
 
 
+def _capability_value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return "-" if value is None else str(value)
+
+
+def capability_lines(capabilities) -> list[str]:
+    """One ``name: value`` line per capability field, in the contract's field order."""
+    return [f"{k.replace('_', ' ')}: {_capability_value(v)}" for k, v in capabilities.model_dump().items()]
+
+
 def _devices_text(platform: PlatformReport) -> str:
     return "\n".join(
         f"{d.index}: {d.name} ({d.arch}, {human_bytes(d.memory_total)})" for d in platform.devices
@@ -67,11 +82,7 @@ def _render_list(reports: list[PluginReport], verbose: bool) -> Table:
             mark = "[green]available[/]" if p.available else "[yellow]unavailable[/]"
             detail = _devices_text(p) if p.available else p.reason
             if verbose and p.capabilities:
-                c = p.capabilities
-                detail += (
-                    f"\n{p.reason}\ndtypes {','.join(c.dtypes)}; fp8 {c.fp8_dtype or '-'}; "
-                    f"graphs {c.graphs}; dist {c.dist_backend}; triton {c.triton}"
-                )
+                detail += f"\n{p.reason}\n" + "; ".join(capability_lines(p.capabilities))
             certs = _certificate_text(p.name)
             table.add_row(
                 *head, f"{p.name} {mark}\npriority {p.priority}", detail + ("\n" + certs if certs else "")
@@ -142,4 +153,6 @@ def show_platform(
             f"units {d.compute_units}, driver {d.driver or '-'}, runtime {d.runtime or '-'}"
         )
     if report.capabilities:
-        console.print(f"capabilities: {report.capabilities.model_dump()}")
+        console.print("capabilities:")
+        for line in capability_lines(report.capabilities):
+            console.print(f"  {line}", highlight=False)

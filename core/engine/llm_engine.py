@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tessera.config import EngineConfig
+from tessera.config import EngineConfig, auto_dtype
 from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import ModelRunner, StepHandle
 from tessera.engine.request import Request
@@ -30,7 +30,6 @@ from tessera.sampling_params import SamplingParams
 from tessera.tokenizer import IncrementalDetokenizer, load_tokenizer, require_tokenizer
 
 log = logging.getLogger("tessera.engine")
-PREFERRED = ("bfloat16", "float16", "float32")
 
 
 def resolve_dtype(config: EngineConfig, spec: ModelSpec, supported: Sequence[str]) -> torch.dtype:
@@ -39,10 +38,7 @@ def resolve_dtype(config: EngineConfig, spec: ModelSpec, supported: Sequence[str
             raise PlatformError(f"dtype {config.dtype} is not supported on this platform (supported: {', '.join(supported)}); "
                                 "pick one of those or dtype='auto'")  # fmt: skip
         return dtype_from_name(config.dtype)
-    wanted = spec.torch_dtype
-    if wanted in supported:
-        return dtype_from_name(wanted)
-    return dtype_from_name(next(d for d in PREFERRED if d in supported))
+    return dtype_from_name(auto_dtype(spec.torch_dtype, supported))
 
 
 class LLMEngine:

@@ -12,6 +12,10 @@ import torch
 from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+#: A comma-separated dtype list (float32 first, then any of bfloat16, float16) that replaces what the
+#: CPU flags say, so one machine can run what another kind of CPU would (CI covers both this way).
+CPU_DTYPES_ENV = "TESSERA_CPU_DTYPES"
+CPU_DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 #: Set to 1 (with TRITON_INTERPRET=1) to let the cpu platform run Triton kernels through the
 #: interpreter: slow, for checking kernels on machines without a GPU.
 CPU_TRITON_ENV = "TESSERA_CPU_TRITON"
@@ -62,6 +66,32 @@ def available_memory_bytes() -> int:
     return total_memory_bytes()
 
 
+def dtypes_from_env() -> tuple[str, ...] | None:
+    """The dtypes ``TESSERA_CPU_DTYPES`` forces, None when unset; raises ValueError when malformed."""
+    raw = os.environ.get(CPU_DTYPES_ENV, "").strip()
+    if not raw:
+        return None
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    unknown = [n for n in names if n not in CPU_DTYPE_CHOICES]
+    if unknown or not names or names[0] != "float32" or len(set(names)) != len(names):
+        raise ValueError(
+            f"{CPU_DTYPES_ENV}={raw!r} is not a dtype list the cpu platform can report: give float32 first, "
+            f"then any of bfloat16, float16, each once (e.g. {CPU_DTYPES_ENV}=float32,bfloat16), or unset it"
+        )
+    return names
+
+
+def detected_dtypes(flags: set[str] | None = None) -> tuple[str, ...]:
+    """The dtypes this CPU computes natively: float32, plus bfloat16 / float16 by feature flag."""
+    flags = cpu_flags() if flags is None else flags
+    dtypes = ["float32"]
+    if flags & BF16_FLAGS:
+        dtypes.append("bfloat16")
+    if flags & FP16_FLAGS:
+        dtypes.append("float16")
+    return tuple(dtypes)
+
+
 def _canonical(name: str) -> str:
     keep = "".join(c if c.isalnum() else "_" for c in name).strip("_")
     while "__" in keep:
@@ -77,6 +107,12 @@ class CpuPlatform(Platform):
     priority = 0
 
     def availability(self) -> Availability:
+        try:
+            forced = dtypes_from_env()
+        except ValueError as exc:
+            return Availability(available=False, reason=str(exc))
+        if forced is not None:
+            return Availability(available=True, reason=f"the host CPU, dtypes forced by {CPU_DTYPES_ENV}")
         return Availability(available=True, reason="the host CPU is always available")
 
     def devices(self) -> list[DeviceInfo]:
@@ -99,12 +135,7 @@ class CpuPlatform(Platform):
         ]
 
     def capabilities(self, device_index: int = 0) -> Capabilities:
-        flags = cpu_flags()
-        dtypes = ["float32"]
-        if flags & BF16_FLAGS:
-            dtypes.append("bfloat16")
-        if flags & FP16_FLAGS:
-            dtypes.append("float16")
+        dtypes = dtypes_from_env() or detected_dtypes()
         interpret = os.environ.get(CPU_TRITON_ENV) == "1" and os.environ.get("TRITON_INTERPRET") == "1"
         triton = interpret and importlib.util.find_spec("triton") is not None
         return Capabilities(
