@@ -36,6 +36,25 @@ def test_moe_route(dtype, tokens, num_experts, top_k, renorm, scoring):
     assert normalized_error(weights, ref_w) <= 1e-5
 
 
+@pytest.mark.parametrize("scoring", ["softmax", "sigmoid"])
+@pytest.mark.parametrize(("num_experts", "top_k"), [(6, 3), (8, 2), (60, 4), (1, 1), (3, 3)])
+def test_moe_route_ids_stay_in_range_for_nan_and_inf_rows(num_experts, top_k, scoring):
+    """NaN logits, a NaN in one lane, a row of -inf and a +inf logit once made the arg-max's equality
+    test fail, and the kernel emitted the padded width (or the block width) as an expert id."""
+    logits = torch.randn(6, num_experts)
+    logits[1] = float("nan")
+    logits[2, num_experts // 2] = float("nan")
+    logits[3] = float("-inf")
+    logits[4, 0] = float("inf")
+    weights, ids = route.moe_route(logits, top_k, True, scoring, config={"BLOCK_T": 2, "num_warps": 1})
+    assert ((ids >= 0) & (ids < num_experts)).all(), ids
+    assert all(len(set(row)) == top_k for row in ids.tolist())
+    ref_w, ref_ids = reference("moe_route")(logits.double(), top_k, True, scoring)
+    finite = torch.isfinite(ref_w).all(dim=1)
+    assert torch.isfinite(weights[finite]).all() and not torch.isfinite(weights[~finite]).any(dim=1).any()
+    assert torch.equal(ids[[0, 5]], ref_ids[[0, 5]])
+
+
 def routed(tokens, num_experts, top_k, used):
     ids = torch.stack([torch.randperm(used)[:top_k] for _ in range(tokens)]).to(torch.int32)
     return torch.softmax(torch.randn(tokens, top_k), -1), ids

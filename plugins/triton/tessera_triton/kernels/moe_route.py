@@ -2,9 +2,12 @@
 
 Layout: router_logits [T, E] with a unit stride in E. One program takes
 BLOCK_T tokens and holds their whole expert row (E padded to a power of two):
-scores in float32, then ``top_k`` rounds of max / lowest-index arg-max / mask,
+scores in float32, then ``top_k`` rounds of arg-max (lowest index on ties) / mask,
 the picked scores collected in registers and renormalized there when asked.
-Outputs are float32 weights and int32 ids, in descending score order.
+Outputs are float32 weights and int32 ids, in descending score order. Every id
+lies in ``[0, E)`` and the ids of a row are distinct, for any input: a NaN score
+(from NaN logits, or a row of -inf) ranks first with a NaN weight, as
+``torch.topk`` ranks NaN, instead of failing the arg-max's equality test.
 """
 
 from __future__ import annotations
@@ -50,14 +53,21 @@ def _moe_route_kernel(
     else:
         e = tl.exp(x - tl.max(x, axis=1)[:, None])
         scores = e / tl.sum(e, axis=1)[:, None]
+    # A NaN score (NaN or all -inf logits) ranks above every real one, as in torch.topk, and keeps its
+    # NaN weight; padded lanes rank below every real one, so each round's arg-max is a real expert.
+    is_nan = scores != scores
+    scores = tl.where(is_nan, 2.0, scores)
     scores = tl.where(mask, scores, -1.0)  # below every real score (sigmoid and softmax are >= 0)
     slots = tl.arange(0, BLOCK_K)
     picked_w = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.float32)
     picked_i = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.int32)
     for j in tl.static_range(TOP_K):
-        best = tl.max(scores, axis=1)
-        idx = tl.min(tl.where(scores == best[:, None], cols[None, :], BLOCK_E), axis=1)
-        picked_w = tl.where(slots[None, :] == j, best[:, None], picked_w)
+        # one reduction gives the arg-max (lowest index among ties): no equality test between two
+        # computations of the same score, which the compiler may round differently
+        best, idx = tl.max(scores, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        idx = tl.minimum(idx, E - 1)
+        weight = tl.where(best > 1.5, float("nan"), best)
+        picked_w = tl.where(slots[None, :] == j, weight[:, None], picked_w)
         picked_i = tl.where(slots[None, :] == j, idx[:, None], picked_i)
         scores = tl.where(cols[None, :] == idx[:, None], -2.0, scores)
     if RENORMALIZE:

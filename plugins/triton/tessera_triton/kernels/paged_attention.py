@@ -78,9 +78,18 @@ def narrow_for(key) -> dict:
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """a @ b; in full float32 precision when IEEE (float32 caches), the backend's default otherwise."""
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window, qk_scale, d, d_ok,
                  stride_table, HK: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, OFFS_64: tl.constexpr):  # fmt: skip
+                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, OFFS_64: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
     """One BLOCK_N tile of context for a query tile: online softmax in log2 units, P @ V.
 
     The scale is applied once per score, fused with the subtraction of the running
@@ -94,7 +103,7 @@ def _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_e
         block = block.to(tl.int64)
     offs = ((block * BLOCK_SIZE + t % BLOCK_SIZE) * HK + kvh) * D
     k = tl.load(k_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-    s = tl.dot(q, tl.trans(k))
+    s = _dot(q, tl.trans(k), IEEE)
     if MASKED:
         allowed = t_ok[None, :] & (t[None, :] <= pos[:, None])
         if USE_WINDOW:
@@ -109,7 +118,7 @@ def _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_e
     alpha = tl.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     v = tl.load(v_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
     return acc, m_new, l_i
 
 
@@ -119,7 +128,7 @@ def _paged_attention_kernel(
     scale, window, num_seqs, num_programs,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_WINDOW: tl.constexpr, OFFS_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_WINDOW: tl.constexpr, OFFS_64: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     """Prefill / mixed path: BLOCK_M query tokens of one sequence, one query head.
 
@@ -167,18 +176,18 @@ def _paged_attention_kernel(
             for start in range(kv_begin, kv_end, BLOCK_N):
                 acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
                                              qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, True,
-                                             OFFS_64)  # fmt: skip
+                                             OFFS_64, IEEE)  # fmt: skip
         else:
             # tiles that end at or before the first query position need no mask
             full_end = (tl.minimum(first_pos + 1, kv_end) // BLOCK_N) * BLOCK_N
             for start in range(0, full_end, BLOCK_N):
                 acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
                                              qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, False, False,
-                                             OFFS_64)  # fmt: skip
+                                             OFFS_64, IEEE)  # fmt: skip
             for start in range(full_end, kv_end, BLOCK_N):
                 acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr, b, kvh, start, kv_end, pos, window,
                                              qk_scale, d, d_ok, stride_table, HK, D, BLOCK_SIZE, BLOCK_N, True, False,
-                                             OFFS_64)  # fmt: skip
+                                             OFFS_64, IEEE)  # fmt: skip
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
         tl.store(out_ptr + (q_start + rows)[:, None].to(tl.int64) * stride_ot + h * stride_oh + d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])  # fmt: skip
@@ -191,6 +200,7 @@ def _paged_decode_kernel(
     stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
     HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, USE_WINDOW: tl.constexpr,
+    IEEE: tl.constexpr,
 ):  # fmt: skip
     """Decode path: one query token per sequence; all GROUP query heads of one KV head share each KV tile."""
     b = tl.program_id(0)
@@ -223,7 +233,7 @@ def _paged_decode_kernel(
         )
         offs = ((block * BLOCK_SIZE + t % BLOCK_SIZE) * HK + kvh) * D
         k = tl.load(k_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale
+        s = _dot(q, tl.trans(k), IEEE) * scale
         s = tl.where(t_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -231,7 +241,7 @@ def _paged_decode_kernel(
         alpha = tl.exp(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + offs[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
@@ -314,7 +324,8 @@ def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, 
             q, key_cache, value_cache, out, part, ml, seq_lens, tables, scale, window,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), tables.stride(0),
             HK=hk, GROUP=group, BLOCK_H=max(16, next_pow2(group)), D=d, BLOCK_D=next_pow2(d), BLOCK_SIZE=block_size,
-            BLOCK_N=config["BLOCK_N"], NUM_SPLITS=splits, USE_WINDOW=window > 0, **launch,
+            BLOCK_N=config["BLOCK_N"], NUM_SPLITS=splits, USE_WINDOW=window > 0,
+            IEEE=q.dtype == torch.float32, **launch,
         )  # fmt: skip
         if splits > 1:
             _paged_attention_reduce_kernel[(batch, hq)](
@@ -328,7 +339,7 @@ def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, 
         q, key_cache, value_cache, out, query_start_loc, seq_lens, tables, scale, window, batch, tiles,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), tables.stride(0),
         HQ=hq, HK=hk, D=d, BLOCK_D=next_pow2(d), BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=config["BLOCK_N"],
-        USE_WINDOW=window > 0, OFFS_64=key_cache.numel() >= 2**31, **launch,
+        USE_WINDOW=window > 0, OFFS_64=key_cache.numel() >= 2**31, IEEE=q.dtype == torch.float32, **launch,
     )  # fmt: skip
     return out
 
