@@ -19,9 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.hf_checkpoints import write_tiny_checkpoint  # noqa: E402
-
 from tessera import LLM, SamplingParams  # noqa: E402
+from tests.hf_checkpoints import write_tiny_checkpoint  # noqa: E402
 
 MODELS = {
     "e6_top3_fp32": (dict(num_experts=6, num_experts_per_tok=3), "float32"),
