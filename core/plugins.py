@@ -34,7 +34,7 @@ from tessera.plugin_report import (
 )
 
 __all__ = [
-    "Discovery", "LoadedPlugin", "PlatformReport", "PluginReport", "call_plugin_hook", "discover",
+    "Discovery", "LoadedPlugin", "PlatformReport", "PluginReport", "call_plugin_hook", "discover", "ensure_registered",
     "get_discovery", "mark_broken", "platform_report", "select_platform",
 ]  # fmt: skip
 
@@ -195,20 +195,21 @@ def discover(allow: list[str] | None = None) -> Discovery:
                     plugin=missing,
                     status="missing",
                     error=f"{ALLOW_ENV} names {missing!r}, but no installed plugin has that name "
-                    f"(installed: {installed}); {_install_hint(f'tessera-{missing}')}or fix {ALLOW_ENV}",
+                    f"(installed: {installed}); {_install_hint(f'tessera-{missing}', f'reinstall tessera-{missing}')} "
+                    f"or fix {ALLOW_ENV}",
                 )
             )
         )
     return _assign_platforms(pm, plugins)
 
 
-def _install_hint(dist: str) -> str:
-    """``pip install DIST `` when DIST is not installed; never a suggestion to install what is there."""
+def _install_hint(dist: str, installed: str) -> str:
+    """``pip install DIST`` when DIST is not installed, else ``installed``: never install what is there."""
     try:
         importlib_metadata.distribution(dist)
     except importlib_metadata.PackageNotFoundError:
-        return f"pip install {dist} "
-    return f"reinstall {dist} (it is installed but provides no such plugin) "
+        return f"pip install {dist}"
+    return installed
 
 
 def _assign_platforms(pm: pluggy.PluginManager, plugins: list[LoadedPlugin]) -> Discovery:
@@ -272,10 +273,10 @@ def select_platform(name: str | None = None, discovery: Discovery | None = None)
             return platform
         reasons.append(f"{platform.name}: {availability.reason}")
     detail = "; ".join(reasons) or "no platform plugin is installed"
-    raise PlatformError(
-        f"no platform is available ({detail}); {_install_hint('tessera-cpu')}to run on the CPU "
-        "(tessera platform list shows every plugin and why)"
+    cpu = _install_hint(
+        "tessera-cpu", f"tessera-cpu is installed: check {ALLOW_ENV} and `tessera platform list`"
     )
+    raise PlatformError(f"no platform is available ({detail}); to run on the CPU: {cpu}")
 
 
 def _explicit_platform(name: str, discovery: Discovery) -> Platform:
