@@ -8,6 +8,12 @@ error, an incompatible ``TESSERA_PLUGIN_API``, a hook that raises or returns the
 wrong type, a platform name another plugin already took. A broken plugin is shown
 by ``tessera platform list`` and never stops the others; selecting its platform
 explicitly is an error that names it.
+
+Everything a plugin runs goes through :mod:`tessera.plugin_guard` (``SystemExit``
+included); each platform's static members are validated once, here, and its
+queries (availability, devices, capabilities) are probed and type-checked on use.
+Selection builds the kernel registry first, so a plugin whose registration failed
+(see :func:`tessera.kernels.build_registry`) is never selected.
 """
 
 from __future__ import annotations
