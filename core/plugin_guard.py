@@ -108,22 +108,27 @@ def guard_members(platform: Platform, owner: str) -> None:
     if getattr(platform, "_tessera_guarded", False):
         return
     for name in RUNTIME_MEMBERS:
-        bound = getattr(platform, name, None)
-        if callable(bound):
-            setattr(platform, name, _guard_member(bound, platform.name, name, owner))
+        if callable(getattr(platform, name, None)):
+            setattr(platform, name, _guard_member(platform, name, owner))
     platform._tessera_guarded = True  # type: ignore[attr-defined]
 
 
-def _guard_member(bound: Callable[..., Any], platform: str, member: str, owner: str) -> Callable[..., Any]:
-    @functools.wraps(bound)
+def _guard_member(platform: Platform, member: str, owner: str) -> Callable[..., Any]:
+    own = vars(platform).get(
+        member
+    )  # set by the plugin on the instance, else looked up on the class per call
+    cls = type(platform)
+
+    @functools.wraps(getattr(platform, member))
     def call(*args: Any, **kwargs: Any) -> Any:
+        fn = own if own is not None else getattr(cls, member).__get__(platform, cls)
         try:
-            return bound(*args, **kwargs)
+            return fn(*args, **kwargs)
         except (Exception, *PASS_THROUGH):
             raise
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a platform member
             raise PlatformError(
-                f"platform {platform!r} (plugin {owner}): {member}() {describe(exc)}; "
+                f"platform {platform.name!r} (plugin {owner}): {member}() {describe(exc)}; "
                 "the plugin must raise an exception, not exit"
             ) from None
 

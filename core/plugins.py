@@ -154,7 +154,10 @@ def _collect_platforms(pm: pluggy.PluginManager, plugin: LoadedPlugin) -> None:
             return
         platforms.extend(result)
     for p in platforms:
-        problem = static_problem(p)
+        checked = guarded(static_problem, p)
+        problem = (
+            checked.value if checked.ok else f"reading {type(p).__name__}'s attributes raised {checked.error}"
+        )
         if problem:
             mark_broken(plugin, problem)
             return
