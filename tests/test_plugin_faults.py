@@ -228,3 +228,15 @@ def test_slow_plugin_is_named_by_every_command(install_fixture, caplog):
     with caplog.at_level("WARNING", logger="tessera.plugins"):
         assert invoke("kernels", "list").exit_code == 0
     assert any("slow_import" in r.getMessage() and "import took" in r.getMessage() for r in caplog.records)
+
+
+def test_the_guard_lets_the_users_interrupt_through():
+    from tessera.plugin_guard import guarded
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        guarded(interrupted)
+    exited = guarded(lambda: exec("import sys; sys.exit(7)"))
+    assert not exited.ok and exited.error.startswith("called sys.exit(7)")
