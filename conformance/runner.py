@@ -22,7 +22,7 @@ from tessera.conformance.levels import contract, layers, models
 from tessera.conformance.ops import run_op_case
 from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
 from tessera.kernels import get_registry, platform_facts
-from tessera.plugins import call_plugin_hook, get_discovery, select_platform
+from tessera.plugins import get_discovery, select_platform
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -42,10 +42,8 @@ class RunOptions:
 
 def expectations(discovery, platform) -> dict[str, str]:
     out: dict[str, str] = {}
-    for plugin in discovery.ok_plugins():
-        for result in call_plugin_hook(
-            discovery.manager, plugin.report.plugin, "tessera_conformance_expectations", platform=platform
-        ):
+    for _plugin, results in discovery.call_each("tessera_conformance_expectations", platform=platform):
+        for result in results:
             out.update(result or {})
     return out
 

@@ -18,8 +18,9 @@ the hooks below, decorated with :data:`hookimpl`::
 
 Every hook is called with keyword arguments; an implementation may accept any
 subset of them. A plugin that fails to import, declares an incompatible API
-version, raises inside a hook or returns the wrong type is recorded as broken
-(see :mod:`tessera.plugins`) and never stops discovery.
+version, raises (or calls ``sys.exit``) inside a hook or returns the wrong type is
+recorded as broken (see :mod:`tessera.plugins`) and never stops discovery; every
+import and hook call is timed, and one slower than a second is named with a warning.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def tessera_register_kernels(registry: KernelRegistry) -> None:
 
     Implemented by platform plugins and kernel packs alike. Called once per
     registry, after every plugin's platforms are known, in plugin-name order.
+
+    Registration is a transaction: if the hook raises, including because it
+    registered a kernel name another plugin already took for that op, every
+    kernel and tuned-config folder it added is removed, the plugin is broken, and
+    its platforms are never selected.
 
     :param registry: the :class:`tessera.pluggable_layers.registry.KernelRegistry`
         to add to, through ``registry.register(op, impl, name=..., platforms=...,

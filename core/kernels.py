@@ -5,24 +5,34 @@ from __future__ import annotations
 from tessera import __version__
 from tessera.platform import Capabilities, Platform
 from tessera.pluggable_layers.registry import KernelRegistry, PlatformFacts, register_references
-from tessera.plugins import Discovery, call_plugin_hook, get_discovery, mark_broken
+from tessera.plugin_guard import probe
+from tessera.plugins import Discovery, get_discovery
 
 _cached: dict[int, KernelRegistry] = {}
 
 
 def build_registry(discovery: Discovery | None = None) -> KernelRegistry:
-    """A registry with the references plus every healthy plugin's kernels (a plugin that raises is marked broken)."""
+    """A registry with the references plus every healthy plugin's kernels.
+
+    Each plugin's registration is a transaction: a plugin whose hook fails (raises,
+    exits, or registers a kernel name another plugin took) is marked broken, its
+    platforms leave the selectable set, and every kernel it registered is removed.
+    """
     discovery = discovery or get_discovery()
     registry = KernelRegistry()
     register_references(registry, provider=f"tessera {__version__}")
     for plugin in discovery.ok_plugins():
         report = plugin.report
-        registry.current_provider = f"{report.distribution or report.plugin} {report.version or ''}".strip()
-        try:
-            call_plugin_hook(discovery.manager, report.plugin, "tessera_register_kernels", registry=registry)
-        except Exception as exc:  # noqa: BLE001 - one plugin's fault must not stop the others
-            mark_broken(plugin, f"tessera_register_kernels() raised {type(exc).__name__}: {exc}")
-    registry.current_provider = "tessera"
+        registry.begin(
+            report.plugin, f"{report.distribution or report.plugin} {report.version or ''}".strip()
+        )
+        outcome = discovery.run_hook(plugin, "tessera_register_kernels", registry=registry)
+        if outcome.ok:
+            registry.commit()
+            continue
+        removed = registry.rollback()
+        undone = f"; the kernels it had registered were removed ({', '.join(removed)})" if removed else ""
+        discovery.fail(plugin, f"tessera_register_kernels() raised {outcome.error}{undone}")
     return registry
 
 
@@ -38,17 +48,14 @@ def get_registry(discovery: Discovery | None = None) -> KernelRegistry:
 
 def platform_facts(platform: Platform, device_index: int = 0) -> PlatformFacts:
     """The platform as the registry sees it. An unavailable platform gets default capabilities and no device."""
-    try:
-        available = platform.availability().available
-    except Exception:  # noqa: BLE001
-        available = False
-    if not available:
+    answers = probe(platform, device_index)
+    if not answers.availability.available:
         return PlatformFacts(name=platform.name, capabilities=Capabilities())
-    devices = platform.devices()
+    devices = answers.devices
     device = devices[device_index] if device_index < len(devices) else None
     return PlatformFacts(
         name=platform.name,
-        capabilities=platform.capabilities(device_index),
+        capabilities=answers.capabilities,
         device=device.canonical_name if device else None,
         arch=device.arch if device else None,
     )

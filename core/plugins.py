@@ -8,108 +8,45 @@ error, an incompatible ``TESSERA_PLUGIN_API``, a hook that raises or returns the
 wrong type, a platform name another plugin already took. A broken plugin is shown
 by ``tessera platform list`` and never stops the others; selecting its platform
 explicitly is an error that names it.
+
+Everything a plugin runs goes through :mod:`tessera.plugin_guard` (``SystemExit``
+included); each platform's static members are validated once, here, and its
+queries (availability, devices, capabilities) are probed and type-checked on use.
+Selection builds the kernel registry first, so a plugin whose registration failed
+(see :func:`tessera.kernels.build_registry`) is never selected.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as importlib_metadata
 import os
-import traceback
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import re
 
 import pluggy
-from pydantic import BaseModel, Field
 
 from tessera import hookspecs
 from tessera.errors import PlatformError
-from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
+from tessera.platform import Platform
+from tessera.plugin_guard import guard_members, guarded, probe, static_problem
+from tessera.plugin_report import (
+    Discovery,
+    LoadedPlugin,
+    PlatformReport,
+    PluginReport,
+    call_plugin_hook,
+    mark_broken,
+    note_slow,
+    platform_report,
+    run_hook,
+)
 
-PluginStatus = Literal["ok", "broken", "incompatible", "missing"]
+__all__ = [
+    "Discovery", "LoadedPlugin", "PlatformReport", "PluginReport", "call_plugin_hook", "discover", "ensure_registered",
+    "get_discovery", "mark_broken", "platform_report", "select_platform",
+]  # fmt: skip
+
 ALLOW_ENV = "TESSERA_PLUGINS"
 PLATFORM_ENV = "TESSERA_PLATFORM"
-
-
-class PlatformReport(BaseModel):
-    """One platform as ``platform list`` shows it."""
-
-    name: str
-    device_type: str
-    priority: int
-    available: bool
-    reason: str = ""
-    devices: list[DeviceInfo] = Field(default_factory=list)
-    capabilities: Capabilities | None = None
-
-
-class PluginReport(BaseModel):
-    """One installed (or asked-for) plugin: where it comes from and how it fared."""
-
-    plugin: str
-    distribution: str | None = None
-    version: str | None = None
-    module: str | None = None
-    status: PluginStatus = "ok"
-    error: str | None = None
-    plugin_api: str | None = None
-    kernel_pack: bool = False
-    platforms: list[PlatformReport] = Field(default_factory=list)
-
-
-@dataclass
-class LoadedPlugin:
-    report: PluginReport
-    module: Any = None
-    platforms: list[Platform] = field(default_factory=list)
-
-
-@dataclass
-class Discovery:
-    """The outcome of one discovery: the plugin manager, every plugin, every platform."""
-
-    manager: pluggy.PluginManager
-    plugins: list[LoadedPlugin]
-    platforms: dict[str, Platform]
-    platform_owner: dict[str, LoadedPlugin]
-
-    def ok_plugins(self) -> list[LoadedPlugin]:
-        return [p for p in self.plugins if p.report.status == "ok"]
-
-    def call_each(self, hook: str, **kwargs: Any) -> None:
-        """Call ``hook`` on every healthy plugin in name order; a plugin that raises is marked broken."""
-        for plugin in self.ok_plugins():
-            try:
-                call_plugin_hook(self.manager, plugin.report.plugin, hook, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - a plugin's fault must not stop the others
-                mark_broken(plugin, f"{hook}() raised {_describe(exc)}")
-
-    def reports(self) -> list[PluginReport]:
-        """Reports with each platform's availability and devices filled in (may query devices)."""
-        out = []
-        for plugin in self.plugins:
-            report = plugin.report.model_copy(deep=True)
-            report.platforms = [platform_report(p) for p in plugin.platforms]
-            out.append(report)
-        return out
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def mark_broken(plugin: LoadedPlugin, error: str, status: PluginStatus = "broken") -> None:
-    plugin.report.status = status
-    plugin.report.error = error
-
-
-def call_plugin_hook(pm: pluggy.PluginManager, plugin_name: str, hook: str, **kwargs: Any) -> list[Any]:
-    """Call one plugin's implementations of ``hook`` (keyword arguments, pluggy-style subsets)."""
-    caller = getattr(pm.hook, hook)
-    results = []
-    for impl in caller.get_hookimpls():
-        if impl.plugin_name == plugin_name:
-            results.append(impl.function(**{a: kwargs[a] for a in impl.argnames}))
-    return results
 
 
 def api_compatible(declared: str) -> bool:
@@ -122,28 +59,6 @@ def api_compatible(declared: str) -> bool:
     return major == core_major and minor <= core_minor
 
 
-def platform_report(platform: Platform) -> PlatformReport:
-    """Ask a platform about itself; a platform that raises is reported unavailable with the error."""
-    try:
-        availability = platform.availability()
-        if not isinstance(availability, Availability):
-            raise TypeError(f"availability() returned {type(availability).__name__}, not Availability")
-        devices = platform.devices() if availability.available else []
-        caps = platform.capabilities(0) if availability.available else None
-    except Exception as exc:  # noqa: BLE001
-        availability = Availability(available=False, reason=f"querying the platform raised {_describe(exc)}")
-        devices, caps = [], None
-    return PlatformReport(
-        name=platform.name,
-        device_type=platform.device_type,
-        priority=platform.priority,
-        available=availability.available,
-        reason=availability.reason,
-        devices=devices,
-        capabilities=caps,
-    )
-
-
 def allow_list_from_env() -> list[str] | None:
     raw = os.environ.get(ALLOW_ENV, "").strip()
     return [name.strip() for name in raw.split(",") if name.strip()] or None
@@ -153,18 +68,51 @@ def _entry_points() -> list[importlib_metadata.EntryPoint]:
     return sorted(importlib_metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
+def _dist_label(ep: importlib_metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist else f"the module {ep.value}"
+
+
+def _name_conflicts(eps: list[importlib_metadata.EntryPoint]) -> dict[int, str]:
+    """For each entry point that loses its name to another distribution, why (by index in ``eps``).
+
+    The distribution named ``tessera-<name>`` keeps the name, else the first found.
+    """
+    errors: dict[int, str] = {}
+    names = {ep.name for ep in eps}
+    for name in names:
+        group = [i for i, ep in enumerate(eps) if ep.name == name]
+        if len(group) < 2:
+            continue
+        dists = [getattr(eps[i], "dist", None) for i in group]
+        winner = next((i for i, d in zip(group, dists, strict=True) if d and _canonical(d.name) == f"tessera-{name}"),
+                      group[0])  # fmt: skip
+        everyone = " and ".join(_dist_label(eps[i]) for i in group)
+        for i in group:
+            if i != winner:
+                errors[i] = (
+                    f"entry point name {name!r} is taken by {len(group)} distributions, {everyone}; "
+                    f"tessera loads {_dist_label(eps[winner])} under it and skipped this one. "
+                    f"Uninstall one of them (pip uninstall {_dist_label(eps[i]).split()[0]})"
+                )
+    return errors
+
+
+def _canonical(dist_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
 def _load_one(
     pm: pluggy.PluginManager, ep: importlib_metadata.EntryPoint, report: PluginReport
 ) -> LoadedPlugin:
     plugin = LoadedPlugin(report=report)
-    try:
-        module = ep.load()
-    except Exception as exc:  # noqa: BLE001
-        tb = traceback.extract_tb(exc.__traceback__)[-1:]
-        where = f" ({tb[0].filename}:{tb[0].lineno})" if tb else ""
-        mark_broken(plugin, f"import of {ep.value!r} failed: {_describe(exc)}{where}")
+    loaded = guarded(ep.load)
+    report.load_seconds = loaded.seconds
+    note_slow(report, "import", loaded.seconds)
+    if not loaded.ok:
+        mark_broken(plugin, f"import of {ep.value!r} failed: {loaded.error}")
         return plugin
-    plugin.module = module
+    module = plugin.module = loaded.value
     declared = getattr(module, "TESSERA_PLUGIN_API", None)
     report.plugin_api = None if declared is None else str(declared)
     if declared is None or not api_compatible(str(declared)):
@@ -178,25 +126,22 @@ def _load_one(
             status="incompatible",
         )
         return plugin
-    try:
-        pm.register(module, name=ep.name)
-        pm.check_pending()
-    except Exception as exc:  # noqa: BLE001
+    registered = guarded(lambda: (pm.register(module, name=ep.name), pm.check_pending()))
+    if not registered.ok:
         if pm.is_registered(module):
             pm.unregister(module)
-        mark_broken(plugin, f"hook validation failed: {_describe(exc)}")
+        mark_broken(plugin, f"hook validation failed: {registered.error}")
     return plugin
 
 
 def _collect_platforms(pm: pluggy.PluginManager, plugin: LoadedPlugin) -> None:
-    name = plugin.report.plugin
-    try:
-        results = call_plugin_hook(pm, name, "tessera_platforms")
-    except Exception as exc:  # noqa: BLE001
-        mark_broken(plugin, f"tessera_platforms() raised {_describe(exc)}")
+    report = plugin.report
+    outcome = run_hook(pm, plugin, "tessera_platforms")
+    if not outcome.ok:
+        mark_broken(plugin, f"tessera_platforms() raised {outcome.error}")
         return
     platforms: list[Platform] = []
-    for result in results:
+    for result in outcome.value:
         if not isinstance(result, list | tuple) or not all(isinstance(p, Platform) for p in result):
             mark_broken(
                 plugin,
@@ -205,12 +150,19 @@ def _collect_platforms(pm: pluggy.PluginManager, plugin: LoadedPlugin) -> None:
             return
         platforms.extend(result)
     for p in platforms:
-        if not p.name or not p.device_type:
-            mark_broken(plugin, f"{type(p).__name__} has no name or device_type; set both class attributes")
+        checked = guarded(static_problem, p)
+        problem = (
+            checked.value if checked.ok else f"reading {type(p).__name__}'s attributes raised {checked.error}"
+        )
+        if problem:
+            mark_broken(plugin, problem)
             return
+        guard_members(p, report.label())
     plugin.platforms = platforms
-    implements_kernels = any(i.plugin_name == name for i in pm.hook.tessera_register_kernels.get_hookimpls())
-    plugin.report.kernel_pack = not platforms and implements_kernels
+    implements_kernels = any(
+        i.plugin_name == report.plugin for i in pm.hook.tessera_register_kernels.get_hookimpls()
+    )
+    report.kernel_pack = not platforms and implements_kernels
 
 
 def discover(allow: list[str] | None = None) -> Discovery:
@@ -222,10 +174,9 @@ def discover(allow: list[str] | None = None) -> Discovery:
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     plugins: list[LoadedPlugin] = []
-    seen: dict[str, str] = {}
-    for ep in _entry_points():
-        if allow is not None and ep.name not in allow:
-            continue
+    eps = [ep for ep in _entry_points() if allow is None or ep.name in allow]
+    conflicts = _name_conflicts(eps)
+    for i, ep in enumerate(eps):
         dist = getattr(ep, "dist", None)
         report = PluginReport(
             plugin=ep.name,
@@ -233,20 +184,15 @@ def discover(allow: list[str] | None = None) -> Discovery:
             version=dist.version if dist else None,
             module=ep.value,
         )
-        if ep.name in seen:
+        if i in conflicts:
             plugins.append(LoadedPlugin(report=report))
-            mark_broken(
-                plugins[-1],
-                f"entry point name {ep.name!r} is already used by distribution {seen[ep.name]}; "
-                "uninstall one of them",
-            )
+            mark_broken(plugins[-1], conflicts[i])
             continue
-        seen[ep.name] = report.distribution or "?"
         plugin = _load_one(pm, ep, report)
         if plugin.report.status == "ok":
             _collect_platforms(pm, plugin)
         plugins.append(plugin)
-    for missing in sorted(set(allow or ()) - set(seen)):
+    for missing in sorted(set(allow or ()) - {ep.name for ep in eps}):
         installed = ", ".join(ep.name for ep in _entry_points()) or "none"
         plugins.append(
             LoadedPlugin(
@@ -254,11 +200,21 @@ def discover(allow: list[str] | None = None) -> Discovery:
                     plugin=missing,
                     status="missing",
                     error=f"{ALLOW_ENV} names {missing!r}, but no installed plugin has that name "
-                    f"(installed: {installed}); pip install tessera-{missing} or fix {ALLOW_ENV}",
+                    f"(installed: {installed}); {_install_hint(f'tessera-{missing}', f'reinstall tessera-{missing}')} "
+                    f"or fix {ALLOW_ENV}",
                 )
             )
         )
     return _assign_platforms(pm, plugins)
+
+
+def _install_hint(dist: str, installed: str) -> str:
+    """``pip install DIST`` when DIST is not installed, else ``installed``: never install what is there."""
+    try:
+        importlib_metadata.distribution(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return f"pip install {dist}"
+    return installed
 
 
 def _assign_platforms(pm: pluggy.PluginManager, plugins: list[LoadedPlugin]) -> Discovery:
@@ -297,34 +253,41 @@ def get_discovery(allow: list[str] | None = None, refresh: bool = False) -> Disc
     return _cached[key]
 
 
+def ensure_registered(discovery: Discovery) -> None:
+    """Run every plugin's registration once, so that a plugin failing there is broken before selection."""
+    from tessera.kernels import get_registry
+
+    get_registry(discovery)
+
+
 def select_platform(name: str | None = None, discovery: Discovery | None = None) -> Platform:
-    """The platform named (argument, then ``TESSERA_PLATFORM``), else the best available one."""
+    """The platform named (argument, then ``TESSERA_PLATFORM``), else the best available one.
+
+    Registration runs first: a plugin whose kernels failed to register is broken, never selected.
+    """
     discovery = discovery or get_discovery()
+    ensure_registered(discovery)
     name = name or os.environ.get(PLATFORM_ENV) or None
     if name:
         return _explicit_platform(name, discovery)
     ranked = sorted(discovery.platforms.values(), key=lambda p: (-p.priority, p.name))
     reasons = []
     for platform in ranked:
-        availability = _safe_availability(platform)
+        availability = probe(platform).availability
         if availability.available:
             return platform
         reasons.append(f"{platform.name}: {availability.reason}")
     detail = "; ".join(reasons) or "no platform plugin is installed"
-    raise PlatformError(f"no platform is available ({detail}); pip install tessera-cpu to run on the CPU")
-
-
-def _safe_availability(platform: Platform) -> Availability:
-    try:
-        return platform.availability()
-    except Exception as exc:  # noqa: BLE001
-        return Availability(available=False, reason=f"availability() raised {_describe(exc)}")
+    cpu = _install_hint(
+        "tessera-cpu", f"tessera-cpu is installed: check {ALLOW_ENV} and `tessera platform list`"
+    )
+    raise PlatformError(f"no platform is available ({detail}); to run on the CPU: {cpu}")
 
 
 def _explicit_platform(name: str, discovery: Discovery) -> Platform:
     platform = discovery.platforms.get(name)
     if platform is not None:
-        availability = _safe_availability(platform)
+        availability = probe(platform).availability
         if not availability.available:
             owner = discovery.platform_owner[name].report
             raise PlatformError(

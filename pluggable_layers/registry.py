@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 from tessera.pluggable_layers.errors import KernelError
 from tessera.pluggable_layers.ops import OPS, op_spec
+from tessera.pluggable_layers.overrides import OVERRIDE_ENV, check_overrides, parse_overrides
 from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
 
 log = logging.getLogger("tessera.kernels")
 
-OVERRIDE_ENV = "TESSERA_KERNELS"
 PRIORITY_REFERENCE = 0
 PRIORITY_PORTABLE = 50
 PRIORITY_PLATFORM = 100
@@ -118,22 +118,6 @@ class Selection:
         return self.kernel.name == "reference" and len(self.candidates) > 1 and self.override is None
 
 
-def parse_overrides(text: str | None) -> dict[str, str]:
-    """``"rms_norm=reference, moe_experts=triton_moe_experts"`` -> dict; malformed entries raise."""
-    result: dict[str, str] = {}
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        op, sep, name = item.partition("=")
-        if not sep or not op.strip() or not name.strip():
-            raise KernelError(
-                f"{OVERRIDE_ENV} entry {item!r} must look like op=kernel (e.g. rms_norm=reference)"
-            )
-        result[op.strip()] = name.strip()
-    return result
-
-
 class KernelRegistry:
     """Every kernel of every op, plus the tuned-config folders platforms hand in."""
 
@@ -144,6 +128,35 @@ class KernelRegistry:
         self._lookups: dict[tuple, ConfigLookup] = {}
         #: provider recorded for registrations that name none (set while a plugin's hook runs)
         self.current_provider = "tessera"
+        #: what each plugin registered, by owner: (op, kernel name) and (platform, tuned-config folder)
+        self.registered_by: dict[str, list[tuple[str, str]]] = {}
+        self._config_dirs_by: dict[str, list[tuple[str, Path]]] = {}
+        self._owner: str | None = None
+
+    # -- transactions: one plugin's registration lands whole or not at all ---------------
+    def begin(self, owner: str, provider: str) -> None:
+        """Record every registration from now on as ``owner``'s (until :meth:`commit` or :meth:`rollback`)."""
+        self._owner, self.current_provider = owner, provider
+        self.registered_by.setdefault(owner, [])
+        self._config_dirs_by.setdefault(owner, [])
+
+    def commit(self) -> None:
+        self._owner, self.current_provider = None, "tessera"
+
+    def rollback(self) -> list[str]:
+        """Remove everything the current owner registered; returns the removed kernels as ``op/name``."""
+        owner = self._owner
+        self.commit()
+        if owner is None:
+            return []
+        removed = []
+        for op, name in self.registered_by.pop(owner, []):
+            self._kernels[op].pop(name, None)
+            removed.append(f"{op}/{name}")
+        for platform, path in self._config_dirs_by.pop(owner, []):
+            self._config_dirs[platform].remove(path)
+        self._lookups.clear()
+        return removed
 
     # -- registration -------------------------------------------------------------------
     def register(
@@ -178,8 +191,8 @@ class KernelRegistry:
         provider = provider or self.current_provider
         if existing is not None:
             raise KernelError(
-                f"kernel name {name!r} for {op} is registered twice ({existing.provider} and {provider}); "
-                "kernel names must be unique per op"
+                f"kernel name {name!r} for {op} is registered twice, by {existing.provider} and by {provider}; "
+                "kernel names must be unique per op: uninstall one of the two or rename the kernel"
             )
         kernel = KernelImpl(
             op=op, name=name, fn=impl, provider=provider,
@@ -189,11 +202,15 @@ class KernelRegistry:
             tune_shapes=tuple(tune_shapes), description=description,
         )  # fmt: skip
         self._kernels[op][name] = kernel
+        if self._owner is not None:
+            self.registered_by[self._owner].append((op, name))
         return kernel
 
     def add_tuned_config_dir(self, platform: str, path: str | os.PathLike) -> None:
         """Make ``path`` (holding ``<kernel>/<device>.json``) a source of tuned configs on ``platform``."""
         self._config_dirs.setdefault(platform, []).append(Path(path))
+        if self._owner is not None:
+            self._config_dirs_by[self._owner].append((platform, Path(path)))
 
     # -- queries ------------------------------------------------------------------------
     def kernels(self, op: str | None = None) -> list[KernelImpl]:
@@ -222,10 +239,9 @@ class KernelRegistry:
             )
         return known[name]
 
-    def check_overrides(self, overrides: Mapping[str, str]) -> None:
-        """Raise for an override that names an unknown op or kernel."""
-        for op, name in overrides.items():
-            self.get(op, name)
+    def check_overrides(self, overrides: Mapping[str, str], source: str = OVERRIDE_ENV) -> None:
+        """Raise for an override that names an unknown op or kernel, saying what the valid choices are."""
+        check_overrides(overrides, {op: list(kernels) for op, kernels in self._kernels.items()}, source)
 
     def overrides_from_env(self) -> dict[str, str]:
         return parse_overrides(os.environ.get(OVERRIDE_ENV))
@@ -240,7 +256,10 @@ class KernelRegistry:
     ) -> Selection:
         """Choose the kernel for ``op``: an override, else the highest-priority kernel that accepts."""
         query = KernelQuery(op=op_spec(op).name, platform=platform, dtype=dtype, facts=facts)
-        merged = {**self.overrides_from_env(), **(overrides or {})}
+        from_env = self.overrides_from_env()
+        self.check_overrides(from_env, OVERRIDE_ENV)
+        self.check_overrides(overrides or {}, "kernel override")
+        merged = {**from_env, **(overrides or {})}
         chosen_name = merged.get(op)
         if chosen_name is not None:
             self.get(op, chosen_name)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 log = logging.getLogger("tessera.tuning")
 
@@ -67,11 +67,20 @@ class ConfigSpace:
             return f"parameters missing {sorted(missing)} / unknown {sorted(extra)}"
         for name, value in config.items():
             candidates = self.params.get(name, self.optional.get(name, ()))
-            if value not in candidates:
-                return f"{name}={value!r} is not a candidate ({list(candidates)})"
+            if not is_candidate(value, candidates):
+                kinds = sorted({type(c).__name__ for c in candidates})
+                return (
+                    f"{name}={value!r} ({type(value).__name__}) is not a candidate "
+                    f"({', '.join(map(repr, candidates))}; of type {'/'.join(kinds)})"
+                )
         for constraint in self.constraints:
-            if not constraint(dict(config)):
-                return f"violates constraint {getattr(constraint, '__name__', constraint)}"
+            name = getattr(constraint, "__name__", constraint)
+            try:
+                holds = constraint(dict(config))
+            except Exception as exc:  # noqa: BLE001 - a config the constraint cannot judge is not a member
+                return f"constraint {name} raised {type(exc).__name__}: {exc}"
+            if not holds:
+                return f"violates constraint {name}"
         return None
 
     def configs(self, key: Mapping[str, Any] | None = None) -> list[Config]:
@@ -86,6 +95,11 @@ class ConfigSpace:
             if all(c(config) for c in self.constraints):
                 out.append(config)
         return out
+
+
+def is_candidate(value: Any, candidates: Sequence[ConfigValue]) -> bool:
+    """Membership by type and value: 256.0 is not the candidate 256, and True is not 1."""
+    return any(type(value) is type(c) and value == c for c in candidates)
 
 
 def bucket_pow2(n: int) -> int:
@@ -128,10 +142,13 @@ def parse_key(text: str) -> dict[str, Any]:
     return out
 
 
+SCHEMA_VERSION = 1
+
+
 class TunedConfigFile(BaseModel):
     """``configs/<kernel>/<device>.json``: tuned configs by shape key, plus a default."""
 
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     kernel: str
     device: str
     key_fields: list[str]
@@ -139,13 +156,44 @@ class TunedConfigFile(BaseModel):
     default: dict[str, ConfigValue] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _known_version(cls, value: Any) -> int:
+        if type(value) is not int or value != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {value!r} is not one this tessera reads ({SCHEMA_VERSION}); "
+                "re-tune with `tessera tune KERNEL` or install the tessera that wrote it"
+            )
+        return value
+
+
+def describe_file_error(path: Path, exc: ValidationError) -> str:
+    """``path: field a.b.c: what is wrong (got value)`` for each problem, union alternatives folded into one."""
+    seen: dict[str, str] = {}
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        if error["type"] == "json_invalid":
+            seen.setdefault("json", f"not valid JSON: {error['ctx'].get('error', error['msg'])}")
+            continue
+        if loc and loc[-1] in _UNION_MEMBERS:
+            loc = loc[:-1]
+        where = ".".join(loc) or "file"
+        got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        seen.setdefault(where, f"field {where}: {error['msg'].removeprefix('Value error, ')}{got}")
+    return f"{path}: " + "; ".join(seen.values())
+
+
+_UNION_MEMBERS = {"int", "float", "str", "bool"}
+
 
 def load_config_file(path: Path, kernel: str, space: ConfigSpace) -> TunedConfigFile:
     """Parse and validate a file; raises ValueError describing what is wrong."""
     try:
         data = TunedConfigFile.model_validate_json(path.read_text())
-    except (OSError, ValidationError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}".splitlines()[0] + f" ({type(exc).__name__})") from None
+    except ValidationError as exc:
+        raise ValueError(describe_file_error(path, exc)) from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be read: {type(exc).__name__}: {exc}") from None
     if data.kernel != kernel:
         raise ValueError(f"{path}: holds configs for kernel {data.kernel!r}, not {kernel!r}")
     # a file tuned before the kernel gained a parameter keeps its configs, the new parameter at its default
@@ -158,7 +206,8 @@ def load_config_file(path: Path, kernel: str, space: ConfigSpace) -> TunedConfig
     for key, config in [*data.configs.items(), *([("default", data.default)] if data.default else [])]:
         problem = space.problem(config)
         if problem:
-            raise ValueError(f"{path}: config {key!r} is not in the kernel's space: {problem}")
+            where = "default" if key == "default" else f"configs.{key}"
+            raise ValueError(f"{path}: field {where}: not in the kernel's config space: {problem}")
     return data
 
 

@@ -50,3 +50,41 @@ def test_workloads_and_floor():
     moe = floor_seconds([([1] * 4, 2)], 10**9, 10**6, 100, limits, 1, traffic)
     assert moe == pytest.approx(2 * (1e9 + 0.25e9 + 2e6) / 1e12, rel=1e-3)
     assert touched_fraction(64, 128, 8) == pytest.approx(1 - (120 / 128) ** 64)
+
+
+REMOTE_CODE = """
+from pathlib import Path
+
+Path(__file__).with_name("REMOTE_CODE_RAN").write_text("the checkpoint's own code ran")
+from transformers import LlamaConfig
+
+
+class RemoteConfig(LlamaConfig):
+    model_type = "tessera_remote_llama"
+"""
+
+
+@pytest.mark.parametrize("model_type", ["tessera_remote_llama", "llama"])
+def test_compare_hf_never_runs_checkpoint_code(tmp_path, monkeypatch, fresh_discovery, model_type):
+    """A checkpoint with auto_map and a Python file: `bench --compare hf` must not import that file."""
+    pytest.importorskip("transformers")
+    from .hf_checkpoints import write_tiny_checkpoint
+
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
+    folder = write_tiny_checkpoint("llama", tmp_path / "remote")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = model_type
+    config["auto_map"] = {"AutoConfig": "configuration_remote.RemoteConfig",
+                          "AutoModelForCausalLM": "configuration_remote.RemoteConfig"}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_remote.py").write_text(REMOTE_CODE)
+    result = CliRunner().invoke(app, ["bench", "latency", "--model", str(folder), "--input-len", "4",
+                                      "--output-len", "2", "--compare", "hf"], input="y\n")  # fmt: skip
+    assert not (folder / "REMOTE_CODE_RAN").exists()
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    if model_type == "llama":  # transformers knows the type: its own code serves, the comparison runs
+        assert "transformers failed" not in text and "tok/s ->" in text
+    else:
+        assert "transformers failed: ConfigError" in text and "tessera never runs checkpoint code" in text

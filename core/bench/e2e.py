@@ -111,12 +111,29 @@ def run_tessera(llm, workload: Workload) -> dict:
 
 
 def hf_model_for(llm):
-    """A transformers model with the engine's architecture, random weights on the engine's device."""
+    """A transformers model with the engine's architecture, random weights on the engine's device.
+
+    Never runs a checkpoint's own Python code (``auto_map`` in config.json): ``trust_remote_code=False``
+    is passed explicitly, so transformers neither imports it nor asks on the terminal.
+    """
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(str(llm.engine.spec.path))
-    with torch.device(llm.engine.runner.device):
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=llm.engine.dtype)
+    from tessera.errors import ConfigError
+
+    path = str(llm.engine.spec.path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
+        with torch.device(llm.engine.runner.device):
+            model = transformers.AutoModelForCausalLM.from_config(
+                config, trust_remote_code=False, dtype=llm.engine.dtype
+            )
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc) and "custom code" not in str(exc):
+            raise
+        raise ConfigError(
+            f"transformers can load {path} only by running the checkpoint's own Python code (auto_map in "
+            "its config.json); tessera never runs checkpoint code, so there is no transformers comparison"
+        ) from None
     return model.eval()
 
 

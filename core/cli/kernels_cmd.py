@@ -10,6 +10,7 @@ from tessera.kernels import get_registry, platform_facts
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.registry import KernelImpl, Selection
 from tessera.pluggable_layers.tuning import parse_key
+from tessera.plugin_guard import probe
 from tessera.plugins import get_discovery
 
 app = typer.Typer(help="Which kernels serve each op, and why one is chosen.", no_args_is_help=True)
@@ -29,9 +30,10 @@ def kernel_json(k: KernelImpl) -> dict:
 
 
 def _platform(name: str | None):
-    from tessera.plugins import select_platform
+    from tessera.plugins import ensure_registered, select_platform
 
     discovery = get_discovery()
+    ensure_registered(discovery)
     if name is None:
         return select_platform(None, discovery)
     platform = discovery.platforms.get(name)
@@ -139,7 +141,7 @@ def explain(
         registry = get_registry()
         selection = registry.select(op, facts, dtype)
         config_info = _config_info(registry, selection, shape)
-        available = target.availability()
+        available = probe(target).availability
     if as_json:
         extra = {"platform_available": available.available, "dtype_source": dtype_source}
         print_json(selection_json(selection, config_info) | extra)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tessera import hookspecs
-from tessera.cli.common import console, human_bytes, print_json, user_errors
+from tessera.cli.common import console, err_console, human_bytes, print_json, user_errors
 from tessera.errors import PlatformError
-from tessera.plugins import PlatformReport, PluginReport, get_discovery
+from tessera.plugins import PlatformReport, PluginReport, ensure_registered, get_discovery
 
 app = typer.Typer(help="What platforms are installed, usable here, and broken.", no_args_is_help=True)
 
@@ -66,6 +69,12 @@ def _devices_text(platform: PlatformReport) -> str:
     )
 
 
+def _timing_text(r: PluginReport) -> str:
+    parts = [f"import {r.load_seconds:.3f}s"] if r.load_seconds is not None else []
+    parts += [f"{hook.removeprefix('tessera_')} {s:.3f}s" for hook, s in r.hook_seconds.items()]
+    return "\nload: " + ", ".join(parts) if parts else ""
+
+
 def _render_list(reports: list[PluginReport], verbose: bool) -> Table:
     table = Table(title="Tessera plugins", show_lines=True)
     for column in ("plugin", "distribution", "status", "platform", "devices / reason"):
@@ -73,6 +82,8 @@ def _render_list(reports: list[PluginReport], verbose: bool) -> Table:
     for r in reports:
         style = STATUS_STYLE.get(r.status, "white")
         dist = f"{r.distribution or '-'} {r.version or ''}".strip()
+        if verbose:
+            dist += _timing_text(r)
         head = [r.plugin, dist, f"[{style}]{r.status}[/]"]
         if not r.platforms:
             what = "[cyan]kernel pack[/]" if r.kernel_pack else "-"
@@ -81,6 +92,8 @@ def _render_list(reports: list[PluginReport], verbose: bool) -> Table:
         for p in r.platforms:
             mark = "[green]available[/]" if p.available else "[yellow]unavailable[/]"
             detail = _devices_text(p) if p.available else p.reason
+            if r.status != "ok":  # a broken plugin's platforms are never selected: say why first
+                mark, detail = "[red]not usable[/]", f"{r.error}\n{detail}"
             if verbose and p.capabilities:
                 detail += f"\n{p.reason}\n" + "; ".join(capability_lines(p.capabilities))
             certs = _certificate_text(p.name)
@@ -98,8 +111,18 @@ def list_platforms(
         False, "--strict", help="Exit 1 when any plugin is broken, incompatible or missing."
     ),
 ) -> None:
-    """Every installed plugin, its platforms, their availability and devices."""
-    reports = get_discovery().reports()
+    """Every installed plugin, its platforms, their availability and devices.
+
+    The kernel registry is built too, so that a plugin failing to register its kernels shows as broken.
+    """
+    quiet = logging.getLogger("tessera.plugins")
+    quiet.disabled = True  # this command reports plugin warnings itself, below the table
+    try:
+        discovery = get_discovery()
+        ensure_registered(discovery)
+    finally:
+        quiet.disabled = False
+    reports = discovery.reports()
     if as_json:
         print_json(
             {
@@ -111,6 +134,11 @@ def list_platforms(
         console.print(_render_list(reports, verbose))
         if not reports:
             console.print("No Tessera plugins are installed: pip install tessera-cpu")
+        for r in reports:
+            for warning in r.warnings:
+                err_console.print(
+                    f"[yellow]warning:[/] plugin {escape(r.label())}: {escape(warning)}", highlight=False
+                )
     if strict and any(r.status != "ok" for r in reports):
         raise typer.Exit(1)
 
@@ -123,6 +151,7 @@ def show_platform(
     """One platform in detail: availability, devices, capabilities, owning plugin."""
     with user_errors():
         discovery = get_discovery()
+        ensure_registered(discovery)
         owner = discovery.platform_owner.get(name)
         if owner is None:
             from tessera.plugins import select_platform
