@@ -1,17 +1,22 @@
 """Certificates: the signed-off summary of one conformance run, kept per platform and device.
 
 Stored in the user's data directory as ``certificates/<platform>/<canonical device>.json``
-(the latest) next to the report it was made from; ``tessera platform list`` shows them.
+(the latest) next to the report it was made from; ``tessera platform list`` and ``tessera conformance
+show`` verify each one when they show it (report present, its sha256, the installed versions).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata as importlib_metadata
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-from tessera.conformance.report import ConformanceReport
+from tessera.conformance.report import SUITE_VERSION, ConformanceReport
+from tessera.errors import describe_validation_error
 
 
 class Certificate(BaseModel):
@@ -57,8 +62,6 @@ def stem(certificate: Certificate) -> str:
     """File stem: the device, plus a marker for partial runs so they never replace a complete one."""
     if certificate.scope == "complete":
         return certificate.canonical_device
-    import hashlib
-
     return (
         f"{certificate.canonical_device}.partial-{hashlib.sha256(certificate.scope.encode()).hexdigest()[:8]}"
     )
@@ -78,13 +81,60 @@ def store(certificate: Certificate, report_dir: Path) -> Path:
     return path
 
 
-def latest_certificates(platform: str) -> list[Certificate]:
-    """Every stored certificate of ``platform`` (one per device); unreadable files are skipped."""
+CertificateStatus = Literal["verified", "stale", "unverified", "corrupt"]
+
+
+class CheckedCertificate(BaseModel):
+    """A stored certificate as found now: ``verified`` only when its report is there, hashes to the
+    recorded sha256, and the suite and every recorded plugin are installed at the recorded versions."""
+
+    path: str
+    status: CertificateStatus
+    reason: str = ""
+    certificate: Certificate | None = None
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return importlib_metadata.version(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def check_certificate(path: Path) -> CheckedCertificate:
+    """Read and verify one certificate file; never raises for a bad file, it says what is wrong."""
+    try:
+        cert = Certificate.model_validate_json(path.read_text())
+    except (ValidationError, OSError, ValueError) as exc:
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        return CheckedCertificate(
+            path=str(path), status="corrupt", reason=f"unreadable certificate: {detail}"
+        )
+    report = Path(cert.report_path)
+    try:
+        digest = hashlib.sha256(report.read_bytes()).hexdigest()
+    except OSError as exc:
+        return _checked(
+            path, cert, "unverified", f"its report cannot be read ({report}: {exc.strerror or exc})"
+        )
+    if digest != cert.report_sha256:
+        return _checked(path, cert, "unverified", f"its report {report} hashes to {digest[:12]}…, "
+                                                  f"not the recorded {cert.report_sha256[:12]}…")  # fmt: skip
+    changed = [f"{dist} {ver} (installed: {installed_version(dist) or 'none'})"
+               for dist, ver in sorted(cert.plugins.items()) if installed_version(dist) != ver]  # fmt: skip
+    if cert.suite_version != SUITE_VERSION:
+        changed.insert(0, f"suite {cert.suite_version} (installed: {SUITE_VERSION})")
+    if changed:
+        return _checked(path, cert, "stale", "made with " + ", ".join(changed) + "; run the suite again")
+    return _checked(path, cert, "verified", "")
+
+
+def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str) -> CheckedCertificate:
+    return CheckedCertificate(path=str(path), status=status, reason=reason, certificate=cert)
+
+
+def latest_certificates(platform: str) -> list[CheckedCertificate]:
+    """Every stored certificate of ``platform`` (one per device and scope), each verified now; a corrupt
+    file is listed as corrupt, never dropped."""
     folder = certificate_root() / platform
-    out = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(Certificate.model_validate_json(path.read_text()))
-        except (ValidationError, OSError, ValueError):
-            continue
-    return out
+    return [check_certificate(path) for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]

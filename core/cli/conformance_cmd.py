@@ -154,12 +154,7 @@ def show(
 
     with user_errors():
         if report is None:
-            certs = sorted(certificate_root().glob("*/*.json"), key=lambda p: p.stat().st_mtime)
-            if not certs:
-                raise TesseraError("no conformance run yet: run `tessera conformance run --platform P` first")
-            import json
-
-            report = Path(json.loads(certs[-1].read_text())["report_path"])
+            report = _latest_verified_report(certificate_root())
         text = report.read_text()
         try:
             data = ConformanceReport.model_validate_json(text)
@@ -169,3 +164,21 @@ def show(
                 "give the report.json that `tessera conformance run` wrote"
             ) from None
     summarize(data)
+
+
+def _latest_verified_report(root: Path) -> Path:
+    """The report of the newest stored certificate, after verifying it (its status is printed)."""
+    from tessera.cli.platform_cmd import certificate_line, certificates_of
+    from tessera.errors import TesseraError
+
+    certs = sorted(root.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+    if not certs:
+        raise TesseraError("no conformance run yet: run `tessera conformance run --platform P` first")
+    newest = certs[-1]
+    entry = next(c for c in certificates_of(newest.parent.name) if c["path"] == str(newest))
+    console.print(certificate_line(entry), highlight=False)
+    if entry["status"] == "corrupt" or (
+        entry["status"] == "unverified" and not Path(entry["report_path"]).is_file()
+    ):
+        raise TesseraError(f"the newest certificate, {newest}, cannot be shown: {entry['reason']}")
+    return Path(entry["report_path"])

@@ -19,17 +19,20 @@ STATUS_STYLE = {"ok": "green", "broken": "red", "incompatible": "red", "missing"
 
 
 def certificates_of(platform: str) -> list[dict]:
-    """Summaries of the latest stored certificates of ``platform`` (one per device and scope)."""
-    try:
-        from tessera.conformance.certificate import latest_certificates
-    except ImportError:  # pragma: no cover - the suite ships with the core
-        return []
-    return [
-        {"device": c.device, "canonical_device": c.canonical_device, "passed": c.passed, "total": c.total,
-         "verdict": c.verdict, "date": c.date, "suite_version": c.suite_version, "mode": c.mode, "scope": c.scope,
-         "report_sha256": c.report_sha256, "report_path": c.report_path}
-        for c in latest_certificates(platform)
-    ]  # fmt: skip
+    """The stored certificates of ``platform`` (one per device and scope), each verified now: status
+    verified, stale, unverified or corrupt, with the reason."""
+    from tessera.conformance.certificate import latest_certificates
+
+    out = []
+    for checked in latest_certificates(platform):
+        entry = {"status": checked.status, "reason": checked.reason, "path": checked.path}
+        c = checked.certificate
+        if c is not None:
+            entry |= {"device": c.device, "canonical_device": c.canonical_device, "passed": c.passed, "total": c.total,
+                      "verdict": c.verdict, "date": c.date, "suite_version": c.suite_version, "mode": c.mode,
+                      "scope": c.scope, "report_sha256": c.report_sha256, "report_path": c.report_path}  # fmt: skip
+        out.append(entry)
+    return out
 
 
 def plugin_json(report: PluginReport) -> dict:
@@ -39,13 +42,20 @@ def plugin_json(report: PluginReport) -> dict:
     return data
 
 
+def certificate_line(c: dict) -> str:
+    """One certificate as a line; only a verified one is called conformant."""
+    if c["status"] == "corrupt":
+        return f"[red]certificate corrupt[/]: {escape(c['path'])}: {escape(c['reason'])}"
+    scope = "" if c["scope"] == "complete" else f", partial: {c['scope']}"
+    what = f"{c['passed']}/{c['total']} on {c['canonical_device']}, {c['date'][:10]}, suite {c['suite_version']} ({c['mode']}{scope})"
+    if c["status"] == "verified":
+        style = "green" if c["verdict"] == "conformant" else "red"
+        return f"certificate: [{style}]{c['verdict']}[/] {escape(what)}"
+    return f"[yellow]certificate {c['status']}[/] ({escape(c['reason'])}): {escape(what)}"
+
+
 def _certificate_text(platform: str) -> str:
-    lines = []
-    for c in certificates_of(platform):
-        scope = "" if c["scope"] == "complete" else f", partial: {c['scope']}"
-        lines.append(f"certificate: {c['passed']}/{c['total']} {c['verdict']} on {c['canonical_device']}, "
-                     f"{c['date'][:10]}, suite {c['suite_version']} ({c['mode']}{scope})")  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(certificate_line(c) for c in certificates_of(platform))
 
 
 def _capability_value(value) -> str:

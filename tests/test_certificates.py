@@ -1,0 +1,72 @@
+"""Certificates are verified whenever they are shown: a missing report, a report whose hash differs,
+plugin versions that changed and a corrupt file are each shown as such, never as conformant."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tessera.cli import app
+from tessera.conformance.certificate import check_certificate
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch, fresh_discovery):
+    """One real certificate of a small cpu run, stored under a fresh TESSERA_HOME."""
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    result = runner.invoke(
+        app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--seed", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "certificates" / "cpu").glob("*.json")
+    return path
+
+
+def listed(platform="cpu"):
+    data = json.loads(runner.invoke(app, ["platform", "list", "--json"]).stdout)
+    return next(p for p in data["plugins"] if p["plugin"] == platform)["platforms"][0]["certificates"]
+
+
+def test_a_fresh_certificate_is_verified(stored):
+    assert check_certificate(stored).status == "verified"
+    (cert,) = listed()
+    assert cert["status"] == "verified" and cert["verdict"] == "conformant"
+    assert "certificate: conformant" in runner.invoke(app, ["platform", "list"]).output
+
+
+def test_a_missing_report_or_a_different_hash_is_unverified(stored):
+    data = json.loads(stored.read_text())
+    report = data["report_path"]
+    data["report_sha256"] = "0" * 64
+    stored.write_text(json.dumps(data))
+    (cert,) = listed()
+    assert cert["status"] == "unverified" and "hashes to" in cert["reason"]
+    data["report_path"] = report + ".gone"
+    stored.write_text(json.dumps(data))
+    (cert,) = listed()
+    assert cert["status"] == "unverified" and "cannot be read" in cert["reason"]
+    text = runner.invoke(app, ["platform", "list"]).output
+    assert "certificate unverified" in text and "conformant" not in text.replace("not conformant", "")
+    shown = runner.invoke(app, ["conformance", "show"])
+    assert shown.exit_code == 2 and "cannot be shown" in " ".join(shown.output.split())
+
+
+def test_changed_plugin_versions_make_it_stale(stored):
+    data = json.loads(stored.read_text())
+    data["plugins"]["tessera-cpu"] = "0.0.9"
+    stored.write_text(json.dumps(data))
+    checked = check_certificate(stored)
+    assert checked.status == "stale" and "tessera-cpu 0.0.9 (installed: 0.1.0)" in checked.reason
+
+
+def test_a_corrupt_certificate_is_listed_as_corrupt(stored):
+    stored.write_text("{not json")
+    (cert,) = listed()
+    assert cert["status"] == "corrupt" and "unreadable certificate" in cert["reason"]
+    assert "certificate corrupt" in runner.invoke(app, ["platform", "list"]).output
+    shown = runner.invoke(app, ["conformance", "show"])
+    assert shown.exit_code == 2 and "Traceback" not in shown.output
