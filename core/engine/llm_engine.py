@@ -21,6 +21,7 @@ from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import ModelRunner, StepHandle
 from tessera.engine.request import Request
 from tessera.engine.scheduler import Scheduler
+from tessera.engine.stopping import limit_params, stop_reason
 from tessera.errors import ConfigError, PlatformError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestOutput
@@ -110,11 +111,7 @@ class LLMEngine:
         self._counter += 1
         if request_id in self.requests:
             raise ConfigError(f"request id {request_id!r} is already in use")
-        limit = min(params.max_tokens, self.max_model_len - len(ids))
-        if limit != params.max_tokens:
-            params = params.model_copy(
-                update={"max_tokens": limit, "min_tokens": min(params.min_tokens, limit)}
-            )
+        params = limit_params(params, len(ids), self.max_model_len)
         request = Request(request_id, ids, params, text, None if params.ignore_eos else self.eos_token_id)
         self.requests[request_id] = request
         self.detok[request_id] = IncrementalDetokenizer(self.tokenizer)
@@ -185,23 +182,13 @@ class LLMEngine:
             req.output_token_ids.append(token)
             req.metrics.first_token_time = req.metrics.first_token_time or now
             req.metrics.num_output_tokens = len(req.output_token_ids)
-            reason = self._stop_reason(req, token)
+            reason = stop_reason(req, token)
             if reason:
                 req.finish_reason = reason
                 req.metrics.finished_time = now
                 self.scheduler.finish(req)
             touched.append(req)
         return touched
-
-    @staticmethod
-    def _stop_reason(req: Request, token: int) -> str | None:
-        n = len(req.output_token_ids)
-        if n >= req.params.min_tokens:
-            if req.eos_token_id is not None and token == req.eos_token_id:
-                return "stop"
-            if token in req.params.stop_token_ids:
-                return "stop"
-        return "length" if n >= req.params.max_tokens else None
 
     def _output(self, req: Request) -> RequestOutput:
         detok = self.detok[req.request_id]
