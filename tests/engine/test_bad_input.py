@@ -183,3 +183,21 @@ def test_one_bad_request_in_a_batch_is_rejected_by_itself(checkpoints):
         assert reason in out.error
     assert outs[2].prompt == "text without a tokenizer"
     assert llm.engine.kv.pool.num_free == llm.engine.kv.pool.num_blocks and not llm.engine.has_unfinished()
+
+
+def test_tiny_temperatures_generate_like_greedy_also_with_min_tokens(checkpoints):
+    """1e-40, 1e-38 and 1e-45 used to give token 0 every time (NaN probabilities); they act like greedy."""
+    llm = LLM(str(checkpoints("llama")))
+    prompt = {"prompt_token_ids": [5, 6, 7]}
+    greedy = (
+        llm.generate(prompt, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
+        .outputs[0]
+        .token_ids
+    )
+    stop = dict(min_tokens=3, stop_token_ids=(greedy[0],), max_tokens=6)
+    held = llm.generate(prompt, SamplingParams(temperature=0, **stop))[0].outputs[0].token_ids
+    assert held[0] != greedy[0] and len(held) >= 3
+    for t in (1e-40, 1e-38, 1e-45):
+        tiny = llm.generate(prompt, SamplingParams(temperature=t, max_tokens=8, ignore_eos=True, seed=1))[0]
+        assert tiny.outputs[0].token_ids == greedy, t
+        assert llm.generate(prompt, SamplingParams(temperature=t, **stop))[0].outputs[0].token_ids == held, t
