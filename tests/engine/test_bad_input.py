@@ -201,3 +201,46 @@ def test_tiny_temperatures_generate_like_greedy_also_with_min_tokens(checkpoints
         tiny = llm.generate(prompt, SamplingParams(temperature=t, max_tokens=8, ignore_eos=True, seed=1))[0]
         assert tiny.outputs[0].token_ids == greedy, t
         assert llm.generate(prompt, SamplingParams(temperature=t, **stop))[0].outputs[0].token_ids == held, t
+
+
+LLAMA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+         "vocab_size": 50, "intermediate_size": 32}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [(None, "must hold a JSON object of model settings, got NoneType"), ([1], "must hold a JSON object"),
+     ({**LLAMA, "num_attention_heads": 0}, "num_attention_heads is 0 .int.; it must be a positive integer"),
+     ({**LLAMA, "hidden_size": "64"}, "hidden_size is '64' .str.; it must be a positive integer"),
+     ({**LLAMA, "hidden_size": True}, "hidden_size is True .bool."),
+     ({**LLAMA, "rms_norm_eps": "tiny"}, "rms_norm_eps is 'tiny' .str.; it must be a positive number"),
+     ({**LLAMA, "architectures": "LlamaForCausalLM"}, r'not a string: write \["LlamaForCausalLM"\]'),
+     ({**LLAMA, "eos_token_id": [2, "x"]}, "a token id or a list of token ids"),
+     ({**LLAMA, "num_key_value_heads": 3}, r"num_attention_heads \(4\) must be a multiple of num_key_value_heads \(3\)"),
+     ({**LLAMA, "hidden_size": 66}, "hidden_size .66. is not a multiple of num_attention_heads .4. and no head_dim")],
+)  # fmt: skip
+def test_config_json_is_validated_with_clear_errors(config, match, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=match) as info:
+        LLM(str(tmp_path))
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
+def test_a_null_required_field_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA, "hidden_size": None}))
+    with pytest.raises(ConfigError, match="lacks hidden_size .missing or null."):
+        LLM(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("{broken", "cannot read .*tokenizer_config.json: Expecting property name"), ("[1, 2]", "must hold a JSON object"),
+     ('{"tokenizer_class": 5}', "tokenizer_class is 5"),
+     ('{"tokenizer_class": "TesseraByteTokenizer", "bos_token_id": "1"}', "bos_token_id is '1'")],
+)  # fmt: skip
+def test_malformed_tokenizer_config_is_a_clear_error(text, match, tmp_path, checkpoints):
+    target = tmp_path / "model"
+    shutil.copytree(checkpoints("llama"), target)
+    (target / "tokenizer_config.json").write_text(text)
+    with pytest.raises(ModelLoadError, match=match):
+        LLM(str(target))
