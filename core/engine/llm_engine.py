@@ -154,6 +154,8 @@ class LLMEngine:
         """
         sched = self.scheduler.schedule()
         handle, failed = (None, []) if sched.empty else self._launch(sched)
+        if sched.empty and not sched.preempted and self._prev is None and self.scheduler.has_work():
+            failed = self._stalled()
         touched: list[Request] = []
         if self.config.async_scheduling:
             prev, self._prev = self._prev, handle
@@ -192,20 +194,27 @@ class LLMEngine:
     def _fail(self, rows: list[ScheduledRequest], exc: Exception) -> list[Request]:
         """Finish the requests of a failed step with an error, freeing their blocks and state slots."""
         message = f"{type(exc).__name__}: {exc}"
-        first: dict[str, ScheduledRequest] = {}
-        for s in rows:
-            if s.request.request_id not in first or s.start < first[s.request.request_id].start:
-                first[s.request.request_id] = s
-        failed = [s for s in first.values() if not s.request.finished]
+        failed = self.scheduler.fail(rows)
         log.error("a step failed; its %d requests end with an error: %s", len(failed), message, exc_info=exc)
         now = time.monotonic()
-        for s in failed:
-            req = s.request
-            self.kv.forget_from(req, s.start // self.kv.block_size)  # their KV was never written
-            self.scheduler.abort(req)
+        for req in failed:
             req.finish_reason, req.error = "error", message
             req.metrics.finished_time = now
-        return [s.request for s in failed]
+        return failed
+
+    def _stalled(self) -> list[Request]:
+        """Nothing runs, nothing is in flight, yet requests wait: no later step could differ, so rather than
+        spin forever the engine ends them with an error (only a fault, such as leaked blocks, gets here)."""
+        pending = list(self.scheduler.running) + list(self.scheduler.waiting)
+        message = (f"the engine cannot schedule any of {len(pending)} requests with {self.kv.pool.num_free} of "
+                   f"{self.kv.pool.num_blocks} KV blocks and {len(self.kv.free_slots)} state slots free: "
+                   "blocks or state slots were leaked (an engine fault; please report it)")  # fmt: skip
+        log.error(message)
+        for req in pending:
+            self.scheduler.abort(req)
+            req.finish_reason, req.error = "error", message
+            req.metrics.finished_time = time.monotonic()
+        return pending
 
     def _process(self, handle: StepHandle, tokens: list[int]) -> list[Request]:
         touched = []

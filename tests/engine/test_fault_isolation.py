@@ -144,3 +144,22 @@ def test_async_a_step_whose_tokens_cannot_be_read_fails_with_its_consumers(
             assert out.outputs[0].token_ids == expected.outputs[0].token_ids
     assert_all_free(llm.engine)
     assert tokens(llm.generate(prompts, params)) == tokens(clean)
+
+
+def test_a_finish_that_frees_nothing_ends_in_errors_not_a_hang(checkpoints, deadline, monkeypatch):
+    """A planted Scheduler.finish that keeps the blocks: generate must come back (error outputs), not spin."""
+    from tessera.engine.request import Status
+    from tessera.engine.scheduler import Scheduler
+
+    def finish_without_free(self, request):
+        self.running.remove(request)
+        request.status = Status.FINISHED
+
+    monkeypatch.setattr(Scheduler, "finish", finish_without_free)
+    llm = LLM(str(checkpoints("llama")), num_kv_blocks=12, block_size=4, max_num_seqs=4)
+    prompts, params = workload(12, seed=5)
+    with deadline(60):
+        outs = llm.generate(prompts, params)
+    stuck = [o for o in outs if o.outputs[0].finish_reason == "error"]
+    assert stuck and all("blocks or state slots were leaked" in o.error for o in stuck)
+    assert len(outs) == 12 and not llm.engine.has_unfinished()
