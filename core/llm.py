@@ -9,10 +9,10 @@ from pydantic import ValidationError
 
 from tessera.config import EngineConfig
 from tessera.engine.llm_engine import LLMEngine
-from tessera.errors import ConfigError
+from tessera.errors import ConfigError, TesseraError
 from tessera.outputs import RequestOutput
 from tessera.progress import PromptProgress
-from tessera.sampling_params import SamplingParams
+from tessera.sampling_params import SamplingParams, to_sampling_params
 
 
 def make_config(**kwargs: Any) -> EngineConfig:
@@ -34,37 +34,60 @@ class LLM:
 
     def generate(
         self,
-        prompts: str | dict | Sequence[str | dict],
-        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        prompts: str | dict | Sequence[str | dict | list[int]],
+        sampling_params: SamplingParams | dict | Sequence[SamplingParams | dict] | None = None,
         use_tqdm: bool = True,
     ) -> list[RequestOutput]:
         """Generate for every prompt; returns one RequestOutput per prompt, in prompt order.
 
-        ``use_tqdm`` shows a progress bar on stderr (prompts done, input and output tokens a second).
+        Each request stands alone. A prompt (or its entry of a list of sampling params)
+        that is invalid is not run: its RequestOutput is finished with
+        ``outputs[0].finish_reason == "error"``, no tokens, and the reason in
+        ``RequestOutput.error``; the other prompts are served. A request whose step
+        fails on the device (a kernel raising) ends the same way, with the cause in
+        ``error``. Only a call that cannot be read at all raises ConfigError: an empty
+        prompt list, a count of sampling params that does not match the prompts, or one
+        shared ``sampling_params`` that is invalid. A params dict is validated into
+        SamplingParams. ``use_tqdm`` shows a progress bar on stderr (prompts done, input and output
+        tokens a second).
         """
         if isinstance(prompts, str | dict):
             prompts = [prompts]
         prompts = list(prompts)
         if not prompts:
             raise ConfigError("generate() got an empty prompt list")
-        params = sampling_params or SamplingParams()
-        params_list = list(params) if isinstance(params, Sequence) else [params] * len(prompts)
+        if sampling_params is None or isinstance(sampling_params, SamplingParams | dict):
+            params_list = [to_sampling_params(sampling_params)] * len(prompts)
+        else:
+            params_list = list(sampling_params)
         if len(params_list) != len(prompts):
             raise ConfigError(f"{len(params_list)} sampling params for {len(prompts)} prompts")
-        ids = []
+        ids, results = self._add_all(prompts, params_list)
         try:
-            for prompt, p in zip(prompts, params_list, strict=True):
-                ids.append(self.engine.add_request(prompt, p))
-        except Exception:
-            for request_id in ids:
+            with PromptProgress(len(ids), enabled=use_tqdm) as progress:
+                for out in results.values():
+                    progress.finished(out)
+                while self.engine.has_unfinished():
+                    for out in self.engine.step():
+                        if out.finished:
+                            results[out.request_id] = out
+                            self.engine.release(out.request_id)
+                            progress.finished(out)
+        except BaseException:
+            for request_id in ids:  # leave the engine clean for the next call
                 self.engine.discard(request_id)
             raise
-        results: dict[str, RequestOutput] = {}
-        with PromptProgress(len(ids), enabled=use_tqdm) as progress:
-            while self.engine.has_unfinished():
-                for out in self.engine.step():
-                    if out.finished:
-                        results[out.request_id] = out
-                        self.engine.release(out.request_id)
-                        progress.finished(out)
         return [results[i] for i in ids]
+
+    def _add_all(self, prompts: list, params_list: list) -> tuple[list[str], dict[str, RequestOutput]]:
+        """Queue every valid request; a refused one gets its error output at once."""
+        ids: list[str] = []
+        results: dict[str, RequestOutput] = {}
+        for prompt, p in zip(prompts, params_list, strict=True):
+            try:
+                ids.append(self.engine.add_request(prompt, p))
+            except TesseraError as exc:
+                out = self.engine.rejected(prompt, exc)
+                ids.append(out.request_id)
+                results[out.request_id] = out
+        return ids, results

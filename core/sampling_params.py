@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import math
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tessera.errors import ConfigError, describe_validation_error
 
 
 class SamplingParams(BaseModel):
-    """Per-request sampling and stopping. ``temperature=0`` is greedy; ``top_k`` 0 or -1 is off."""
+    """Per-request sampling and stopping. ``temperature=0`` is greedy; ``top_k`` 0 or -1 is off.
+
+    Any finite ``temperature >= 0`` is safe: a tiny one samples like greedy (ties aside); inf and NaN are refused.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -18,6 +26,17 @@ class SamplingParams(BaseModel):
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     seed: int | None = None
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature_finite(cls, v):
+        try:
+            finite = math.isfinite(float(v))
+        except (TypeError, ValueError):
+            return v  # not a number: pydantic says so
+        if not finite:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {v}")
+        return v
 
     @field_validator("top_p")
     @classmethod
@@ -42,3 +61,20 @@ class SamplingParams(BaseModel):
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def to_sampling_params(value) -> SamplingParams:
+    """``value`` as SamplingParams: itself, None (the defaults) or a mapping of its fields, validated."""
+    if value is None:
+        return SamplingParams()
+    if isinstance(value, SamplingParams):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return SamplingParams(**value)
+        except (ValidationError, TypeError) as exc:
+            detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise ConfigError(f"invalid sampling params {dict(value)!r}: {detail}") from None
+    raise ConfigError(
+        f"sampling params must be a SamplingParams (or a dict of its fields), got {type(value).__name__}"
+    )

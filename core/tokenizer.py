@@ -51,13 +51,36 @@ class HFTokenizer:
         return self._tok.decode(ids, skip_special_tokens=True)
 
 
+def read_tokenizer_config(path: Path) -> dict:
+    """tokenizer_config.json as a dict ({} when absent); a malformed file is a clear ModelLoadError."""
+    from tessera.models.spec_check import ModelLoadError, is_int
+
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}; fix the JSON or remove the file") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(
+            f"{path} must hold a JSON object, got {type(config).__name__}; fix or remove the file"
+        )
+    for key in ("tokenizer_class",):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise ModelLoadError(
+                f"{path}: {key} is {config[key]!r}; it must be a string (a tokenizer class name)"
+            )
+    bos = config.get("bos_token_id")
+    if bos is not None and not is_int(bos):
+        raise ModelLoadError(f"{path}: bos_token_id is {bos!r}; it must be an integer token id or null")
+    return config
+
+
 def load_tokenizer(model_dir: Path, eos_token_id: int | None) -> Tokenizer | None:
     """The model's tokenizer, or None (then only token-id prompts are accepted)."""
-    config_path = model_dir / "tokenizer_config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-        if config.get("tokenizer_class") == "TesseraByteTokenizer":
-            return ByteTokenizer(config.get("bos_token_id", 1), eos_token_id)
+    config = read_tokenizer_config(model_dir / "tokenizer_config.json")
+    if config.get("tokenizer_class") == "TesseraByteTokenizer":
+        return ByteTokenizer(config.get("bos_token_id", 1), eos_token_id)
     if (model_dir / "tokenizer.json").is_file():
         try:
             return HFTokenizer(model_dir / "tokenizer.json", eos_token_id)

@@ -8,7 +8,7 @@ import time
 import typer
 from rich.table import Table
 
-from tessera.cli.common import console, user_errors
+from tessera.cli.common import console, err_console, user_errors
 
 MODEL_HELP = "Model folder (config.json + safetensors). Default: a tiny built-in model, made on first use."
 
@@ -70,6 +70,11 @@ def generate(
     tokens = 0
     for out in outputs:
         completion = out.outputs[0]
+        if out.error is not None:
+            err_console.print(
+                f"[bold red]error:[/] {_escape(out.prompt or '')!s}: {_escape(out.error)}", highlight=False
+            )
+            continue
         tokens += len(completion.token_ids)
         console.print(f"[bold]{_escape(out.prompt or '')}[/]{_escape(completion.text)}", highlight=False)
         ttft = out.metrics.time_to_first_token
@@ -79,6 +84,8 @@ def generate(
     console.print(
         f"[dim]{tokens} tokens in {gen_s:.2f}s ({tokens / max(gen_s, 1e-9):.1f} tokens/s)[/]", highlight=False
     )
+    if any(out.error is not None for out in outputs):
+        raise typer.Exit(2)  # the others were served and printed
 
 
 def _escape(text: str) -> str:

@@ -44,6 +44,10 @@ class BlockPool:
                 del self.cached[h]
             self.block_hash[block] = None
 
+    def uncache(self, block: int) -> None:
+        """Drop the block from the prefix cache (its content is not what its hash says)."""
+        self._evict(block)
+
     def lookup(self, block_hash: bytes) -> int | None:
         return self.cached.get(block_hash)
 

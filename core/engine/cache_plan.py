@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tessera.config import EngineConfig
+from tessera.engine.runner_parts import RunnerParts
 from tessera.errors import ConfigError
 from tessera.pluggable_layers.batch import AttentionMetadata, BatchMetadata, MambaMetadata
 
@@ -33,14 +35,15 @@ class CachePlan:
     budget_bytes: int
 
 
-def bytes_per_block(runner, block_size: int) -> int:
+def bytes_per_block(runner: RunnerParts, block_size: int) -> int:
     itemsize = torch.tensor([], dtype=runner.dtype).element_size()
     return sum(
         2 * block_size * a.num_kv_heads * a.head_dim * itemsize for a in runner.model.attention_layers()
     )
 
 
-def state_bytes_per_slot(runner) -> int:
+def state_bytes_per_slot(runner: RunnerParts) -> int:
+    """Bytes of one Mamba state slot over every Mamba layer (reads ``runner.model`` and ``runner.dtype``)."""
     itemsize = torch.tensor([], dtype=runner.dtype).element_size()
     total = 0
     for m in runner.model.mamba_layers():
@@ -49,14 +52,14 @@ def state_bytes_per_slot(runner) -> int:
     return total
 
 
-def profile_budget(runner, config) -> int:
+def profile_budget(runner: RunnerParts, config: EngineConfig) -> int:
     """Bytes available for caches, measured around a profiling forward (devices with memory queries)."""
     platform, index = runner.platform, config.device_index
     tokens = min(config.max_num_batched_tokens, 8192)
     runner.platform.synchronize(index)
     platform.reset_peak_memory(index)
     before = platform.peak_memory(index)
-    dummy_forward(runner, tokens)
+    dummy_forward(runner, tokens, config.max_num_seqs)
     platform.synchronize(index)
     activation_peak = max(platform.peak_memory(index) - before, 0)
     platform.empty_cache()
@@ -65,8 +68,8 @@ def profile_budget(runner, config) -> int:
     return int(free - reserve - activation_peak)
 
 
-def dummy_forward(runner, tokens: int) -> None:
-    """One prefill of ``tokens`` tokens against throwaway one-sequence caches (memory profiling)."""
+def dummy_forward(runner: RunnerParts, tokens: int, logit_rows: int) -> None:
+    """One prefill of ``tokens`` tokens against throwaway one-sequence caches, logits for ``logit_rows`` rows."""
     device, bs = runner.device, 16
     blocks = -(-tokens // bs) + 1
     saved = [(a, a.kv_cache) for a in runner.model.attention_layers()] + [
@@ -98,7 +101,7 @@ def dummy_forward(runner, tokens: int) -> None:
     )
     ids = torch.zeros(tokens, dtype=torch.int64, device=device)
     hidden = runner.forward(ids, torch.arange(tokens, device=device), meta)
-    runner.model.compute_logits(hidden[-min(tokens, runner.config.max_num_seqs) :])
+    runner.model.compute_logits(hidden[-min(tokens, logit_rows) :])
     for module, value in saved:
         if hasattr(module, "kv_cache"):
             module.kv_cache = value
@@ -113,7 +116,8 @@ def allocate_state(mixer, slots: int, dtype, device) -> tuple[torch.Tensor, torc
     return conv, ssm
 
 
-def plan_caches(runner, config) -> CachePlan:
+def plan_caches(runner: RunnerParts, config: EngineConfig) -> CachePlan:
+    """Size the KV blocks and Mamba state slots from one budget and bind the caches to the model's layers."""
     bs = config.block_size
     per_block = bytes_per_block(runner, bs)
     mambas = runner.model.mamba_layers()

@@ -12,6 +12,8 @@ import logging
 
 import torch
 
+from tessera.engine.cache_plan import CachePlan
+from tessera.engine.runner_parts import RunnerParts
 from tessera.pluggable_layers.batch import AttentionMetadata, BatchMetadata, MambaMetadata
 
 log = logging.getLogger("tessera.engine")
@@ -26,12 +28,14 @@ def capture_sizes(max_batch: int) -> list[int]:
 
 
 class DecodeGraphs:
-    def __init__(self, runner) -> None:
+    """Graphs of ``runner.forward`` for decode batches of up to ``min(max_num_seqs, 256)`` sequences."""
+
+    def __init__(self, runner: RunnerParts, plan: CachePlan, max_num_seqs: int) -> None:
         self.runner = runner
         device = runner.device
-        self.max_batch = min(runner.config.max_num_seqs, 256)
-        self.max_blocks = -(-runner.max_model_len // runner.plan.block_size)
-        self.spare_slot = max(runner.plan.num_state_slots - 1, 0)
+        self.max_batch = min(max_num_seqs, 256)
+        self.max_blocks = -(-runner.max_model_len // plan.block_size)
+        self.spare_slot = max(plan.num_state_slots - 1, 0)
         n, i32 = self.max_batch, torch.int32
         self.input_ids = torch.zeros(n, dtype=torch.int64, device=device)
         self.positions = torch.zeros(n, dtype=torch.int64, device=device)
@@ -58,7 +62,7 @@ class DecodeGraphs:
         for size in reversed(capture_sizes(self.max_batch)):
             args = (self.input_ids[:size], self.positions[:size], self._meta(size))
             self.runner.forward(*args)  # warm-up: compiles kernels for this shape outside the capture
-            platform.synchronize(self.runner.config.device_index)
+            platform.synchronize(self.runner.device_index)
             graph = platform.graph()
             with platform.graph_capture(graph, pool=pool):
                 self.outputs[size] = self.runner.forward(*args)

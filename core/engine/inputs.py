@@ -61,8 +61,13 @@ def build_host_batch(out: SchedulerOutput, block_size: int, prev_rows: dict[str,
     return b
 
 
-def to_device(b: HostBatch, device: torch.device, prev_sampled: torch.Tensor | None, pin: bool) -> tuple:
-    """(input_ids, positions, BatchMetadata, sample_index) as device tensors."""
+def batch_to_device(
+    b: HostBatch, device: torch.device, prev_sampled: torch.Tensor | None, pin: bool
+) -> tuple:
+    """The host batch as device tensors: (input_ids, positions, BatchMetadata, sample_index).
+
+    Pending tokens are gathered from ``prev_sampled`` (the previous step's sampled ids) on the device.
+    """
 
     def t(values, dtype):
         host = torch.tensor(values, dtype=dtype)

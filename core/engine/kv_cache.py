@@ -114,6 +114,15 @@ class KVCacheManager:
             self.pool.register(request.block_ids[i], request.block_hashes[i])
         request.num_registered = full
 
+    def forget_from(self, request: Request, first_block: int) -> None:
+        """Take the request's blocks from ``first_block`` on out of the prefix cache.
+
+        Used when a step fails: blocks registered for that step never received their KV.
+        """
+        for block in request.block_ids[first_block:]:
+            self.pool.uncache(block)
+        request.num_registered = min(request.num_registered, first_block)
+
     def free(self, request: Request) -> None:
         """Return the request's blocks and state slot."""
         self.pool.release(request.block_ids)

@@ -17,17 +17,19 @@ from collections.abc import Sequence
 import torch
 
 from tessera.config import EngineConfig, auto_dtype
+from tessera.engine.admission import check_fits, check_prompt, parse_prompt
 from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import ModelRunner, StepHandle
 from tessera.engine.request import Request
-from tessera.engine.scheduler import Scheduler
+from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
+from tessera.engine.stopping import limit_params, stop_reason
 from tessera.errors import ConfigError, PlatformError
 from tessera.models.spec import ModelSpec
-from tessera.outputs import CompletionOutput, RequestOutput
+from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
 from tessera.plugins import select_platform
-from tessera.sampling_params import SamplingParams
-from tessera.tokenizer import IncrementalDetokenizer, load_tokenizer, require_tokenizer
+from tessera.sampling_params import SamplingParams, to_sampling_params
+from tessera.tokenizer import IncrementalDetokenizer, load_tokenizer
 
 log = logging.getLogger("tessera.engine")
 
@@ -83,48 +85,39 @@ class LLMEngine:
     def add_request(
         self,
         prompt: str | dict | list[int],
-        params: SamplingParams | None = None,
+        params: SamplingParams | dict | None = None,
         request_id: str | None = None,
     ) -> str:
-        """Validate and queue a request; invalid input raises here and leaves the engine untouched."""
-        params = params or SamplingParams()
-        text, ids = self._prompt_ids(prompt)
-        if not ids:
-            raise ConfigError("the prompt is empty; give at least one token")
-        if any(not 0 <= t < self.spec.vocab_size for t in ids):
-            raise ConfigError(
-                f"prompt token ids must lie in [0, {self.spec.vocab_size}); got {min(ids)}..{max(ids)}"
-            )
-        if len(ids) >= self.max_model_len:
-            raise ConfigError(f"the prompt has {len(ids)} tokens, max_model_len is {self.max_model_len}: "
-                              "shorten it or raise max_model_len")  # fmt: skip
-        total = min(len(ids) + params.max_tokens, self.max_model_len)
-        if -(-total // self.kv.block_size) > self.kv.pool.num_blocks:
-            raise ConfigError(f"a request of {total} tokens needs more KV blocks than the cache has "
-                              f"({self.kv.pool.num_blocks} of {self.kv.block_size}); lower max_tokens or give the cache more memory")  # fmt: skip
-        request_id = request_id or f"req-{self._counter}"
-        self._counter += 1
+        """Validate and queue a request; invalid input raises ConfigError here and leaves the engine untouched."""
+        params = to_sampling_params(params)
+        text, ids = parse_prompt(prompt, self.tokenizer, self.spec.path)
+        check_prompt(ids, self.spec.vocab_size, self.max_model_len)
+        check_fits(
+            min(len(ids) + params.max_tokens, self.max_model_len), self.kv.pool.num_blocks, self.kv.block_size
+        )
+        request_id = request_id or self.new_request_id()
         if request_id in self.requests:
             raise ConfigError(f"request id {request_id!r} is already in use")
-        limit = min(params.max_tokens, self.max_model_len - len(ids))
-        if limit != params.max_tokens:
-            params = params.model_copy(
-                update={"max_tokens": limit, "min_tokens": min(params.min_tokens, limit)}
-            )
+        params = limit_params(params, len(ids), self.max_model_len)
         request = Request(request_id, ids, params, text, None if params.ignore_eos else self.eos_token_id)
         self.requests[request_id] = request
         self.detok[request_id] = IncrementalDetokenizer(self.tokenizer)
         self.scheduler.add(request)
         return request_id
 
-    def _prompt_ids(self, prompt) -> tuple[str | None, list[int]]:
-        if isinstance(prompt, str):
-            return prompt, require_tokenizer(self.tokenizer, self.spec.path).encode(prompt)
-        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
-            return prompt.get("prompt"), [int(t) for t in prompt["prompt_token_ids"]]
-        if isinstance(prompt, list | tuple) and all(isinstance(t, int) for t in prompt):
-            return None, list(prompt)
-        raise ConfigError('a prompt is a string or {"prompt_token_ids": [...]}, got ' + type(prompt).__name__)
+    def new_request_id(self) -> str:
+        self._counter += 1
+        return f"req-{self._counter - 1}"
+
+    def rejected(self, prompt, error: Exception) -> RequestOutput:
+        """The output of a request refused at admission: finished, finish_reason "error", the cause in ``error``."""
+        text = (
+            prompt if isinstance(prompt, str) else prompt.get("prompt") if isinstance(prompt, dict) else None
+        )
+        completion = CompletionOutput(0, "", [], "error")
+        metrics = RequestMetrics(arrival_time=time.monotonic(), finished_time=time.monotonic())
+        return RequestOutput(self.new_request_id(), text if isinstance(text, str) else None, [], [completion],
+                             True, metrics, error=str(error))  # fmt: skip
 
     def abort(self, request_id: str) -> None:
         request = self.requests.get(request_id)
@@ -147,30 +140,82 @@ class LLMEngine:
 
     # -- stepping -----------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule and launch one step; return outputs of requests that progressed (one step behind when async)."""
+        """Schedule and launch one step; return outputs of requests that progressed (one step behind when async).
+
+        A step is all or nothing: when running it raises (a kernel fault, say), exactly
+        the requests of that step finish with ``finish_reason="error"`` and the cause in
+        ``RequestOutput.error``; their blocks and state slots are freed and the other
+        requests go on. With async scheduling a step whose tokens cannot be read fails
+        together with the requests of the step in flight that consumed them.
+        """
         sched = self.scheduler.schedule()
-        handle = None
-        if not sched.empty:
-            now = time.monotonic()
-            for s in sched.scheduled:
-                s.request.metrics.first_scheduled_time = s.request.metrics.first_scheduled_time or now
-            handle = self.runner.execute(sched, self._prev if self.config.async_scheduling else None)
-            for s in handle.rows:
-                s.request.num_pending += 1
+        handle, failed = (None, []) if sched.empty else self._launch(sched)
+        if sched.empty and not sched.preempted and self._prev is None and self.scheduler.has_work():
+            failed = self._stalled()
         touched: list[Request] = []
         if self.config.async_scheduling:
-            if self._prev is not None:
-                touched = self._process(self._prev)
-            self._prev = handle
+            prev, self._prev = self._prev, handle
+            if prev is not None:
+                touched = self._collect(prev, handle)
         elif handle is not None:
-            touched = self._process(handle)
+            touched = self._collect(handle, None)
         aborted, self._aborted = self._aborted, []
-        return [self._output(r) for r in touched + aborted]
+        return [self._output(r) for r in failed + touched + aborted]
 
-    def _process(self, handle: StepHandle) -> list[Request]:
+    def _launch(self, sched: SchedulerOutput) -> tuple[StepHandle | None, list[Request]]:
+        """Run one scheduled step: (its handle, []) or, when it raises, (None, the requests failed)."""
+        now = time.monotonic()
+        for s in sched.scheduled:
+            s.request.metrics.first_scheduled_time = s.request.metrics.first_scheduled_time or now
+        try:
+            handle = self.runner.execute(sched, self._prev if self.config.async_scheduling else None)
+        except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
+            return None, self._fail(sched.scheduled, exc)
+        for s in handle.rows:
+            s.request.num_pending += 1
+        return handle, []
+
+    def _collect(self, handle: StepHandle, in_flight: StepHandle | None) -> list[Request]:
+        """Read a step's tokens and process them; a read that raises fails the step (and its consumers)."""
+        try:
+            tokens = handle.tokens()
+        except Exception as exc:  # noqa: BLE001
+            rows = list(handle.rows)
+            if in_flight is not None:
+                ids = {s.request.request_id for s in rows}
+                rows += [s for s in in_flight.rows if s.request.request_id in ids]
+            return self._fail(rows, exc)
+        return self._process(handle, tokens)
+
+    def _fail(self, rows: list[ScheduledRequest], exc: Exception) -> list[Request]:
+        """Finish the requests of a failed step with an error, freeing their blocks and state slots."""
+        message = f"{type(exc).__name__}: {exc}"
+        failed = self.scheduler.fail(rows)
+        log.error("a step failed; its %d requests end with an error: %s", len(failed), message, exc_info=exc)
+        now = time.monotonic()
+        for req in failed:
+            req.finish_reason, req.error = "error", message
+            req.metrics.finished_time = now
+        return failed
+
+    def _stalled(self) -> list[Request]:
+        """Nothing runs, nothing is in flight, yet requests wait: no later step could differ, so rather than
+        spin forever the engine ends them with an error (only a fault, such as leaked blocks, gets here)."""
+        pending = list(self.scheduler.running) + list(self.scheduler.waiting)
+        message = (f"the engine cannot schedule any of {len(pending)} requests with {self.kv.pool.num_free} of "
+                   f"{self.kv.pool.num_blocks} KV blocks and {len(self.kv.free_slots)} state slots free: "
+                   "blocks or state slots were leaked (an engine fault; please report it)")  # fmt: skip
+        log.error(message)
+        for req in pending:
+            self.scheduler.abort(req)
+            req.finish_reason, req.error = "error", message
+            req.metrics.finished_time = time.monotonic()
+        return pending
+
+    def _process(self, handle: StepHandle, tokens: list[int]) -> list[Request]:
         touched = []
         now = time.monotonic()
-        for sched, token in zip(handle.rows, handle.tokens(), strict=True):
+        for sched, token in zip(handle.rows, tokens, strict=True):
             req = sched.request
             if req.discard_pending > 0:
                 req.discard_pending -= 1
@@ -181,23 +226,13 @@ class LLMEngine:
             req.output_token_ids.append(token)
             req.metrics.first_token_time = req.metrics.first_token_time or now
             req.metrics.num_output_tokens = len(req.output_token_ids)
-            reason = self._stop_reason(req, token)
+            reason = stop_reason(req, token)
             if reason:
                 req.finish_reason = reason
                 req.metrics.finished_time = now
                 self.scheduler.finish(req)
             touched.append(req)
         return touched
-
-    @staticmethod
-    def _stop_reason(req: Request, token: int) -> str | None:
-        n = len(req.output_token_ids)
-        if n >= req.params.min_tokens:
-            if req.eos_token_id is not None and token == req.eos_token_id:
-                return "stop"
-            if token in req.params.stop_token_ids:
-                return "stop"
-        return "length" if n >= req.params.max_tokens else None
 
     def _output(self, req: Request) -> RequestOutput:
         detok = self.detok[req.request_id]
@@ -207,9 +242,8 @@ class LLMEngine:
             detok.update(req.output_token_ids)  # the stable text so far; a trailing partial character waits
             text = detok.text
         completion = CompletionOutput(0, text or "", list(req.output_token_ids), req.finish_reason)
-        return RequestOutput(
-            req.request_id, req.prompt, req.prompt_token_ids, [completion], req.finished, req.metrics
-        )
+        return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion], req.finished,
+                             req.metrics, error=req.error)  # fmt: skip
 
     def release(self, request_id: str) -> None:
         """Forget a finished request (its output was delivered)."""

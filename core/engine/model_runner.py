@@ -16,9 +16,11 @@ import torch
 
 from tessera.config import EngineConfig
 from tessera.engine.cache_plan import CachePlan, plan_caches
-from tessera.engine.inputs import HostBatch, build_host_batch, to_device
-from tessera.engine.sampling import sampling_tensors, suppress_stops
+from tessera.engine.inputs import HostBatch, batch_to_device, build_host_batch
+from tessera.engine.runner_parts import RunnerParts
+from tessera.engine.sampling import sampling_tensors
 from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
+from tessera.engine.stopping import mask_stops
 from tessera.kernels import get_registry, platform_facts
 from tessera.models.registry import model_class
 from tessera.models.spec import ModelSpec
@@ -95,12 +97,13 @@ class ModelRunner:
         self.model.eval()
         self.sampler = Sampler(self.ctx)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.plan: CachePlan = plan_caches(self, config)
+        self.parts = RunnerParts(self.model, platform, self.device, config.device_index, dtype, max_model_len)
+        self.plan: CachePlan = plan_caches(self.parts, config)
         self.graphs = None
         if self.caps.graphs and not config.enforce_eager and self.ctx.all_graph_safe():
             from tessera.engine.graphs import DecodeGraphs
 
-            self.graphs = DecodeGraphs(self)
+            self.graphs = DecodeGraphs(self.parts, self.plan, config.max_num_seqs)
         elif not config.enforce_eager and self.caps.graphs:
             unsafe = sorted(
                 {f"{c.op}:{c.kernel}" for c in self.ctx.choices if not c.graph_safe and c.op != "sample"}
@@ -111,10 +114,8 @@ class ModelRunner:
     def vocab_size(self) -> int:
         return self.spec.vocab_size
 
-    @torch.inference_mode()
     def forward(self, input_ids, positions, meta) -> torch.Tensor:
-        with trusted_indices():
-            return self.model(input_ids, positions, meta)
+        return self.parts.forward(input_ids, positions, meta)
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput, prev: StepHandle | None) -> StepHandle:
@@ -122,7 +123,7 @@ class ModelRunner:
         batch: HostBatch = build_host_batch(out, self.plan.block_size, prev_rows)
         prev_sampled = prev.sampled if prev is not None else None
         pin = self.caps.pinned_memory
-        input_ids, positions, meta, sample_index = to_device(batch, self.device, prev_sampled, pin)
+        input_ids, positions, meta, sample_index = batch_to_device(batch, self.device, prev_sampled, pin)
         if self.graphs is not None and self.graphs.can_run(batch):
             hidden = self.graphs.run(batch, input_ids, positions, meta)
         else:
@@ -131,7 +132,7 @@ class ModelRunner:
             return StepHandle([], None, None, None)
         with trusted_indices():
             logits = self.model.compute_logits(hidden[sample_index]).float()
-            suppress_stops(logits, batch.sample_requests)
+            mask_stops(logits, batch.sample_requests)
             temperature, top_k, top_p, noise = sampling_tensors(
                 batch.sample_requests, logits.shape[1], self.device, self.generator
             )

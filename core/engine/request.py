@@ -37,6 +37,7 @@ class Request:
         self.num_cached_prefix = 0
         self.state_slot: int | None = None
         self.finish_reason: str | None = None
+        self.error: str | None = None  # the cause, when finish_reason is "error"
         self.num_preemptions = 0
         self.metrics = RequestMetrics(arrival_time=time.monotonic())
         self.text = ""

@@ -78,6 +78,19 @@ class Scheduler:
             self.kv.free(request)
         request.status = Status.FINISHED
 
+    def fail(self, rows: list[ScheduledRequest]) -> list[Request]:
+        """End the requests of a step that failed: out of the prefix cache what the step registered
+        (its KV was never written), blocks and state slots freed. Returns the requests ended."""
+        first: dict[str, ScheduledRequest] = {}
+        for s in rows:
+            seen = first.get(s.request.request_id)
+            if not s.request.finished and (seen is None or s.start < seen.start):
+                first[s.request.request_id] = s
+        for s in first.values():
+            self.kv.forget_from(s.request, s.start // self.kv.block_size)
+            self.abort(s.request)
+        return [s.request for s in first.values()]
+
     def _preempt(self, request: Request, out: SchedulerOutput) -> None:
         self.running.remove(request)
         self.kv.free(request)

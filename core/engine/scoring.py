@@ -18,7 +18,7 @@ from tessera.sampling_params import SamplingParams
 @torch.inference_mode()
 def teacher_forced_logits(engine, token_ids: list[int], prefill_len: int | None = None) -> torch.Tensor:
     """``[len(token_ids), vocab]`` float32 logits on the CPU; row i predicts token i + 1."""
-    from tessera.engine.inputs import build_host_batch, to_device
+    from tessera.engine.inputs import batch_to_device, build_host_batch
 
     prefill_len = len(token_ids) if prefill_len is None else prefill_len
     if not 1 <= prefill_len <= len(token_ids):
@@ -35,7 +35,7 @@ def teacher_forced_logits(engine, token_ids: list[int], prefill_len: int | None 
             request.num_computed = start + n
             sched = ScheduledRequest(request, start, n)
             batch = build_host_batch(SchedulerOutput([sched]), kv.block_size, {})
-            input_ids, positions, meta, _ = to_device(batch, runner.device, None, False)
+            input_ids, positions, meta, _ = batch_to_device(batch, runner.device, None, False)
             hidden = runner.forward(input_ids, positions, meta)
             rows.append(runner.model.compute_logits(hidden).float().cpu())
     finally:

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tessera.errors import ConfigError, TesseraError
+from tessera.errors import ConfigError
+from tessera.models.spec_check import ModelLoadError, check_config
 
-
-class ModelLoadError(TesseraError):
-    """The model directory, its config or its weights cannot be used."""
+__all__ = ["ModelLoadError", "ModelSpec"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class ModelSpec:
             ) from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"cannot read {config}: {exc}") from None
-        return cls(path=path, raw=raw)
+        return cls(path=path, raw=check_config(raw, config))
 
     def get(self, *keys: str, default: Any = None) -> Any:
         for key in keys:
@@ -46,7 +45,8 @@ class ModelSpec:
     def require(self, *keys: str) -> Any:
         value = self.get(*keys)
         if value is None:
-            raise ConfigError(f"{self.path}/config.json lacks {' or '.join(keys)}")
+            raise ConfigError(f"{self.path}/config.json lacks {' or '.join(keys)} (missing or null); "
+                              "add it from the model's Hugging Face config")  # fmt: skip
         return value
 
     @property

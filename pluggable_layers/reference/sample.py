@@ -1,7 +1,8 @@
 """Reference sample: greedy, temperature, top-k and top-p sampling by the exponential race.
 
 Row ``b`` with ``temperature[b] == 0`` takes ``argmax(logits[b])``. Otherwise
-``p = softmax(logits[b] / temperature[b])``; top-k (when ``0 < top_k[b] < V``)
+``p = softmax(logits[b] / temperature[b])`` (computed without overflow at any finite
+temperature: a tiny one acts as greedy); top-k (when ``0 < top_k[b] < V``)
 keeps the tokens whose probability is at least the k-th largest; top-p (when
 ``top_p[b] < 1``) then keeps, in descending order of probability, each token
 whose preceding kept mass is below ``top_p[b]`` (so the most likely token always
@@ -35,10 +36,23 @@ def check_sample_args(op, logits, temperature, top_k, top_p, noise) -> None:
         if t is not None:
             check_shape(op, name, t, (rows,))
     bad_p = top_p is not None and bool(((top_p <= 0) | (top_p > 1)).any())
-    if rows and checking_values() and (bool((temperature < 0).any()) or bad_p):
-        fail(op, "temperature must be >= 0 and top_p in (0, 1]")
+    bad_t = rows and checking_values() and bool(((temperature < 0) | ~torch.isfinite(temperature)).any())
+    if rows and checking_values() and (bad_t or bad_p):
+        fail(op, "temperature must be finite and >= 0, and top_p in (0, 1]")
     if noise is not None:
         check_shape(op, "exponential_noise", noise, tuple(logits.shape))
+
+
+def tempered_softmax(logits: torch.Tensor, temperature) -> torch.Tensor:
+    """``softmax(logits / t)`` over the last dimension, safe at every finite ``t > 0``.
+
+    The row maximum is subtracted before dividing, so ``(x - max) / t`` lies in
+    ``[-inf, 0]`` and cannot overflow: a tiny ``t`` (1e-40, a float32 subnormal)
+    gives probability 1 to the maximum (shared among exact ties), as the limit
+    ``t -> 0`` does, instead of ``inf / inf = NaN``. Tokens masked to ``-inf`` stay at 0.
+    """
+    peak = logits.amax(dim=-1, keepdim=True)
+    return torch.softmax((logits - peak) / temperature, dim=-1)
 
 
 def kept_probabilities(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -79,6 +93,6 @@ def sample(
             continue
         k = int(top_k[b]) if top_k is not None else 0
         p = float(top_p[b]) if top_p is not None else 1.0
-        kept = kept_probabilities(torch.softmax(row / t, dim=0), k, p)
+        kept = kept_probabilities(tempered_softmax(row, t), k, p)
         tokens[b] = torch.argmax(kept / exponential_noise[b].to(acc))
     return tokens

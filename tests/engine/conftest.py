@@ -17,3 +17,25 @@ def checkpoints(tmp_path_factory):
         return cache[arch]
 
     return get
+
+
+@pytest.fixture
+def deadline():
+    """``with deadline(seconds):`` raises TimeoutError in the test if the block runs longer (a hang fails)."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def within(seconds: float):
+        def expire(signum, frame):
+            raise TimeoutError(f"did not finish within {seconds} s (hung?)")
+
+        old = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+    return within

@@ -1,17 +1,27 @@
-"""A hypothesis state machine drives the KV-cache manager through allocate / append / prefix-hit /
-preempt / free sequences and checks that no block leaks, is freed twice, or is shared without
-its reference count saying so."""
+"""Hypothesis state machines over the KV-cache manager alone (allocate / append / prefix-hit / preempt /
+free) and over the scheduler with the KV manager and Mamba state slots (add / step / failed step /
+abort / drain): no block or state slot leaks, is freed twice, or is shared without its count saying so.
+A meta-test plants each known fault (a leaked block, a leaked state slot, a finish that frees nothing)
+and shows the machines catch it within their budget, failing rather than hanging."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import hypothesis.strategies as st
-from hypothesis import settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from tessera.engine.kv_cache import KVCacheManager
-from tessera.engine.request import Request
+from tessera.engine.request import Request, Status
+from tessera.engine.scheduler import Scheduler
 from tessera.sampling_params import SamplingParams
 
 BLOCK = 4
@@ -95,3 +105,143 @@ class KVCacheMachine(RuleBasedStateMachine):
 
 TestKVCacheMachine = KVCacheMachine.TestCase
 TestKVCacheMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# -- the scheduler with the KV manager and Mamba state slots ------------------------------------------
+
+MAX_SEQS, MAX_TOKENS_PER_STEP, NUM_BLOCKS = 4, 12, 16
+DRAIN_STEPS = 400  # far more than a drain of this pool needs: a stuck scheduler fails instead of hanging
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    """Requests are added, stepped (tokens sampled, stops at max_tokens), aborted and failed mid-step
+    through the real Scheduler and KVCacheManager; every block and state slot must be held by exactly
+    the running requests, and draining must free everything within a bounded number of steps."""
+
+    prefix_caching = False
+    num_state_slots = MAX_SEQS - 1  # fewer than max_num_seqs: admission also waits for a slot
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kv = KVCacheManager(NUM_BLOCKS, BLOCK, self.prefix_caching, num_state_slots=self.num_state_slots)
+        self.scheduler = Scheduler(self.kv, MAX_SEQS, MAX_TOKENS_PER_STEP)
+        self.requests: list[Request] = []
+
+    @rule(
+        stem=st.sampled_from(STEMS),
+        extra=st.lists(st.integers(0, 3), max_size=6),
+        max_tokens=st.integers(1, 10),
+    )
+    def add(self, stem, extra, max_tokens):
+        request = Request(f"r{len(self.requests)}", stem + extra, SamplingParams(max_tokens=max_tokens))
+        if -(-(request.num_tokens + max_tokens) // BLOCK) <= NUM_BLOCKS:  # the engine refuses the others
+            self.scheduler.add(request)
+            self.requests.append(request)
+
+    def _step(self) -> None:
+        for s in self.scheduler.schedule().scheduled:
+            if s.samples:
+                s.request.output_token_ids.append(7)
+                if len(s.request.output_token_ids) >= s.request.params.max_tokens:
+                    self.scheduler.finish(s.request)
+
+    @rule()
+    def step(self):
+        self._step()
+
+    @rule()
+    def failed_step(self):
+        out = self.scheduler.schedule()
+        ended = self.scheduler.fail(out.scheduled)
+        assert {r.request_id for r in ended} == {s.request.request_id for s in out.scheduled}
+
+    @precondition(lambda self: self.scheduler.has_work())
+    @rule(data=st.data())
+    def abort(self, data):
+        live = list(self.scheduler.running) + list(self.scheduler.waiting)
+        self.scheduler.abort(data.draw(st.sampled_from(live)))
+
+    @rule()
+    def drain(self):
+        for _ in range(DRAIN_STEPS):
+            if not self.scheduler.has_work():
+                break
+            self._step()
+            self.blocks_and_slots_held_by_exactly_the_running()
+        assert not self.scheduler.has_work(), f"the scheduler did not drain within {DRAIN_STEPS} steps"
+        assert self.kv.pool.num_free == NUM_BLOCKS, "blocks leaked"
+        assert len(self.kv.free_slots) == self.num_state_slots, "state slots leaked"
+
+    @invariant()
+    def blocks_and_slots_held_by_exactly_the_running(self):
+        running, pool = self.scheduler.running, self.kv.pool
+        assert len(running) <= MAX_SEQS
+        held = Counter(b for r in running for b in r.block_ids)
+        for block in range(NUM_BLOCKS):
+            assert pool.ref_count[block] == held.get(block, 0), f"block {block}"
+            assert (block in pool.free) == (held.get(block, 0) == 0)
+        for r in self.requests:
+            if r not in running:
+                assert not r.block_ids and r.state_slot is None, (
+                    f"{r} holds blocks or a slot while not running"
+                )
+            else:
+                assert len(r.block_ids) * BLOCK >= r.num_computed
+        if self.num_state_slots:
+            slots = [r.state_slot for r in running]
+            assert None not in slots and len(set(slots)) == len(slots), "state slots missing or shared"
+            assert sorted(slots + self.kv.free_slots) == list(range(self.num_state_slots)), (
+                "state slots leaked"
+            )
+
+
+class PrefixCachedSchedulerMachine(SchedulerMachine):
+    prefix_caching = True
+    num_state_slots = 0
+
+
+SETTINGS = settings(max_examples=120, stateful_step_count=30, deadline=None)
+TestSchedulerWithStateSlots = SchedulerMachine.TestCase
+TestSchedulerWithStateSlots.settings = SETTINGS
+TestSchedulerWithPrefixCache = PrefixCachedSchedulerMachine.TestCase
+TestSchedulerWithPrefixCache.settings = SETTINGS
+
+
+_real_free = KVCacheManager.free
+
+
+def _free_keeps_the_last_block(self, request):
+    request.block_ids = request.block_ids[:-1]  # the last block is never released
+    _real_free(self, request)
+
+
+def _free_keeps_the_state_slot(self, request):
+    self.pool.release(request.block_ids)
+    request.block_ids, request.num_registered, request.state_slot = [], 0, None
+
+
+def _finish_without_free(self, request):
+    if request in self.running:
+        self.running.remove(request)
+    request.status = Status.FINISHED
+
+
+PLANTED = {"leaked_block": (KVCacheManager, "free", _free_keeps_the_last_block),
+           "leaked_state_slot": (KVCacheManager, "free", _free_keeps_the_state_slot),
+           "finish_without_free": (Scheduler, "finish", _finish_without_free)}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", sorted(PLANTED))
+@pytest.mark.parametrize("machine", [SchedulerMachine, PrefixCachedSchedulerMachine], ids=["slots", "prefix"])
+def test_each_planted_fault_fails_the_machine_within_its_budget(fault, machine, monkeypatch):
+    if fault == "leaked_state_slot" and not machine.num_state_slots:
+        pytest.skip("no state slots in this machine")
+    owner, name, planted = PLANTED[fault]
+    monkeypatch.setattr(owner, name, planted)
+    budget = settings(max_examples=120, stateful_step_count=30, deadline=None, database=None,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
+    with pytest.raises(
+        AssertionError, match="leaked|holds blocks|block \\d+|did not drain|state slots"
+    ) as info:
+        run_state_machine_as_test(machine, settings=budget)
+    print(fault, machine.__name__, str(info.value).splitlines()[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tessera.pluggable_layers.reference.sample import check_sample_args
+from tessera.pluggable_layers.reference.sample import check_sample_args, tempered_softmax
 from tessera.pluggable_layers.sampling import filter_probabilities
 
 
@@ -20,7 +20,7 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None):
     if bool(greedy.all()):
         return torch.argmax(logits, dim=-1)
     t = torch.where(greedy, torch.ones_like(temperature), temperature).to(torch.float32)
-    probs = torch.softmax(logits / t[:, None], dim=-1)
+    probs = tempered_softmax(logits, t[:, None])
     kept = filter_probabilities(probs, top_k, top_p)
     if exponential_noise is None:
         exponential_noise = torch.empty_like(probs).exponential_()

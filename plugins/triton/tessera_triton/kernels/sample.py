@@ -4,7 +4,8 @@ Layout: logits [B, V] (unit stride in V), temperature / top_p [B] float32,
 top_k [B] int32, exponential_noise [B, V] float32 or None. Programs walk V in
 BLOCK tiles keeping a running argmax of ``logits`` (greedy rows) or of
 ``logits / t - log(noise)`` (the exponential race: argmax(p / noise) without a
-softmax; without caller noise the kernel draws Exp(1) noise itself). A row's
+softmax; below t = 1 as ``logits - t * log(noise)``, the same argmax without 1 / t
+overflowing at tiny t; without caller noise the kernel draws Exp(1) noise itself). A row's
 vocabulary is split over SPLITS programs (0: one tile each, up to 32; one
 program walking a 128K vocabulary takes about 0.1 ms on an H100), and a second
 pass combines their partial maxima. Rows that use top-k or top-p need the
@@ -20,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tessera.pluggable_layers.reference.sample import check_sample_args
+from tessera.pluggable_layers.reference.sample import check_sample_args, tempered_softmax
 from tessera.pluggable_layers.sampling import filter_probabilities
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, launch_options
@@ -56,7 +57,11 @@ def _sample_kernel(
     split = tl.program_id(1)
     t = tl.load(temp_ptr + row)
     greedy = t == 0.0
-    inv_t = 1.0 / tl.where(greedy, 1.0, t)
+    # argmax(x / t - log(noise)) == argmax(x - t * log(noise)) for t > 0: below t = 1 the
+    # second form is used, as 1 / t overflows for tiny t (1e-40 -> inf, and x * inf is NaN or ties)
+    small = t < 1.0
+    x_scale = 1.0 / tl.where(greedy | small, 1.0, t)
+    noise_scale = tl.where(small, t, 1.0)
     best = tl.full([BLOCK], float("-inf"), tl.float32)
     best_idx = tl.zeros([BLOCK], tl.int32)
     per_split = tl.cdiv(tl.cdiv(V, BLOCK), SPLITS) * BLOCK
@@ -68,7 +73,7 @@ def _sample_kernel(
             noise = tl.load(noise_ptr + row * stride_n + cols, mask=ok, other=1.0)
         else:  # Exp(1) draws from the counter-based generator: -log(U)
             noise = -tl.log(tl.maximum(tl.rand(seed, row * V + cols), 1e-20))
-        score = tl.where(greedy, x, x * inv_t - tl.log(noise))
+        score = tl.where(greedy, x, x * x_scale - noise_scale * tl.log(noise))
         take = score > best
         best = tl.where(take, score, best)
         best_idx = tl.where(take, cols, best_idx)
@@ -118,7 +123,7 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=Non
         # the kept distribution: softmax, batched filter, then the race on log-probabilities
         greedy = temperature == 0
         t = torch.where(greedy, torch.ones_like(temperature), temperature).to(torch.float32)
-        kept = filter_probabilities(torch.softmax(logits.float() / t[:, None], dim=-1), top_k, top_p)
+        kept = filter_probabilities(tempered_softmax(logits.float(), t[:, None]), top_k, top_p)
         scores = torch.where(greedy[:, None], logits.float(), torch.log(kept))
         logits, temperature = scores, torch.where(greedy, temperature, torch.ones_like(temperature))
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()

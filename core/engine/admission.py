@@ -1,0 +1,61 @@
+"""Admission checks: a request's prompt and sampling params, validated before the engine queues it.
+
+Every check raises :class:`~tessera.errors.ConfigError` naming what was wrong and
+what to do; nothing is queued when one fails.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from pathlib import Path
+
+from tessera.errors import ConfigError
+from tessera.tokenizer import Tokenizer, require_tokenizer
+
+PROMPT_FORMS = 'a string, a list of token ids, {"prompt_token_ids": [...]} or {"prompt": "..."}'
+
+
+def token_ids(values, where: str) -> list[int]:
+    """``values`` as a list of ints; floats, strings and bools are refused, never truncated."""
+    if not isinstance(values, list | tuple):
+        raise ConfigError(f"{where} must be a list of integer token ids, got {type(values).__name__}")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"{where} must hold integer token ids; item {i} is {v!r} ({type(v).__name__}): "
+                              "pass ints (token ids), or pass text as a string prompt")  # fmt: skip
+    return [int(v) for v in values]
+
+
+def parse_prompt(prompt, tokenizer: Tokenizer | None, model_dir: Path) -> tuple[str | None, list[int]]:
+    """(prompt text or None, prompt token ids)."""
+    if isinstance(prompt, str):
+        return prompt, require_tokenizer(tokenizer, model_dir).encode(prompt)
+    if isinstance(prompt, Mapping):
+        text = prompt.get("prompt")
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(f'a prompt\'s "prompt" must be a string, got {type(text).__name__}')
+        if "prompt_token_ids" in prompt:
+            return text, token_ids(prompt["prompt_token_ids"], "prompt_token_ids")
+        if text is not None:
+            return text, require_tokenizer(tokenizer, model_dir).encode(text)
+    elif isinstance(prompt, list | tuple):
+        return None, token_ids(prompt, "a prompt given as a list")
+    raise ConfigError(f"a prompt is {PROMPT_FORMS}, got {type(prompt).__name__}")
+
+
+def check_prompt(ids: list[int], vocab_size: int, max_model_len: int) -> None:
+    if not ids:
+        raise ConfigError("the prompt is empty; give at least one token")
+    if any(not 0 <= t < vocab_size for t in ids):
+        raise ConfigError(f"prompt token ids must lie in [0, {vocab_size}); got {min(ids)}..{max(ids)}")
+    if len(ids) >= max_model_len:
+        raise ConfigError(f"the prompt has {len(ids)} tokens, max_model_len is {max_model_len}: "
+                          "shorten it or raise max_model_len")  # fmt: skip
+
+
+def check_fits(total: int, num_blocks: int, block_size: int) -> None:
+    """A request of ``total`` tokens must fit the whole cache alone, or it could never run."""
+    if -(-total // block_size) > num_blocks:
+        raise ConfigError(f"a request of {total} tokens needs more KV blocks than the cache has "
+                          f"({num_blocks} of {block_size}); lower max_tokens or give the cache more memory")  # fmt: skip

@@ -1,0 +1,54 @@
+"""When a request stops: the one place that decides it.
+
+Three rules, applied by the engine and the model runner:
+- :func:`limit_params`: at admission, ``max_tokens`` (and ``min_tokens``) are clamped
+  so that the prompt and its outputs fit ``max_model_len``;
+- :func:`mask_stops`: while a request has fewer than ``min_tokens`` outputs, its EOS
+  and stop tokens are masked out of the logits, so it cannot stop;
+- :func:`stop_reason`: after each sampled token, ``"stop"`` (EOS or a stop token, at or
+  past ``min_tokens``), ``"length"`` (``max_tokens`` reached) or None (go on).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tessera.engine.request import Request
+from tessera.engine.sampling import list_to_device
+from tessera.engine.scheduler import ScheduledRequest
+from tessera.sampling_params import SamplingParams
+
+
+def limit_params(params: SamplingParams, prompt_len: int, max_model_len: int) -> SamplingParams:
+    """``params`` with ``max_tokens`` no larger than what fits after the prompt (``min_tokens`` follows)."""
+    limit = min(params.max_tokens, max_model_len - prompt_len)
+    if limit == params.max_tokens:
+        return params
+    return params.model_copy(update={"max_tokens": limit, "min_tokens": min(params.min_tokens, limit)})
+
+
+def stop_tokens(req: Request) -> list[int]:
+    """The tokens that end the request: its stop tokens and, unless ignored, EOS."""
+    eos = [req.eos_token_id] if req.eos_token_id is not None and not req.params.ignore_eos else []
+    return list(req.params.stop_token_ids) + eos
+
+
+def mask_stops(logits: torch.Tensor, rows: list[ScheduledRequest]) -> None:
+    """Requests below min_tokens may not stop: mask their EOS and stop tokens (in place)."""
+    for i, sched in enumerate(rows):
+        req = sched.request
+        if req.num_generated < req.params.min_tokens:
+            banned = [t for t in stop_tokens(req) if 0 <= t < logits.shape[1]]
+            if banned:
+                logits[i, list_to_device(banned, torch.int64, logits.device)] = float("-inf")
+
+
+def stop_reason(req: Request, token: int) -> str | None:
+    """Why the request stops after ``token`` (already appended to its outputs), or None."""
+    n = len(req.output_token_ids)
+    if n >= req.params.min_tokens:
+        if req.eos_token_id is not None and token == req.eos_token_id:
+            return "stop"
+        if token in req.params.stop_token_ids:
+            return "stop"
+    return "length" if n >= req.params.max_tokens else None
