@@ -2,8 +2,10 @@
 
 Used only when the platform offers graphs (``Platform.graph()``) and every kernel
 the model selected is graph-safe. A batch of ``n`` decodes replays the graph of
-the smallest captured size ``>= n``; the padding rows write no KV (slot -1), read
-one token of block 0 and keep their Mamba state in the spare slot.
+the smallest captured size ``>= n``; the padding rows are token 0 at position 0,
+write no KV (slot -1), read one token of block 0 and keep their Mamba state in the
+spare slot. Rows a larger batch left behind are reset to that before a smaller
+batch replays, so no kernel runs on a stale request's data.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class DecodeGraphs:
         self.has_initial_state = torch.ones(n, dtype=torch.bool, device=device)
         self.graphs: dict[int, object] = {}
         self.outputs: dict[int, torch.Tensor] = {}
+        self._live_rows = 0  # rows of the static inputs that hold a request's data (the rest are padding)
         self._capture_all()
 
     def _meta(self, size: int) -> BatchMetadata:
@@ -85,14 +88,25 @@ class DecodeGraphs:
         n = len(batch.order)
         size = next(s for s in sorted(self.graphs) if s >= n)
         att, mam = meta.attention, meta.mamba
+        if n < self._live_rows:
+            self._reset_padding(n, self._live_rows)
+        self._live_rows = n
         self.input_ids[:n].copy_(input_ids)
         self.positions[:n].copy_(positions)
         self.slot_mapping[:n].copy_(att.slot_mapping)
-        self.slot_mapping[n:size].fill_(-1)
         self.seq_lens[:n].copy_(att.seq_lens)
-        self.seq_lens[n:size].fill_(1)
         self.block_tables[:n, : att.block_tables.shape[1]].copy_(att.block_tables)
         self.state_indices[:n].copy_(mam.state_indices)
-        self.state_indices[n:size].fill_(self.spare_slot)
         self.graphs[size].replay()
         return self.outputs[size][:n]
+
+    def _reset_padding(self, start: int, stop: int) -> None:
+        """Rows ``start:stop`` held an earlier, larger batch: make them the padding row again (token 0 at
+        position 0, one token of block 0, no KV write, the spare state slot), so no kernel ever runs on
+        a stale request's data in the rows a smaller batch pads with."""
+        self.input_ids[start:stop].zero_()
+        self.positions[start:stop].zero_()
+        self.slot_mapping[start:stop].fill_(-1)
+        self.seq_lens[start:stop].fill_(1)
+        self.block_tables[start:stop].zero_()
+        self.state_indices[start:stop].fill_(self.spare_slot)
