@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform as pyplatform
 from functools import lru_cache
@@ -16,6 +15,9 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 #: interpreter: slow, for checking kernels on machines without a GPU.
 CPU_TRITON_ENV = "TESSERA_CPU_TRITON"
 FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp", "asimdhp"}
+#: the cache budget when the config names none: host memory is shared with everything else, and its
+#: peak is not tracked, so it is not measured
+DEFAULT_CACHE_BYTES = 1 << 30
 
 
 @lru_cache(maxsize=1)
@@ -106,10 +108,18 @@ class CpuPlatform(Platform):
         if flags & FP16_FLAGS:
             dtypes.append("float16")
         interpret = os.environ.get(CPU_TRITON_ENV) == "1" and os.environ.get("TRITON_INTERPRET") == "1"
-        triton = interpret and importlib.util.find_spec("triton") is not None
         return Capabilities(
-            dtypes=tuple(dtypes), graphs=False, pinned_memory=False, dist_backend="gloo", triton=triton
+            dtypes=tuple(dtypes),
+            graphs=False,
+            pinned_memory=False,
+            async_host_copy=False,  # tensors are host memory: results are read where they are
+            matmul_dtype="float32",  # the CPU's peak matmul rate is in float32
+            dist_backend="gloo",
+            triton_backend=interpret,
         )
+
+    def default_cache_bytes(self, index: int = 0) -> int | None:
+        return DEFAULT_CACHE_BYTES
 
     def torch_device(self, index: int = 0) -> torch.device:
         return torch.device("cpu")
