@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from tessera.conformance.compare import compare
 from tessera.conformance.report import CaseResult
+from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 
 ARCHS = ("llama", "qwen3", "qwen3_moe", "bamba")
@@ -48,7 +48,7 @@ def check(platform, facts, caps, options, seed: int, progress=None) -> list[Case
                 path = write_random_checkpoint(arch, Path(tmp) / arch, seed=seed % 1000)
                 got = engine_logits(path, platform.name, dtype, tokens)
                 ref = engine_logits(path, "cpu", "float32", tokens, {op: "reference" for op in OPS})
-                figures = compare(got, ref.double())
+                figures = error_figures(got, ref.double())
                 agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
                 budget = MODEL_BUDGET[dtype]
                 ok = figures.problem is None and figures.normalized <= budget
