@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # The capabilities are typed data of the contract package (layers and kernels read them without the
 # engine); plugins import them from here as before.
 from tessera.pluggable_layers.device import Capabilities
+from tessera.pluggable_layers.measure import LimitProbe
 
 __all__ = [
     "DTYPE_NAMES",
@@ -26,6 +27,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceModulePlatform",
     "HostEvent",
+    "LimitProbe",
     "Platform",
     "dtype_from_name",
     "dtype_name",
@@ -123,6 +125,11 @@ class Platform(abc.ABC):
         utilization leaves. A platform whose memory is shared with the host, or whose peak is not
         tracked, returns a fixed budget."""
         return None
+
+    def limit_probe(self, index: int = 0) -> LimitProbe:
+        """The copy and matmul sizes (and the matmul dtype) the device's bandwidth and peak rate are measured
+        at (``tessera bench``, ``conformance --perf``); the default suits an accelerator."""
+        return LimitProbe()
 
     def reset_peak_memory(self, index: int = 0) -> None:  # noqa: B027
         """Start a new peak-memory measurement."""

@@ -27,11 +27,6 @@ class Capabilities(BaseModel):
         description="results reach the host by a non-blocking copy the host waits for on an event; "
         "False where device tensors are host memory and are read where they are",
     )
-    matmul_dtype: str = Field(
-        "float32",
-        description="the dtype of the device's fastest matrix multiply, in which its peak rate is measured "
-        "(when not given: bfloat16 if the device has it, else float32)",
-    )
     dist_backend: str = Field("gloo", description="torch.distributed backend between its devices")
     triton_backend: bool = Field(
         False, description="Triton can compile and launch kernels on the device (or its interpreter is on)"
@@ -39,16 +34,12 @@ class Capabilities(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        """``matmul_dtype`` from ``dtypes`` when not given. Plugins written against 1.0 may pass ``triton=``
-        (now ``triton_backend``) and ``warp_size=`` (never read, ignored): both keep working."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if "triton" in data:
+    def _plugin_api_1_0(cls, data: Any) -> Any:
+        """Plugins written against 1.0 may pass ``triton=`` (now ``triton_backend``) and ``warp_size=``
+        (never read, ignored): both keep working."""
+        if isinstance(data, dict) and "triton" in data:
+            data = dict(data)
             data.setdefault("triton_backend", data.pop("triton"))
-        if "matmul_dtype" not in data:
-            data["matmul_dtype"] = "bfloat16" if "bfloat16" in tuple(data.get("dtypes", ())) else "float32"
         return data
 
     @property

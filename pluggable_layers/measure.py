@@ -95,46 +95,28 @@ def median_ms_graph(
     return statistics.median(times)
 
 
-#: limit probes grow through these sizes until one call takes PROBE_MS: long enough to time on a
-#: fast device, short on a slow one (a 64 MiB copy and a 1024^3 matmul on a CPU, 1 GiB and 8192^3 on a GPU)
-COPY_BYTES = (1 << 26, 1 << 28, 1 << 30)
-MATMUL_SIZES = (1024, 2048, 4096, 8192)
-PROBE_MS = 1.0
+@dataclass(frozen=True)
+class LimitProbe:
+    """What :func:`measure_limits` measures a device with (``Platform.limit_probe``): a copy large enough to
+    stream past the caches and a matmul large enough to reach the peak rate, in the dtype of the device's
+    fastest matmul, yet quick on the device. The defaults suit an accelerator."""
 
-
-def _probe(
-    make: Callable[[int], Callable[[], Any]], sizes: Sequence[int], clock: Clock
-) -> tuple[int, Callable]:
-    """The first size whose call takes PROBE_MS or more (else the largest), with its call."""
-    for size in sizes:
-        fn = make(size)
-        if size == sizes[-1] or median_ms([fn], clock, iters=1, warmup=1) >= PROBE_MS:
-            return size, fn
-        del fn  # free this size's tensors before the next is allocated
-    raise ValueError("no probe sizes")
+    copy_bytes: int = 1 << 30
+    matmul_size: int = 8192
+    matmul_dtype: str = "bfloat16"
 
 
 def measure_limits(platform: Any, device: torch.device) -> dict[str, Any]:
-    """Copy bandwidth (bytes read + written) of a large device copy, and the matmul rate in the dtype
-    the platform's capabilities name as its fastest (``matmul_dtype``), each a median after warm-up;
-    with the dtype and the sizes they were measured at."""
-    dtype = getattr(torch, platform.capabilities(device.index or 0).matmul_dtype)
-
-    def copy(n: int) -> Callable[[], Any]:
-        src = torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255)
-        dst = torch.empty_like(src)
-        return lambda: dst.copy_(src)
-
-    def matmul(size: int) -> Callable[[], Any]:
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        return lambda: a @ b
-
-    n, copy_fn = _probe(copy, COPY_BYTES, platform)
-    copy_ms = median_ms([copy_fn], platform, iters=10, warmup=3)
-    del copy_fn
-    size, mm_fn = _probe(matmul, MATMUL_SIZES, platform)
-    mm_ms = median_ms([mm_fn], platform, iters=10, warmup=3)
+    """Copy bandwidth (bytes read + written) and matmul rate at the platform's :class:`LimitProbe`, each the
+    median after warm-up, with the dtype and sizes they were measured at."""
+    probe: LimitProbe = platform.limit_probe(device.index or 0)
+    n, size, dtype = probe.copy_bytes, probe.matmul_size, getattr(torch, probe.matmul_dtype)
+    src = torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+    copy_ms = median_ms([lambda: dst.copy_(src)], platform, iters=10, warmup=3)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    mm_ms = median_ms([lambda: a @ b], platform, iters=10, warmup=3)
     return {
         "copy_GBps": 2 * n / copy_ms / 1e6,
         "matmul_TFLOPs": 2 * size**3 / mm_ms / 1e9,

@@ -100,12 +100,7 @@ def test_rocm_detection(monkeypatch, props, arch, canonical, fp8):
     assert (device.arch, device.canonical_name, device.vendor) == (arch, canonical, "AMD")
     assert device.runtime == "HIP 6.4.43482"
     caps = platform.capabilities(0)
-    assert (caps.fp8_dtype, caps.dist_backend, caps.graphs, caps.matmul_dtype) == (
-        fp8,
-        "nccl",
-        True,
-        "bfloat16",
-    )
+    assert (caps.fp8_dtype, caps.dist_backend, caps.graphs, caps.triton_backend) == (fp8, "nccl", True, True)
     assert not CudaPlatform().availability().available
 
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import torch
 
-from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
+from tessera.platform import Availability, Capabilities, DeviceInfo, LimitProbe, Platform
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 #: Set to 1 (with TRITON_INTERPRET=1) to let the cpu platform run Triton kernels through the
@@ -113,13 +113,17 @@ class CpuPlatform(Platform):
             graphs=False,
             pinned_memory=False,
             async_host_copy=False,  # tensors are host memory: results are read where they are
-            matmul_dtype="float32",  # the CPU's peak matmul rate is in float32
             dist_backend="gloo",
             triton_backend=interpret,
         )
 
     def default_cache_bytes(self, index: int = 0) -> int | None:
         return DEFAULT_CACHE_BYTES
+
+    def limit_probe(self, index: int = 0) -> LimitProbe:
+        # a 64 MiB copy still streams past the caches; a float32 1024^3 matmul (the CPU's fast path) takes
+        # milliseconds where an accelerator's 8192^3 would take seconds
+        return LimitProbe(copy_bytes=1 << 26, matmul_size=1024, matmul_dtype="float32")
 
     def torch_device(self, index: int = 0) -> torch.device:
         return torch.device("cpu")
