@@ -55,7 +55,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     try:
         expected = reference(case.op)(**ref)
         got = bound(**dev)
-        if device.type != "cpu" and platform is not None:
+        if platform is not None:
             platform.synchronize()
     except Exception as exc:  # noqa: BLE001 - a kernel that raises is a result, not a crash
         return CaseResult(status="error", message=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",

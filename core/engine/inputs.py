@@ -66,7 +66,7 @@ def to_device(b: HostBatch, device: torch.device, prev_sampled: torch.Tensor | N
 
     def t(values, dtype):
         host = torch.tensor(values, dtype=dtype)
-        if pin and device.type != "cpu":
+        if pin:
             host = host.pin_memory()
         return host.to(device, non_blocking=True)
 
