@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from tessera.conformance.cases import Case
-from tessera.conformance.compare import compare
 from tessera.conformance.report import CaseResult
+from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
 from tessera.pluggable_layers.registry import KernelImpl, KernelQuery, Selection
@@ -55,7 +55,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     try:
         expected = reference(case.op)(**ref)
         got = bound(**dev)
-        if device.type != "cpu" and platform is not None:
+        if platform is not None:
             platform.synchronize()
     except Exception as exc:  # noqa: BLE001 - a kernel that raises is a result, not a crash
         return CaseResult(status="error", message=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
@@ -70,7 +70,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     worst, problems = None, []
     for label, o, r in pairs:
         exact = spec.tolerance == "exact" or not r.is_floating_point()
-        figures = compare(o, r)
+        figures = error_figures(o, r)
         if exact and figures.max_abs != 0 and not figures.problem:
             figures.problem = f"differs from the reference in {label} (exact)"
         if figures.problem:

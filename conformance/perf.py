@@ -1,21 +1,14 @@
-"""--perf: the device's measured limits, and each kernel's achieved bandwidth against them.
+"""--perf: each kernel's achieved bandwidth against the device's measured limits.
 
-The limits and the timing come from :mod:`tessera.bench.timing` (device events, warm-up, medians),
-the same helpers ``tessera bench`` uses.
+The limits and the timing come from :mod:`tessera.pluggable_layers.measure` (device events, warm-up,
+medians), the module ``tessera bench`` and ``tessera tune`` use.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tessera.bench.timing import measure_limits as _measure_limits
-from tessera.bench.timing import median_ms
-
-
-def measure_limits(platform, index: int) -> dict[str, float]:
-    """Copy bandwidth (read + write bytes) and a bf16 (CPU: fp32) matmul rate, measured now."""
-    limits = _measure_limits(platform, platform.torch_device(index))
-    return {k: v for k, v in limits.items() if isinstance(v, float)}
+from tessera.pluggable_layers.measure import median_ms
 
 
 def tensor_bytes(values: dict) -> int:

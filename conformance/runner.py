@@ -96,9 +96,9 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
     if "platform" in options.levels:
         results += contract.check(platform, options.device_index)
     if options.perf:
-        from tessera.conformance.perf import measure_limits
+        from tessera.pluggable_layers.measure import measure_limits
 
-        limits = measure_limits(platform, options.device_index)
+        limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
     work = op_work(options, registry, facts, caps) if "op" in options.levels else []
     for i, (case, kernel, dtype) in enumerate(work):
         if progress:

@@ -15,6 +15,24 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+# The capabilities are typed data of the contract package (layers and kernels read them without the
+# engine); plugins import them from here as before.
+from tessera.pluggable_layers.device import Capabilities
+from tessera.pluggable_layers.measure import LimitProbe
+
+__all__ = [
+    "DTYPE_NAMES",
+    "Availability",
+    "Capabilities",
+    "DeviceInfo",
+    "DeviceModulePlatform",
+    "HostEvent",
+    "LimitProbe",
+    "Platform",
+    "dtype_from_name",
+    "dtype_name",
+]
+
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 
 
@@ -57,24 +75,6 @@ class DeviceInfo(BaseModel):
     extra: dict[str, str] = Field(default_factory=dict)
 
 
-class Capabilities(BaseModel):
-    """What a platform's device can do, as data the engine and registry branch on."""
-
-    model_config = ConfigDict(frozen=True)
-
-    dtypes: tuple[str, ...] = ("float32",)
-    fp8_dtype: str | None = None
-    graphs: bool = False
-    pinned_memory: bool = False
-    dist_backend: str = "gloo"
-    triton: bool = False
-    warp_size: int | None = None
-
-    def supports_dtype(self, dtype: torch.dtype | str) -> bool:
-        name = dtype if isinstance(dtype, str) else dtype_name(dtype)
-        return name in self.dtypes
-
-
 class Platform(abc.ABC):
     """A kind of device the engine can run on.
 
@@ -89,8 +89,6 @@ class Platform(abc.ABC):
     device_type: str = ""
     #: higher wins when no platform is named; accelerators above CPU
     priority: int = 0
-    #: plugin API version this platform was written against
-    plugin_api: str = "1.0"
 
     @abc.abstractmethod
     def availability(self) -> Availability:
@@ -120,6 +118,18 @@ class Platform(abc.ABC):
     def peak_memory(self, index: int = 0) -> int:
         """Bytes allocated at the peak since the last reset (0 when not tracked)."""
         return 0
+
+    def default_cache_bytes(self, index: int = 0) -> int | None:
+        """The KV and state cache budget when the config names none, or None to measure it: a profiling
+        forward records the activation peak (``peak_memory``) and the cache gets what the memory
+        utilization leaves. A platform whose memory is shared with the host, or whose peak is not
+        tracked, returns a fixed budget."""
+        return None
+
+    def limit_probe(self, index: int = 0) -> LimitProbe:
+        """The copy and matmul sizes (and the matmul dtype) the device's bandwidth and peak rate are measured
+        at (``tessera bench``, ``conformance --perf``); the default suits an accelerator."""
+        return LimitProbe()
 
     def reset_peak_memory(self, index: int = 0) -> None:  # noqa: B027
         """Start a new peak-memory measurement."""

@@ -43,7 +43,7 @@ class Linear(nn.Module):
         self.input_size, self.output_sizes = input_size, sizes
         self.shard_names = list(shard_names or [])
         self.quantization = quantization
-        self.fp8_dtype = getattr(ctx.platform.capabilities, "fp8_dtype", None)
+        self.fp8_dtype = ctx.platform.capabilities.fp8_dtype
         if quantization == "fp8" and not self.fp8_dtype:
             raise ConfigError(
                 f"{prefix}: fp8 quantization needs a platform with an fp8 dtype; {ctx.platform.name} has none"

@@ -41,9 +41,7 @@ class FusedMoE(nn.Module):
         )
         self.intermediate_size = intermediate_size
         self.quantization = quantization
-        self.fp8_dtype = (
-            getattr(ctx.platform.capabilities, "fp8_dtype", None) if quantization == "fp8" else None
-        )
+        self.fp8_dtype = ctx.platform.capabilities.fp8_dtype if quantization == "fp8" else None
         if quantization == "fp8" and not self.fp8_dtype:
             raise ConfigError(
                 f"{prefix}: fp8 experts need a platform with an fp8 dtype; {ctx.platform.name} has none"

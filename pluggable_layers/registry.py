@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tessera.pluggable_layers.device import Capabilities
 from tessera.pluggable_layers.errors import KernelError
 from tessera.pluggable_layers.ops import OPS, op_spec
 from tessera.pluggable_layers.overrides import OVERRIDE_ENV, check_overrides, parse_overrides
@@ -39,7 +40,7 @@ class PlatformFacts:
     """What the registry knows of a platform: plain data, so the contract never imports the engine."""
 
     name: str
-    capabilities: Any = None
+    capabilities: Capabilities = field(default_factory=Capabilities)
     device: str | None = None  # canonical device name, e.g. "NVIDIA_H100"
     arch: str | None = None  # e.g. "sm_90"
 

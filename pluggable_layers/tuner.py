@@ -5,14 +5,14 @@ device; each valid config of the kernel's space is run once and its output
 compared with the float64 reference (configs that fail the op's budget or raise
 are skipped, with the reason kept), then timed with device events: warm-up runs,
 then the median of ``iters`` timed runs. The fastest config per shape key goes
-into a :class:`TunedConfigFile`.
+into a :class:`TunedConfigFile`. Timing and error figures come from
+:mod:`tessera.pluggable_layers.measure`, as for the benches and the conformance suite.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import functools
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,67 +20,17 @@ import torch
 
 from tessera.pluggable_layers.checks import trusted_indices
 from tessera.pluggable_layers.errors import KernelError
+from tessera.pluggable_layers.measure import EventClock, median_ms, output_error, to_reference_inputs
 from tessera.pluggable_layers.ops import op_spec
 from tessera.pluggable_layers.reference import reference
 from tessera.pluggable_layers.registry import KernelImpl
 from tessera.pluggable_layers.tuning import ShapeKey, TunedConfigFile
 
 
-def to_reference_inputs(value: Any) -> Any:
-    """Float tensors to float64 on the CPU (the oracle's precision); fp8 and integers kept as they are."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach().to("cpu")
-        return t.double() if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else t.clone()
-    if isinstance(value, tuple | list):
-        return type(value)(to_reference_inputs(v) for v in value)
-    return value
-
-
-def normalized_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    if out.shape != ref.shape:
-        return float("inf")
-    o, r = out.detach().to("cpu", torch.float64), ref.to(torch.float64)
-    if torch.isnan(o).any():
-        return float("nan")
-    denom = r.norm().clamp(min=1e-30)
-    return float((o - r).norm() / denom)
-
-
-def output_error(out: Any, ref: Any) -> float:
-    """The worst normalized error over the tensors of an op's output (0 for in-place ops returning None)."""
-    if ref is None:
-        return 0.0
-    outs = out if isinstance(out, tuple | list) else (out,)
-    refs = ref if isinstance(ref, tuple | list) else (ref,)
-    errors = [normalized_error(o, r) for o, r in zip(outs, refs, strict=True) if o.is_floating_point()]
-    return max(errors, default=0.0)
-
-
 def restore(args: Sequence[Any], pristine: Sequence[Any]) -> None:
     for arg, saved in zip(args, pristine, strict=True):
         if isinstance(arg, torch.Tensor):
             arg.copy_(saved)
-
-
-def time_call(
-    fn: Callable[[], Any],
-    make_event: Callable[[], Any],
-    synchronize: Callable[[], None],
-    warmup: int,
-    iters: int,
-) -> float:
-    for _ in range(warmup):
-        fn()
-    synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = make_event(), make_event()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def tune_kernel(
@@ -109,6 +59,7 @@ def tune_kernel(
         )
     if not shapes:
         raise KernelError(f"no shapes to tune {kernel.name!r} on; pass --shapes")
+    clock = EventClock(make_event, synchronize)
     budget = op_spec(kernel.op).budget(str(dtype).removeprefix("torch."))
     ref_fn = reference(kernel.op)
     configs: dict[str, dict] = {}
@@ -135,7 +86,7 @@ def tune_kernel(
                 with trusted_indices():  # the inputs were checked once above; time the kernel, not the checks
                     ms = timer(call) if timer is not None else None
                     if ms is None:
-                        ms = time_call(call, make_event, synchronize, warmup, iters)
+                        ms = median_ms([call], clock, iters=iters, warmup=warmup)
                         shape_timed_with.add("eager events")
                     else:
                         shape_timed_with.add("graph replay")

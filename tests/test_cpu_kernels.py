@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tessera.pluggable_layers.measure import normalized_error, to_reference_inputs
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
-from tessera.pluggable_layers.tuner import normalized_error, to_reference_inputs
 from tessera_cpu.kernels import elementwise, moe_experts, paged_attention, sample
 
 from .reference.test_attention import build_paged

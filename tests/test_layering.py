@@ -1,7 +1,8 @@
 """The layering rule of DESIGN.md section 2, checked on the syntax tree.
 
-core/ and pluggable_layers/ never touch torch.cuda, torch.xpu, torch.version.hip,
-triton, a vendor library or a plugin; pluggable_layers/ never imports the core.
+core/, pluggable_layers/ and conformance/ never touch torch.cuda, torch.xpu, torch.version.hip,
+triton, a vendor library or a plugin, and never compare a device type with a literal
+(``device.type == "cpu"``, ``platform.device_type != "cuda"``); pluggable_layers/ never imports the core.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ FORBIDDEN_MODULES = (
     "cupy",
     "flash_attn",
 )
-PACKAGE_ROOTS = {"core": "tessera", "pluggable_layers": "tessera.pluggable_layers"}
+PACKAGE_ROOTS = {
+    "core": "tessera",
+    "pluggable_layers": "tessera.pluggable_layers",
+    "conformance": "tessera.conformance",
+}
+#: attributes (and names) holding a torch device type or a platform's device type
+DEVICE_TYPE_NAMES = ("type", "device_type")
 
 
 def module_name(path: Path) -> str:
@@ -59,6 +66,25 @@ def dotted(node: ast.AST) -> str | None:
     return None
 
 
+def is_literal(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    return isinstance(node, ast.Tuple | ast.List | ast.Set) and any(is_literal(e) for e in node.elts)
+
+
+def device_type_compared(node: ast.Compare) -> str | None:
+    """The device type compared with a string literal in ``node``, or None."""
+    operands = [node.left, *node.comparators]
+    if not any(is_literal(o) for o in operands):
+        return None
+    for o in operands:
+        if isinstance(o, ast.Attribute) and o.attr in DEVICE_TYPE_NAMES:
+            return dotted(o) or f"....{o.attr}"
+        if isinstance(o, ast.Name) and o.id == "device_type":
+            return o.id
+    return None
+
+
 def violations(path: Path, source: str | None = None) -> list[str]:
     tree = ast.parse(path.read_text() if source is None else source, filename=str(path))
     current = module_name(path)
@@ -77,6 +103,11 @@ def violations(path: Path, source: str | None = None) -> list[str]:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: uses {name}")
         elif isinstance(node, ast.Call) and dotted(node.func) in ("is_cuda", "is_rocm", "is_xpu"):
             found.append(f"{path.relative_to(REPO)}:{node.lineno}: platform predicate")
+        elif isinstance(node, ast.Compare) and (compared := device_type_compared(node)):
+            found.append(
+                f"{path.relative_to(REPO)}:{node.lineno}: device-type branch on {compared} "
+                "(make it a Platform member or a Capabilities field)"
+            )
         for name in imported:
             if any(
                 name == m or name.startswith(m + ".") or (m.endswith("_") and name.startswith(m))
@@ -107,6 +138,7 @@ def python_files():
 
 def test_tree_has_files():
     assert len(python_files()) > 5
+    assert {p.relative_to(REPO).parts[0] for p in python_files()} == set(PACKAGE_ROOTS)
 
 
 def test_no_layering_violations():
@@ -128,6 +160,15 @@ def test_no_layering_violations():
             "imports core module tessera.engine",
         ),
         ("from tessera.plugins import discover\n", "pluggable_layers/x.py", "imports core module"),
+        (
+            "if runner.device.type == 'cpu':\n    pass\n",
+            "core/x.py",
+            "device-type branch on runner.device.type",
+        ),
+        ("pin = platform.device_type != 'cuda'\n", "core/x.py", "device-type branch on platform.device_type"),
+        ("ok = t.to(d).device.type in ('cuda', 'xpu')\n", "pluggable_layers/x.py", "device-type branch"),
+        ("big = 'cpu' != device_type\n", "conformance/x.py", "device-type branch on device_type"),
+        ("import torch\nx = torch.cuda.is_available()\n", "conformance/x.py", "uses torch.cuda"),
     ],
 )
 def test_checker_catches_violations(source, where, expected):

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from tessera.cli import app
 from tessera.conformance.cases import all_cases
-from tessera.conformance.compare import compare
 from tessera.conformance.ops import prepare
+from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
 
@@ -100,7 +100,7 @@ def test_every_platform_config_runs_in_the_interpreter(plugin, fresh_discovery):
                 got = kernel.fn(**dev, config=config)
                 expected = reference(kernel.op)(**ref)
                 got, expected = (got[0], expected[0]) if isinstance(got, tuple) else (got, expected)
-                figures = compare(got, expected)
+                figures = error_figures(got, expected)
                 budget = OPS[kernel.op].budget(str(dtype).removeprefix("torch."))
                 assert figures.problem is None and figures.normalized <= budget, (
                     plugin,
@@ -164,5 +164,5 @@ def test_rocm_fp8_linear_against_the_reference_on_cpu(fp8):
     x, bias = torch.randn(7, 256, dtype=torch.bfloat16), torch.randn(96, dtype=torch.bfloat16)
     out = torch.full((7, 96), float("nan"), dtype=torch.bfloat16)
     linear_fp8(x, wq, ws, bias, out=out)
-    figures = compare(out, reference_fp8(x.double(), wq, ws.double(), bias.double()))
+    figures = error_figures(out, reference_fp8(x.double(), wq, ws.double(), bias.double()))
     assert figures.problem is None and figures.normalized <= OPS["linear_fp8"].budget("bfloat16")

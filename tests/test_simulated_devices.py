@@ -53,7 +53,7 @@ def test_cuda_detection(monkeypatch, props, arch, canonical, fp8):
     assert device.memory_total == props.total_memory
     caps = platform.capabilities(0)
     assert caps.fp8_dtype == fp8
-    assert caps.graphs and caps.dist_backend == "nccl" and caps.warp_size == 32
+    assert caps.graphs and caps.dist_backend == "nccl" and caps.triton_backend and caps.async_host_copy
     assert "bfloat16" in caps.dtypes
     assert not RocmPlatform().availability().available
 
@@ -73,28 +73,26 @@ def test_cuda_on_a_rocm_build(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("props", "arch", "canonical", "fp8", "wave"),
+    ("props", "arch", "canonical", "fp8"),
     [
-        (amd("AMD Instinct MI300X", "gfx942:sramecc+:xnack-"), "gfx942", "AMD_MI300X", "float8_e4m3fnuz", 64),
+        (amd("AMD Instinct MI300X", "gfx942:sramecc+:xnack-"), "gfx942", "AMD_MI300X", "float8_e4m3fnuz"),
         (
             amd("AMD Instinct MI325X", "gfx942:sramecc+:xnack-", 256),
             "gfx942",
             "AMD_MI325X",
             "float8_e4m3fnuz",
-            64,
         ),
         (
             amd("AMD Instinct MI355X", "gfx950:sramecc+:xnack-", 288),
             "gfx950",
             "AMD_MI355X",
             "float8_e4m3fn",
-            64,
         ),
-        (amd("AMD Instinct MI250X", "gfx90a:sramecc+:xnack-", 64), "gfx90a", "AMD_MI250X", None, 64),
-        (amd("Radeon RX 7900 XTX", "gfx1100", 24), "gfx1100", "AMD_RX_7900_XTX", None, 32),
+        (amd("AMD Instinct MI250X", "gfx90a:sramecc+:xnack-", 64), "gfx90a", "AMD_MI250X", None),
+        (amd("Radeon RX 7900 XTX", "gfx1100", 24), "gfx1100", "AMD_RX_7900_XTX", None),
     ],
 )
-def test_rocm_detection(monkeypatch, props, arch, canonical, fp8, wave):
+def test_rocm_detection(monkeypatch, props, arch, canonical, fp8):
     simulate_torch_cuda(monkeypatch, [props], cuda=None, hip="6.4.43482")
     platform = RocmPlatform()
     assert platform.availability().available
@@ -102,7 +100,7 @@ def test_rocm_detection(monkeypatch, props, arch, canonical, fp8, wave):
     assert (device.arch, device.canonical_name, device.vendor) == (arch, canonical, "AMD")
     assert device.runtime == "HIP 6.4.43482"
     caps = platform.capabilities(0)
-    assert (caps.fp8_dtype, caps.warp_size, caps.dist_backend, caps.graphs) == (fp8, wave, "nccl", True)
+    assert (caps.fp8_dtype, caps.dist_backend, caps.graphs, caps.triton_backend) == (fp8, "nccl", True, True)
     assert not CudaPlatform().availability().available
 
 

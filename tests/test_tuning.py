@@ -211,23 +211,23 @@ def test_h100_attention_config_is_found_for_a_simulated_h100(fresh_discovery):
 
     registry = build_registry(discover())
     facts = PlatformFacts(
-        "cuda", Capabilities(triton=True, dtypes=("bfloat16",)), device="NVIDIA_H100", arch="sm_90"
+        "cuda", Capabilities(triton_backend=True, dtypes=("bfloat16",)), device="NVIDIA_H100", arch="sm_90"
     )
     bound = registry.bind(registry.select("paged_attention", facts, "bfloat16"))
     assert bound.kernel.name == "triton_paged_attention"
     key = bound.kernel.shape_key.of(tokens=64, seqs=64, head_size=128, group=4, decode=1, dtype="bfloat16")
     config = bound.lookup.get(key)
     assert "exact" in bound.lookup.sources[ShapeKey.to_str(key)] and config["NUM_SPLITS"] >= 1
-    blackwell = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_B300", arch="sm_103")
+    blackwell = PlatformFacts("cuda", Capabilities(triton_backend=True), device="NVIDIA_B300", arch="sm_103")
     lookup = registry.bind(registry.select("paged_attention", blackwell, "bfloat16")).lookup
     lookup.get(key)
     assert "sm_103.json" in lookup.sources[ShapeKey.to_str(key)]
-    h200 = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_H200", arch="sm_90")
+    h200 = PlatformFacts("cuda", Capabilities(triton_backend=True), device="NVIDIA_H200", arch="sm_90")
     lookup = registry.bind(registry.select("paged_attention", h200, "bfloat16")).lookup
     lookup.get(key)
     assert "NVIDIA_H200.json (exact)" in lookup.sources[ShapeKey.to_str(key)]
     # another Hopper card without a file of its own reads the family copy of the H100 tuning
-    h800 = PlatformFacts("cuda", Capabilities(triton=True), device="NVIDIA_H800", arch="sm_90")
+    h800 = PlatformFacts("cuda", Capabilities(triton_backend=True), device="NVIDIA_H800", arch="sm_90")
     lookup = registry.bind(registry.select("paged_attention", h800, "bfloat16")).lookup
     assert lookup.get(key) == config and "sm_90.json (exact)" in lookup.sources[ShapeKey.to_str(key)]
 

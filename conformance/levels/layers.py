@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from tessera.conformance.compare import compare
 from tessera.conformance.report import CaseResult
 from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import AttentionMetadata, MambaMetadata
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.linear import Linear
 from tessera.pluggable_layers.mamba import Mamba2Mixer, Mamba2Shape
+from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.moe import FusedMoE
 from tessera.pluggable_layers.ops import OPS, TOLERANCES
 
@@ -86,7 +86,7 @@ def check(registry, facts, caps, device, seed: int) -> list[CaseResult]:
                     q.data.copy_(p.data)
                 out = run(kind, native, device, torch.Generator().manual_seed(seed + 1), dtype)
                 expected = run(kind, ref, device, torch.Generator().manual_seed(seed + 1), dtype)
-                figures = compare(out.float().cpu(), expected.double().cpu())
+                figures = error_figures(out.float().cpu(), expected.double().cpu())
                 budget = TOLERANCES["matmul"][dtype_name]
                 ok = figures.problem is None and figures.normalized <= budget
                 kernels = ",".join(sorted({c.kernel for c in native_ctx.choices}))

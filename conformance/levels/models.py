@@ -1,6 +1,8 @@
 """Level (d): tiny random checkpoints of every supported architecture, run through the engine on the
-platform under test and on the reference platform (cpu, reference kernels, float32): logits over a
-64-token prefill and 16 teacher-forced decode steps, and the greedy-token agreement rate."""
+platform under test and on the reference platform (``REFERENCE_PLATFORM``: tessera-cpu's cpu platform,
+every op on its reference kernel, float32): logits over a 64-token prefill and 16 teacher-forced decode
+steps, and the greedy-token agreement rate. Without the reference platform each model case is an error
+that says so."""
 
 from __future__ import annotations
 
@@ -10,13 +12,34 @@ from pathlib import Path
 
 import torch
 
-from tessera.conformance.compare import compare
 from tessera.conformance.report import CaseResult
+from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 
 ARCHS = ("llama", "qwen3", "qwen3_moe", "bamba")
 MODEL_BUDGET = {"float32": 1e-3, "float16": 2e-2, "bfloat16": 5e-2}
 PREFILL, DECODES = 64, 16
+#: the platform the models' logits are compared with (provided by tessera-cpu)
+REFERENCE_PLATFORM = "cpu"
+
+
+def model_case_id(arch: str, dtype: str) -> str:
+    return f"model/{arch}/{dtype}/prefill{PREFILL}_decode{DECODES}"
+
+
+def reference_problem() -> str | None:
+    """Why the reference platform cannot run here, or None when it can."""
+    from tessera.errors import TesseraError
+    from tessera.plugins import select_platform
+
+    try:
+        select_platform(REFERENCE_PLATFORM)
+    except TesseraError as exc:
+        return (
+            f"the model level compares with the {REFERENCE_PLATFORM!r} platform (reference kernels, float32), "
+            f"which cannot be used: {exc}. Install tessera-cpu (and allow it in TESSERA_PLUGINS) to run it"
+        )
+    return None
 
 
 def engine_logits(
@@ -37,18 +60,24 @@ def check(platform, facts, caps, options, seed: int, progress=None) -> list[Case
     tokens = torch.randint(
         3, 250, (PREFILL + DECODES,), generator=torch.Generator().manual_seed(seed)
     ).tolist()
+    missing = reference_problem()
+    if missing:
+        return [CaseResult(level="model", case_id=model_case_id(arch, dtype), op=arch, dtype=dtype, status="error",
+                           message=missing) for arch in ARCHS]  # fmt: skip
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, arch in enumerate(ARCHS):
             if progress:
                 progress(f"model {arch}", i, len(ARCHS))
-            case_id = f"model/{arch}/{dtype}/prefill{PREFILL}_decode{DECODES}"
+            case_id = model_case_id(arch, dtype)
             start = time.perf_counter()
             try:
                 path = write_random_checkpoint(arch, Path(tmp) / arch, seed=seed % 1000)
                 got = engine_logits(path, platform.name, dtype, tokens)
-                ref = engine_logits(path, "cpu", "float32", tokens, {op: "reference" for op in OPS})
-                figures = compare(got, ref.double())
+                ref = engine_logits(
+                    path, REFERENCE_PLATFORM, "float32", tokens, {op: "reference" for op in OPS}
+                )
+                figures = error_figures(got, ref.double())
                 agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
                 budget = MODEL_BUDGET[dtype]
                 ok = figures.problem is None and figures.normalized <= budget

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from tessera.bench.kernels import BenchCase, rel_err
+from tessera.bench.kernels import BenchCase
 from tessera.bench.moe_mamba_cases import moe_mamba_cases
+from tessera.pluggable_layers.measure import normalized_error
 
 HQ, HK, D, BLOCK = 32, 8, 128, 16
 
@@ -80,7 +81,7 @@ def attention_check(q_len: int, causal: bool):
         ref = torch.nn.functional.scaled_dot_product_attention(
             q.float(), k.float(), v.float(), is_causal=causal, enable_gqa=True
         )
-        return rel_err(out.view(seqs, q_len, HQ, D).transpose(1, 2), ref)
+        return normalized_error(out.view(seqs, q_len, HQ, D).transpose(1, 2), ref)
 
     return check
 
@@ -129,7 +130,7 @@ def fp8_case(m: int, k: int, n: int) -> BenchCase:
 
     def check(out, kw):
         w = kw["weight"].float() * kw["weight_scale"][:, None]
-        return rel_err(out, kw["x"].float() @ w.t())
+        return normalized_error(out, kw["x"].float() @ w.t())
 
     return BenchCase("linear_fp8", f"{m}x{k}x{n}", make, lambda kw: m * k * 2 + n * k + m * n * 2, lambda kw: 2.0 * m * k * n,
                      peers={"torch_mm_bf16": peer_bf16, "scaled_mm_tensorwise": peer_scaled_mm}, check=check,
@@ -142,7 +143,7 @@ def linear_case(m: int, k: int, n: int) -> BenchCase:
                 "weight": torch.randn(n, k, device=device, dtype=dtype, generator=g) * k**-0.5, "bias": None}  # fmt: skip
 
     return BenchCase("linear", f"{m}x{k}x{n}", make, lambda kw: (m * k + n * k + m * n) * 2, lambda kw: 2.0 * m * k * n,
-                     check=lambda out, kw: rel_err(out, kw["x"].float() @ kw["weight"].float().t()))  # fmt: skip
+                     check=lambda out, kw: normalized_error(out, kw["x"].float() @ kw["weight"].float().t()))  # fmt: skip
 
 
 def rms_norm_case(tokens: int, hidden: int) -> BenchCase:
@@ -151,7 +152,7 @@ def rms_norm_case(tokens: int, hidden: int) -> BenchCase:
                 "weight": torch.randn(hidden, device=device, dtype=dtype, generator=g), "eps": 1e-5}  # fmt: skip
 
     def check(out, kw):
-        return rel_err(
+        return normalized_error(
             out, torch.nn.functional.rms_norm(kw["x"].float(), (hidden,), kw["weight"].float(), 1e-5)
         )
 
@@ -167,7 +168,7 @@ def silu_case(tokens: int, inter: int) -> BenchCase:
         return lambda: torch.nn.functional.silu(kw["x"][:, :inter]) * kw["x"][:, inter:]
 
     return BenchCase("silu_and_mul", f"{tokens}x{inter}", make, lambda kw: 3 * tokens * inter * 2, copies=4,
-                     check=lambda out, kw: rel_err(out, torch_silu(kw)().float()), peers={"torch": torch_silu})  # fmt: skip
+                     check=lambda out, kw: normalized_error(out, torch_silu(kw)().float()), peers={"torch": torch_silu})  # fmt: skip
 
 
 def all_cases() -> list[BenchCase]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tessera.bench.timing import median_ms, median_ms_graph
+from tessera.pluggable_layers.measure import median_ms, median_ms_graph
 
 
 @dataclass
@@ -21,7 +21,7 @@ class BenchCase:
     bytes: Callable[[dict], float]
     flops: Callable[[dict], float] = lambda kw: 0.0
     peers: dict[str, Callable[[dict], Callable[[], Any]]] = field(default_factory=dict)
-    check: Callable[[Any, dict], float] | None = None  # returns the normalized error vs an independent result
+    check: Callable[[Any, dict], float] | None = None  # normalized_error vs an independent result
     facts: dict[str, Any] = field(default_factory=dict)
     dtype: torch.dtype = torch.bfloat16
     copies: int = 1
@@ -29,10 +29,6 @@ class BenchCase:
     before: Callable[[dict], Any] | None = None
     #: (unit, count) of work items per call, reported as items per second (e.g. tokens)
     items: tuple[str, Callable[[dict], float]] | None = None
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-30))
 
 
 def run_case(case: BenchCase, registry, facts, platform, device, limits: dict, iters: int = 20) -> dict:

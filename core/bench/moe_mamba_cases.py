@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from tessera.bench.kernels import BenchCase, rel_err
+from tessera.bench.kernels import BenchCase
+from tessera.pluggable_layers.measure import normalized_error
 
 E, TOP_K, HIDDEN, INTER = 128, 8, 2048, 768
 HEADS, HEAD_DIM, STATE, GROUPS, WIDTH = 128, 64, 128, 1, 4
@@ -75,7 +76,7 @@ def moe_check(out, kw) -> float:
 
     ref = reference("moe_experts")(kw["x"].float(), kw["w13"], kw["w2"], kw["topk_weights"], kw["topk_ids"],
                                    kw.get("w13_scale"), kw.get("w2_scale"))  # fmt: skip
-    return rel_err(out, ref)
+    return normalized_error(out, ref)
 
 
 def moe_case(tokens: int, weight_dtype: str = "bf16") -> BenchCase:
@@ -103,7 +104,7 @@ def route_case(tokens: int) -> BenchCase:
 
     def check(out, kw):
         w, i = torch_route(kw)()
-        return rel_err(out[0], w) + float((out[1] != i).float().mean())
+        return normalized_error(out[0], w) + float((out[1] != i).float().mean())
 
     return BenchCase("moe_route", f"{tokens} tokens E{E} k{TOP_K}", make, lambda kw: tokens * (E * 2 + TOP_K * 8),
                      peers={"torch": torch_route}, check=check, facts={"num_experts": E, "top_k": TOP_K})  # fmt: skip
@@ -141,7 +142,7 @@ def reference_check(op: str, state: str):
         }
         ref_kw[state] = kept[state].float()
         ref = reference(op)(**ref_kw)
-        return max(rel_err(out, ref), rel_err(kw[state], ref_kw[state]))
+        return max(normalized_error(out, ref), normalized_error(kw[state], ref_kw[state]))
 
     return check
 
@@ -213,7 +214,7 @@ def gated_norm_case(tokens: int) -> BenchCase:
     def check(out, kw):
         from tessera.pluggable_layers.reference import reference
 
-        return rel_err(
+        return normalized_error(
             out,
             reference("gated_rms_norm")(kw["x"].float(), kw["z"].float(), kw["weight"].float(), 1e-6, inter),
         )

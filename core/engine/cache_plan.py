@@ -3,10 +3,11 @@
 On devices with memory queries the budget is measured: after the weights are
 loaded a profiling forward over ``max_num_batched_tokens`` tokens records the
 activation peak; the cache gets ``total * gpu_memory_utilization`` minus what is
-in use and the activation headroom. On the CPU (or with ``kv_cache_bytes``) the
-budget is given. Mamba layers take one state slot per schedulable sequence (plus
-one spare); attention layers share the rest as KV blocks, no more than
-``max_num_seqs`` full-length sequences need.
+in use and the activation headroom. With ``kv_cache_bytes``, or where the platform
+gives a default budget (``Platform.default_cache_bytes``: the CPU), the budget is
+given. Mamba layers take one state slot per schedulable sequence (plus one spare);
+attention layers share the rest as KV blocks, no more than ``max_num_seqs``
+full-length sequences need.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from tessera.errors import ConfigError
 from tessera.pluggable_layers.batch import AttentionMetadata, BatchMetadata, MambaMetadata
 
 log = logging.getLogger("tessera.engine")
-CPU_DEFAULT_BYTES = 1 << 30
 
 
 @dataclass
@@ -125,8 +125,8 @@ def plan_caches(runner: RunnerParts, config: EngineConfig) -> CachePlan:
     state = slots * state_bytes_per_slot(runner)
     if config.kv_cache_bytes is not None:
         budget = config.kv_cache_bytes
-    elif runner.device.type == "cpu":
-        budget = CPU_DEFAULT_BYTES
+    elif (default := runner.platform.default_cache_bytes(config.device_index)) is not None:
+        budget = default
     else:
         budget = profile_budget(runner, config)
     max_len = runner.max_model_len

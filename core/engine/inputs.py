@@ -71,7 +71,7 @@ def batch_to_device(
 
     def t(values, dtype):
         host = torch.tensor(values, dtype=dtype)
-        if pin and device.type != "cpu":
+        if pin:
             host = host.pin_memory()
         return host.to(device, non_blocking=True)
 

@@ -132,12 +132,12 @@ class ModelRunner:
             return StepHandle([], None, None, None)
         with trusted_indices():
             logits = self.model.compute_logits(hidden[sample_index]).float()
-            mask_stops(logits, batch.sample_requests)
+            mask_stops(logits, batch.sample_requests, pin)
             temperature, top_k, top_p, noise = sampling_tensors(
-                batch.sample_requests, logits.shape[1], self.device, self.generator
+                batch.sample_requests, logits.shape[1], self.device, self.generator, pin
             )
             sampled = self.sampler(logits, temperature, top_k, top_p, noise)
-        if self.device.type == "cpu":
+        if not self.caps.async_host_copy:  # the sampled tokens are in host memory already
             return StepHandle(batch.sample_requests, sampled, sampled, None)
         host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=pin)
         host.copy_(sampled, non_blocking=True)

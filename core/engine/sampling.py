@@ -18,25 +18,30 @@ def token_seed(seed: int, index: int) -> int:
     return (seed * _MIX + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (1 << 63)
 
 
-def list_to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A host list on the device without a stream sync (pinned staging; a pageable copy would wait)."""
+def list_to_device(values: list, dtype: torch.dtype, device: torch.device, pin: bool) -> torch.Tensor:
+    """A host list on the device without a stream sync (``pin``: pinned staging, where a pageable copy
+    would wait; the platform's ``pinned_memory`` capability)."""
     host = torch.tensor(values, dtype=dtype)
-    if device.type != "cpu":
+    if pin:
         host = host.pin_memory()
     return host.to(device, non_blocking=True)
 
 
 def sampling_tensors(
-    rows: list[ScheduledRequest], vocab: int, device: torch.device, generator: torch.Generator | None
+    rows: list[ScheduledRequest],
+    vocab: int,
+    device: torch.device,
+    generator: torch.Generator | None,
+    pin: bool,
 ):
     """(temperature, top_k, top_p, noise or None) for the sampling rows."""
     params = [s.request.params for s in rows]
-    temperature = list_to_device([p.temperature for p in params], torch.float32, device)
+    temperature = list_to_device([p.temperature for p in params], torch.float32, device, pin)
     # None when no row filters: kernels then need not look at the values on the host
     use_k = any(0 < p.top_k < vocab for p in params)
     use_p = any(p.top_p < 1.0 for p in params)
-    top_k = list_to_device([max(p.top_k, 0) for p in params], torch.int32, device) if use_k else None
-    top_p = list_to_device([p.top_p for p in params], torch.float32, device) if use_p else None
+    top_k = list_to_device([max(p.top_k, 0) for p in params], torch.int32, device, pin) if use_k else None
+    top_p = list_to_device([p.top_p for p in params], torch.float32, device, pin) if use_p else None
     if all(p.greedy for p in params):
         return temperature, top_k, top_p, None
     noise = torch.empty(len(rows), vocab, dtype=torch.float32, device=device).exponential_(

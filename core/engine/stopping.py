@@ -33,14 +33,14 @@ def stop_tokens(req: Request) -> list[int]:
     return list(req.params.stop_token_ids) + eos
 
 
-def mask_stops(logits: torch.Tensor, rows: list[ScheduledRequest]) -> None:
+def mask_stops(logits: torch.Tensor, rows: list[ScheduledRequest], pin: bool) -> None:
     """Requests below min_tokens may not stop: mask their EOS and stop tokens (in place)."""
     for i, sched in enumerate(rows):
         req = sched.request
         if req.num_generated < req.params.min_tokens:
             banned = [t for t in stop_tokens(req) if 0 <= t < logits.shape[1]]
             if banned:
-                logits[i, list_to_device(banned, torch.int64, logits.device)] = float("-inf")
+                logits[i, list_to_device(banned, torch.int64, logits.device, pin)] = float("-inf")
 
 
 def stop_reason(req: Request, token: int) -> str | None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform as pyplatform
 from functools import lru_cache
 
 import torch
 
-from tessera.platform import Availability, Capabilities, DeviceInfo, Platform
+from tessera.platform import Availability, Capabilities, DeviceInfo, LimitProbe, Platform
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 #: A comma-separated dtype list (float32 first, then any of bfloat16, float16) that replaces what the
@@ -20,6 +19,9 @@ CPU_DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 #: interpreter: slow, for checking kernels on machines without a GPU.
 CPU_TRITON_ENV = "TESSERA_CPU_TRITON"
 FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp", "asimdhp"}
+#: the cache budget when the config names none: host memory is shared with everything else, and its
+#: peak is not tracked, so it is not measured
+DEFAULT_CACHE_BYTES = 1 << 30
 
 
 @lru_cache(maxsize=1)
@@ -137,10 +139,22 @@ class CpuPlatform(Platform):
     def capabilities(self, device_index: int = 0) -> Capabilities:
         dtypes = dtypes_from_env() or detected_dtypes()
         interpret = os.environ.get(CPU_TRITON_ENV) == "1" and os.environ.get("TRITON_INTERPRET") == "1"
-        triton = interpret and importlib.util.find_spec("triton") is not None
         return Capabilities(
-            dtypes=tuple(dtypes), graphs=False, pinned_memory=False, dist_backend="gloo", triton=triton
+            dtypes=tuple(dtypes),
+            graphs=False,
+            pinned_memory=False,
+            async_host_copy=False,  # tensors are host memory: results are read where they are
+            dist_backend="gloo",
+            triton_backend=interpret,
         )
+
+    def default_cache_bytes(self, index: int = 0) -> int | None:
+        return DEFAULT_CACHE_BYTES
+
+    def limit_probe(self, index: int = 0) -> LimitProbe:
+        # a 64 MiB copy still streams past the caches; a float32 1024^3 matmul (the CPU's fast path) takes
+        # milliseconds where an accelerator's 8192^3 would take seconds
+        return LimitProbe(copy_bytes=1 << 26, matmul_size=1024, matmul_dtype="float32")
 
     def torch_device(self, index: int = 0) -> torch.device:
         return torch.device("cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import torch
@@ -121,8 +120,7 @@ class CudaPlatform(DeviceModulePlatform):
             graphs=True,
             pinned_memory=True,
             dist_backend="nccl",
-            triton=importlib.util.find_spec("triton") is not None,
-            warp_size=32,
+            triton_backend=True,
         )
 
     def graph(self):

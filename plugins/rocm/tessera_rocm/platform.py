@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import torch
@@ -28,11 +27,6 @@ def arch_from_gcn(gcn_arch_name: str) -> str:
 def fp8_dtype_for(arch: str) -> str | None:
     """e4m3fnuz on CDNA3 (gfx942), OCP e4m3fn on CDNA4 (gfx950) and RDNA4, none elsewhere."""
     return FP8_BY_ARCH.get(arch)
-
-
-def wavefront_size(arch: str) -> int:
-    """64 on CDNA (gfx9xx), 32 on RDNA (gfx10+)."""
-    return 64 if arch.startswith("gfx9") else 32
 
 
 def canonical_device_name(name: str, arch: str) -> str:
@@ -111,8 +105,7 @@ class RocmPlatform(DeviceModulePlatform):
             graphs=True,
             pinned_memory=True,
             dist_backend="nccl",
-            triton=importlib.util.find_spec("triton") is not None,
-            warp_size=wavefront_size(arch),
+            triton_backend=True,
         )
 
     def graph(self):

@@ -19,10 +19,9 @@ LAUNCH_KEYS = ("num_warps", "num_stages", *BACKEND_OPTIONS)
 
 
 def requires_triton(query) -> str | None:
-    """Refuse platforms whose capabilities do not report Triton."""
-    caps = query.platform.capabilities
-    if not getattr(caps, "triton", False):
-        return f"platform {query.platform.name} has no Triton (capabilities.triton is false)"
+    """Refuse platforms on whose device Triton cannot run kernels (``capabilities.triton_backend``)."""
+    if not query.platform.capabilities.triton_backend:
+        return f"platform {query.platform.name} has no Triton backend (capabilities.triton_backend is false)"
     return None
 
 

@@ -1,4 +1,4 @@
-"""Registration of the pack's kernels: every platform whose capabilities report Triton.
+"""Registration of the pack's kernels: every platform whose capabilities report ``triton_backend``.
 
 Triton is imported here, when a registry is built, never at discovery. Without an
 importable Triton the pack registers nothing and says so in the log.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import torch
@@ -89,8 +88,7 @@ class XpuPlatform(DeviceModulePlatform):
             graphs=hasattr(xpu, "XPUGraph"),
             pinned_memory=True,
             dist_backend="xccl",
-            triton=importlib.util.find_spec("triton") is not None,
-            warp_size=32,
+            triton_backend=True,
         )
 
     def graph(self):

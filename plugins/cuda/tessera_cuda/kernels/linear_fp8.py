@@ -36,8 +36,7 @@ def unit_scale(device: torch.device) -> torch.Tensor:
 
 
 def supports(query) -> str | None:
-    caps = query.platform.capabilities
-    if getattr(caps, "fp8_dtype", None) != "float8_e4m3fn":
+    if query.platform.capabilities.fp8_dtype != "float8_e4m3fn":
         return "needs an e4m3fn fp8 device (sm_89 or later)"
     if query.get("fp8_dtype", "float8_e4m3fn") != "float8_e4m3fn":
         return f"weights in {query.get('fp8_dtype')} (this kernel takes float8_e4m3fn)"

@@ -15,7 +15,7 @@ from tessera.pluggable_layers.reference.linear import check_linear_args
 
 
 def supports(query) -> str | None:
-    fp8 = getattr(query.platform.capabilities, "fp8_dtype", None)
+    fp8 = query.platform.capabilities.fp8_dtype
     if fp8 is None:
         return f"{query.platform.arch or 'this device'} has no fp8 (gfx942 / gfx950 do)"
     if query.get("fp8_dtype", fp8) != fp8:
