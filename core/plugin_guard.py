@@ -94,8 +94,6 @@ def static_problem(platform: Platform) -> str | None:
             f"{cls}.priority is {priority!r} ({type(priority).__name__}); it must be an int "
             "(higher wins when no platform is named; accelerators above CPU)"
         )
-    if not isinstance(getattr(platform, "plugin_api", None), str):
-        return f"{cls}.plugin_api is {platform.plugin_api!r}; it must be a string such as '1.0'"
     return None
 
 
