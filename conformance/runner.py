@@ -21,8 +21,8 @@ from tessera.conformance.cases import Case, all_cases
 from tessera.conformance.levels import contract, layers, models
 from tessera.conformance.ops import run_op_case
 from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
-from tessera.kernels import get_registry, platform_facts
-from tessera.plugins import get_discovery, select_platform
+from tessera.discovery import get_discovery, select_platform
+from tessera.kernel_registry import get_registry, platform_facts
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 

@@ -21,7 +21,7 @@ _LAZY = {
     "EngineConfig": "tessera.config",
     "TesseraError": "tessera.errors",
     "Platform": "tessera.platform",
-    "select_platform": "tessera.plugins",
+    "select_platform": "tessera.discovery",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -19,7 +19,7 @@ the hooks below, decorated with :data:`hookimpl`::
 Every hook is called with keyword arguments; an implementation may accept any
 subset of them. A plugin that fails to import, declares an incompatible API
 version, raises (or calls ``sys.exit``) inside a hook or returns the wrong type is
-recorded as broken (see :mod:`tessera.plugins`) and never stops discovery; every
+recorded as broken (see :mod:`tessera.discovery`) and never stops discovery; every
 import and hook call is timed, and one slower than a second is named with a warning.
 """
 

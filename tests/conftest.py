@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def fresh_discovery(monkeypatch):
     """Clear the per-process discovery cache before and after the test."""
-    from tessera import kernels, plugins
+    from tessera import discovery as plugins
+    from tessera import kernel_registry as kernels
 
     kernels._cached.clear()
     monkeypatch.delenv("TESSERA_PLUGINS", raising=False)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tessera.cli import app
 from tessera.conformance.runner import RunOptions, run
-from tessera.plugins import select_platform
+from tessera.discovery import select_platform
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tessera.cli import app
+from tessera.discovery import select_platform
 from tessera.errors import PlatformError
-from tessera.plugins import select_platform
 from tessera_cpu.platform import CPU_DTYPES_ENV, detected_dtypes
 
 runner = CliRunner()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tessera.discovery import api_compatible, discover, select_platform
 from tessera.errors import PlatformError
-from tessera.plugins import api_compatible, discover, select_platform
 
 SHIPPED = {"cpu", "triton", "cuda", "rocm", "xpu"}
 

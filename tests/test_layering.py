@@ -159,7 +159,7 @@ def test_no_layering_violations():
             "pluggable_layers/sub/x.py",
             "imports core module tessera.engine",
         ),
-        ("from tessera.plugins import discover\n", "pluggable_layers/x.py", "imports core module"),
+        ("from tessera.discovery import discover\n", "pluggable_layers/x.py", "imports core module"),
         (
             "if runner.device.type == 'cpu':\n    pass\n",
             "core/x.py",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tessera.kernels import build_registry, platform_facts
+from tessera.discovery import discover, select_platform
+from tessera.kernel_registry import build_registry, platform_facts
 from tessera.platform import Capabilities
 from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import AttentionMetadata, MambaMetadata
@@ -16,7 +17,6 @@ from tessera.pluggable_layers.mamba import Mamba2Mixer, Mamba2Shape
 from tessera.pluggable_layers.moe import FusedMoE
 from tessera.pluggable_layers.registry import PlatformFacts
 from tessera.pluggable_layers.rotary import RotaryEmbedding, inverse_frequencies
-from tessera.plugins import discover, select_platform
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ SCANNED = ("core", "pluggable_layers", "conformance", "plugins")
 #: what each user takes from the module
 USERS = {
     "pluggable_layers/tuner.py": {"median_ms", "output_error", "to_reference_inputs"},
-    "core/bench/kernels.py": {"median_ms", "median_ms_graph"},
+    "core/bench/kernel_bench.py": {"median_ms", "median_ms_graph"},
     "core/bench/cases.py": {"normalized_error"},
     "conformance/ops.py": {"error_figures"},
     "conformance/perf.py": {"median_ms"},
@@ -70,7 +70,7 @@ def test_scan_sees_the_module_itself():
 
 
 def test_cpu_limits_are_measured_at_the_platforms_probe(fresh_discovery):
-    from tessera.plugins import select_platform
+    from tessera.discovery import select_platform
 
     cpu = select_platform("cpu")
     limits = measure.measure_limits(cpu, cpu.torch_device(0))
@@ -83,7 +83,7 @@ def test_cpu_limits_are_measured_at_the_platforms_probe(fresh_discovery):
 
 
 def test_graph_timing_is_none_without_graphs(fresh_discovery):
-    from tessera.plugins import select_platform
+    from tessera.discovery import select_platform
 
     cpu = select_platform("cpu")
     calls = []

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tessera.cli import app
+from tessera.discovery import get_discovery, select_platform
 from tessera.errors import PlatformError
-from tessera.kernels import get_registry, platform_facts
-from tessera.plugins import get_discovery, select_platform
+from tessera.kernel_registry import get_registry, platform_facts
 
 runner = CliRunner()
 
@@ -225,13 +225,13 @@ def test_slow_plugin_import_is_timed_and_named(install_fixture):
 
 def test_slow_plugin_is_named_by_every_command(install_fixture, caplog):
     install_fixture("slow_import")
-    with caplog.at_level("WARNING", logger="tessera.plugins"):
+    with caplog.at_level("WARNING", logger="tessera.discovery"):
         assert invoke("kernels", "list").exit_code == 0
     assert any("slow_import" in r.getMessage() and "import took" in r.getMessage() for r in caplog.records)
 
 
 def test_the_guard_lets_the_users_interrupt_through():
-    from tessera.plugin_guard import guarded
+    from tessera.discovery_guard import guarded
 
     def interrupted():
         raise KeyboardInterrupt

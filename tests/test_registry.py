@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from tessera.cli import app
-from tessera.kernels import build_registry, platform_facts
+from tessera.discovery import discover, select_platform
+from tessera.kernel_registry import build_registry, platform_facts
 from tessera.platform import Capabilities
 from tessera.pluggable_layers.errors import KernelError
 from tessera.pluggable_layers.ops import OPS
@@ -20,7 +21,6 @@ from tessera.pluggable_layers.registry import (
     parse_overrides,
     register_references,
 )
-from tessera.plugins import discover, select_platform
 
 runner = CliRunner()
 CPU = PlatformFacts(name="cpu", capabilities=Capabilities())
@@ -166,7 +166,7 @@ def test_cli_explain_shows_the_kernel_pack_winning(install_fixture):
     install_fixture("kernel_pack")
     import json
 
-    from tessera import kernels
+    from tessera import kernel_registry as kernels
 
     kernels._cached.clear()
     result = runner.invoke(app, ["kernels", "explain", "rms_norm", "--platform", "cpu", "--json"])

@@ -83,8 +83,8 @@ CASES_FOR = {"triton_paged_attention": ["decode_block_edges_gqa4", "mixed_prefil
 @pytest.mark.parametrize("plugin", ["rocm", "xpu"])
 def test_every_platform_config_runs_in_the_interpreter(plugin, fresh_discovery):
     pytest.importorskip("triton")
-    from tessera.kernels import build_registry
-    from tessera.plugins import discover
+    from tessera.discovery import discover
+    from tessera.kernel_registry import build_registry
 
     registry = build_registry(discover())
     cases = {c.case_id: c for c in all_cases()}
@@ -145,7 +145,7 @@ def test_no_ipex_anywhere(tmp_path, monkeypatch, fresh_discovery, checkpoints_di
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
     from tessera import LLM, SamplingParams
     from tessera.conformance.runner import RunOptions, run
-    from tessera.plugins import discover
+    from tessera.discovery import discover
 
     assert {p.report.plugin for p in discover().plugins} >= {"xpu", "rocm"}
     LLM(str(checkpoints_dir_llama)).generate([{"prompt_token_ids": [1, 2, 3]}], SamplingParams(max_tokens=4))

@@ -190,9 +190,9 @@ def test_shipped_config_files_match_their_kernels(fresh_discovery):
     """Every configs/<kernel>/<device>.json a plugin ships parses and lies in its kernel's space."""
     from pathlib import Path
 
-    from tessera.kernels import build_registry
+    from tessera.discovery import discover
+    from tessera.kernel_registry import build_registry
     from tessera.pluggable_layers.tuning import load_config_file
-    from tessera.plugins import discover
 
     registry = build_registry(discover())
     root = Path(__file__).resolve().parents[1] / "plugins"
@@ -205,9 +205,9 @@ def test_shipped_config_files_match_their_kernels(fresh_discovery):
 
 
 def test_h100_attention_config_is_found_for_a_simulated_h100(fresh_discovery):
-    from tessera.kernels import build_registry
+    from tessera.discovery import discover
+    from tessera.kernel_registry import build_registry
     from tessera.platform import Capabilities
-    from tessera.plugins import discover
 
     registry = build_registry(discover())
     facts = PlatformFacts(

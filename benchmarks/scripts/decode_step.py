@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from tessera import LLM, SamplingParams
-from tessera.bench.timing import measure_limits
 from tessera.models.presets import preset_dir
+from tessera.pluggable_layers.measure import measure_limits
 
 
 def run(preset: str, eager: bool, prompt_len: int, out_len: int) -> dict:
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--out-len", type=int, default=256)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    from tessera.plugins import select_platform
+    from tessera.discovery import select_platform
 
     platform = select_platform()
     limits = measure_limits(platform, platform.torch_device(0))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from tessera.bench.timing import median_ms_graph
-from tessera.plugins import select_platform
+from tessera.discovery import select_platform
+from tessera.pluggable_layers.measure import median_ms_graph
 from tessera_cuda.kernels import linear_fp8 as fp8
 
 SHAPES = [(8192, 8192), (4096, 14336), (14336, 4096), (4096, 6144)]  # (K, N)

@@ -29,8 +29,8 @@ def model_case_id(arch: str, dtype: str) -> str:
 
 def reference_problem() -> str | None:
     """Why the reference platform cannot run here, or None when it can."""
+    from tessera.discovery import select_platform
     from tessera.errors import TesseraError
-    from tessera.plugins import select_platform
 
     try:
         select_platform(REFERENCE_PLATFORM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tessera.bench.kernels import BenchCase
+from tessera.bench.kernel_bench import BenchCase
 from tessera.bench.moe_mamba_cases import moe_mamba_cases
 from tessera.pluggable_layers.measure import normalized_error
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from tessera.bench.kernels import BenchCase
+from tessera.bench.kernel_bench import BenchCase
 from tessera.pluggable_layers.measure import normalized_error
 
 E, TOP_K, HIDDEN, INTER = 128, 8, 2048, 768

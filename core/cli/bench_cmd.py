@@ -26,10 +26,10 @@ def kernels(
     import torch
 
     from tessera.bench.cases import all_cases
-    from tessera.bench.kernels import run_case
-    from tessera.bench.timing import measure_limits
-    from tessera.kernels import get_registry, platform_facts
-    from tessera.plugins import select_platform
+    from tessera.bench.kernel_bench import run_case
+    from tessera.discovery import select_platform
+    from tessera.kernel_registry import get_registry, platform_facts
+    from tessera.pluggable_layers.measure import measure_limits
 
     with user_errors():
         target = select_platform(platform)
@@ -97,11 +97,11 @@ def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs
         run_tessera,
         summarize,
     )
-    from tessera.bench.timing import measure_limits
     from tessera.errors import ConfigError
     from tessera.llm import LLM
     from tessera.models.presets import preset_dir
     from tessera.models.spec import ModelSpec
+    from tessera.pluggable_layers.measure import measure_limits
 
     if bool(model) == bool(preset):
         raise ConfigError("give exactly one of --model DIR and --preset NAME")

@@ -6,12 +6,12 @@ import typer
 from rich.table import Table
 
 from tessera.cli.common import console, print_json, user_errors
-from tessera.kernels import get_registry, platform_facts
+from tessera.discovery import get_discovery
+from tessera.discovery_guard import probe
+from tessera.kernel_registry import get_registry, platform_facts
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.registry import KernelImpl, Selection
 from tessera.pluggable_layers.tuning import parse_key
-from tessera.plugin_guard import probe
-from tessera.plugins import get_discovery
 
 app = typer.Typer(help="Which kernels serve each op, and why one is chosen.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def kernel_json(k: KernelImpl) -> dict:
 
 
 def _platform(name: str | None):
-    from tessera.plugins import ensure_registered, select_platform
+    from tessera.discovery import ensure_registered, select_platform
 
     discovery = get_discovery()
     ensure_registered(discovery)

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from tessera import hookspecs
 from tessera.cli.common import console, err_console, human_bytes, print_json, user_errors
+from tessera.discovery import PlatformReport, PluginReport, ensure_registered, get_discovery
 from tessera.errors import PlatformError
-from tessera.plugins import PlatformReport, PluginReport, ensure_registered, get_discovery
 
 app = typer.Typer(help="What platforms are installed, usable here, and broken.", no_args_is_help=True)
 
@@ -125,7 +125,7 @@ def list_platforms(
 
     The kernel registry is built too, so that a plugin failing to register its kernels shows as broken.
     """
-    quiet = logging.getLogger("tessera.plugins")
+    quiet = logging.getLogger("tessera.discovery")
     quiet.disabled = True  # this command reports plugin warnings itself, below the table
     try:
         discovery = get_discovery()
@@ -164,7 +164,7 @@ def show_platform(
         ensure_registered(discovery)
         owner = discovery.platform_owner.get(name)
         if owner is None:
-            from tessera.plugins import select_platform
+            from tessera.discovery import select_platform
 
             select_platform(name, discovery)  # raises the precise error for broken / unknown names
             raise PlatformError(f"unknown platform {name!r}")

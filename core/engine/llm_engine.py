@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from tessera.config import EngineConfig, auto_dtype
+from tessera.discovery import select_platform
 from tessera.engine.admission import check_fits, check_prompt, parse_prompt
 from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import ModelRunner, StepHandle
@@ -27,7 +28,6 @@ from tessera.errors import ConfigError, PlatformError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
-from tessera.plugins import select_platform
 from tessera.sampling_params import SamplingParams, to_sampling_params
 from tessera.tokenizer import IncrementalDetokenizer, load_tokenizer
 
@@ -47,7 +47,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.spec = ModelSpec.from_dir(config.model)
-        from tessera.models.registry import model_class
+        from tessera.models.architectures import model_class
 
         model_class(self.spec)  # unsupported architectures fail before any device work
         self.platform = select_platform(config.platform)

@@ -18,11 +18,11 @@ from tessera.config import EngineConfig
 from tessera.engine.cache_plan import CachePlan, plan_caches
 from tessera.engine.inputs import HostBatch, batch_to_device, build_host_batch
 from tessera.engine.runner_parts import RunnerParts
-from tessera.engine.sampling import sampling_tensors
+from tessera.engine.sampling_inputs import sampling_tensors
 from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
 from tessera.engine.stopping import mask_stops
-from tessera.kernels import get_registry, platform_facts
-from tessera.models.registry import model_class
+from tessera.kernel_registry import get_registry, platform_facts
+from tessera.models.architectures import model_class
 from tessera.models.spec import ModelSpec
 from tessera.platform import Platform
 from tessera.pluggable_layers.checks import trusted_indices

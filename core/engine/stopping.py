@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from tessera.engine.request import Request
-from tessera.engine.sampling import list_to_device
+from tessera.engine.sampling_inputs import list_to_device
 from tessera.engine.scheduler import ScheduledRequest
 from tessera.sampling_params import SamplingParams
 

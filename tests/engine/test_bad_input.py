@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from tessera import LLM, SamplingParams
+from tessera.discovery import select_platform
 from tessera.errors import ConfigError, PlatformError, TesseraError
 from tessera.models.spec import ModelLoadError
-from tessera.plugins import select_platform
 
 
 def test_missing_directory(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from tessera.pluggable_layers.reference.sample import check_sample_args, tempered_softmax
-from tessera.pluggable_layers.sampling import filter_probabilities
+from tessera.pluggable_layers.top_k_top_p import filter_probabilities
 
 
 def sample(logits, temperature, top_k, top_p, exponential_noise=None):

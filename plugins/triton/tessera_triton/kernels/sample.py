@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from tessera.pluggable_layers.reference.sample import check_sample_args, tempered_softmax
-from tessera.pluggable_layers.sampling import filter_probabilities
+from tessera.pluggable_layers.top_k_top_p import filter_probabilities
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, launch_options
 

@@ -1,7 +1,7 @@
 """What discovery learned about each plugin: reports, the loaded plugins, and guarded hook calls.
 
 Every call into a plugin's hooks goes through :func:`run_hook`, which guards it
-(:mod:`tessera.plugin_guard`) and adds its duration to the plugin's report; a
+(:mod:`tessera.discovery_guard`) and adds its duration to the plugin's report; a
 plugin slower than ``SLOW_PLUGIN_SECONDS`` is named with a warning.
 """
 
@@ -14,11 +14,11 @@ from typing import Any, Literal
 import pluggy
 from pydantic import BaseModel, Field
 
+from tessera.discovery_guard import SLOW_PLUGIN_SECONDS, Outcome, guarded, probe
 from tessera.platform import Capabilities, DeviceInfo, Platform
-from tessera.plugin_guard import SLOW_PLUGIN_SECONDS, Outcome, guarded, probe
 
 PluginStatus = Literal["ok", "broken", "incompatible", "missing"]
-log = logging.getLogger("tessera.plugins")
+log = logging.getLogger("tessera.discovery")
 
 
 class PlatformReport(BaseModel):

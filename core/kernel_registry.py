@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tessera import __version__
+from tessera.discovery import Discovery, get_discovery
+from tessera.discovery_guard import probe
 from tessera.platform import Capabilities, Platform
 from tessera.pluggable_layers.registry import KernelRegistry, PlatformFacts, register_references
-from tessera.plugin_guard import probe
-from tessera.plugins import Discovery, get_discovery
 
 _cached: dict[int, KernelRegistry] = {}
 

@@ -1,6 +1,6 @@
 """Plugin discovery, per-plugin reports and platform selection.
 
-Plugins are modules named by entry points in the ``tessera.plugins`` group. Each is
+Plugins are modules named by entry points in the ``tessera.discovery`` group. Each is
 imported and registered with a pluggy ``PluginManager`` one at a time, the way
 ``PluginManager.load_setuptools_entrypoints`` does it, but with every failure
 captured in that plugin's :class:`PluginReport` instead of propagating: an import
@@ -9,11 +9,11 @@ wrong type, a platform name another plugin already took. A broken plugin is show
 by ``tessera platform list`` and never stops the others; selecting its platform
 explicitly is an error that names it.
 
-Everything a plugin runs goes through :mod:`tessera.plugin_guard` (``SystemExit``
+Everything a plugin runs goes through :mod:`tessera.discovery_guard` (``SystemExit``
 included); each platform's static members are validated once, here, and its
 queries (availability, devices, capabilities) are probed and type-checked on use.
 Selection builds the kernel registry first, so a plugin whose registration failed
-(see :func:`tessera.kernels.build_registry`) is never selected.
+(see :func:`tessera.kernel_registry.build_registry`) is never selected.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import re
 import pluggy
 
 from tessera import hookspecs
-from tessera.errors import PlatformError
-from tessera.platform import Platform
-from tessera.plugin_guard import guard_members, guarded, probe, static_problem
-from tessera.plugin_report import (
+from tessera.discovery_guard import guard_members, guarded, probe, static_problem
+from tessera.discovery_report import (
     Discovery,
     LoadedPlugin,
     PlatformReport,
@@ -39,6 +37,8 @@ from tessera.plugin_report import (
     platform_report,
     run_hook,
 )
+from tessera.errors import PlatformError
+from tessera.platform import Platform
 
 __all__ = [
     "Discovery", "LoadedPlugin", "PlatformReport", "PluginReport", "call_plugin_hook", "discover", "ensure_registered",
@@ -255,7 +255,7 @@ def get_discovery(allow: list[str] | None = None, refresh: bool = False) -> Disc
 
 def ensure_registered(discovery: Discovery) -> None:
     """Run every plugin's registration once, so that a plugin failing there is broken before selection."""
-    from tessera.kernels import get_registry
+    from tessera.kernel_registry import get_registry
 
     get_registry(discovery)
 
