@@ -33,6 +33,53 @@ def restore(args: Sequence[Any], pristine: Sequence[Any]) -> None:
             arg.copy_(saved)
 
 
+def _label(config: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in config.items())
+
+
+def _time_call(call, timer, clock, iters: int, warmup: int) -> tuple[float, str]:
+    """(milliseconds, method): graph replay through ``timer`` where it can, else eager events."""
+    with trusted_indices():  # the inputs were checked once already; time the kernel, not the checks
+        ms = timer(call) if timer is not None else None
+        if ms is not None:
+            return ms, "graph replay"
+        return median_ms([call], clock, iters=iters, warmup=warmup), "eager events"
+
+
+def _tune_shape(
+    kernel: KernelImpl, shape: dict, dtype, device, budget: float, time_call
+) -> tuple[str, dict, dict]:
+    """Check and time every candidate config on one shape: (shape key, best config, its timing record)."""
+    args, kwargs = kernel.tune_inputs(shape, dtype, device)
+    key_tuple = kernel.shape_key.of_call(*args, **kwargs)
+    key = ShapeKey.to_str(key_tuple)
+    candidates = kernel.config_space.configs(dict(key_tuple))
+    expected = reference(kernel.op)(*to_reference_inputs(args), **to_reference_inputs(kwargs))
+    pristine = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    results: dict[str, float | str] = {}
+    methods: set[str] = set()
+    for config in candidates:
+        restore(args, pristine)  # ops that update state in place start each check from the same state
+        try:
+            err = output_error(kernel.fn(*args, config=config, **kwargs), expected)
+            if not err <= budget:
+                results[_label(config)] = f"rejected: error {err:.3g} over budget {budget:.3g}"
+                continue
+            results[_label(config)], method = time_call(
+                functools.partial(kernel.fn, *args, config=config, **kwargs)
+            )
+            methods.add(method)
+        except Exception as exc:  # noqa: BLE001 - a config that cannot run is skipped, with its reason
+            results[_label(config)] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    timed = {k: v for k, v in results.items() if isinstance(v, float)}
+    if not timed:
+        raise KernelError(f"no config of {kernel.name!r} ran correctly for {key}: {results}")
+    best = min(candidates, key=lambda c: timed.get(_label(c), float("inf")))
+    timing = {"best_ms": timed[_label(best)], "default_ms": timed.get(_label(kernel.config_space.default)),
+              "timed_with": sorted(methods), "ran": len(timed), "all": results}  # fmt: skip
+    return key, best, timing
+
+
 def tune_kernel(
     kernel: KernelImpl,
     shapes: Sequence[Mapping[str, Any]],
@@ -61,52 +108,17 @@ def tune_kernel(
         raise KernelError(f"no shapes to tune {kernel.name!r} on; pass --shapes")
     clock = EventClock(make_event, synchronize)
     budget = op_spec(kernel.op).budget(str(dtype).removeprefix("torch."))
-    ref_fn = reference(kernel.op)
     configs: dict[str, dict] = {}
     timings: dict[str, dict] = {}
     timed_with: set[str] = set()
     for shape in shapes:
-        args, kwargs = kernel.tune_inputs(dict(shape), dtype, device)
-        key_tuple = kernel.shape_key.of_call(*args, **kwargs)
-        key = ShapeKey.to_str(key_tuple)
-        candidates = kernel.config_space.configs(dict(key_tuple))
-        expected = ref_fn(*to_reference_inputs(args), **to_reference_inputs(kwargs))
-        pristine = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-        results: dict[str, float | str] = {}
-        shape_timed_with: set[str] = set()
-        for config in candidates:
-            label = ",".join(f"{k}={v}" for k, v in config.items())
-            restore(args, pristine)  # ops that update state in place start each check from the same state
-            try:
-                err = output_error(kernel.fn(*args, config=config, **kwargs), expected)
-                if not err <= budget:
-                    results[label] = f"rejected: error {err:.3g} over budget {budget:.3g}"
-                    continue
-                call = functools.partial(kernel.fn, *args, config=config, **kwargs)
-                with trusted_indices():  # the inputs were checked once above; time the kernel, not the checks
-                    ms = timer(call) if timer is not None else None
-                    if ms is None:
-                        ms = median_ms([call], clock, iters=iters, warmup=warmup)
-                        shape_timed_with.add("eager events")
-                    else:
-                        shape_timed_with.add("graph replay")
-                    results[label] = ms
-            except Exception as exc:  # noqa: BLE001 - a config that cannot run is skipped, with its reason
-                results[label] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        timed = {k: v for k, v in results.items() if isinstance(v, float)}
-        if not timed:
-            raise KernelError(f"no config of {kernel.name!r} ran correctly for {key}: {results}")
-        best_label = min(timed, key=timed.get)
-        best = next(c for c in candidates if ",".join(f"{k}={v}" for k, v in c.items()) == best_label)
-        configs[key] = best
-        timings[key] = {
-            "best_ms": timed[best_label],
-            "default_ms": timed.get(",".join(f"{k}={v}" for k, v in kernel.config_space.default.items())),
-            "timed_with": sorted(shape_timed_with),
-            "all": results,
-        }
-        timed_with |= shape_timed_with
-        log(f"{kernel.name} {key}: best {best_label} {timed[best_label]:.4f} ms over {len(timed)} configs")
+        key, best, timing = _tune_shape(kernel, dict(shape), dtype, device, budget,
+                                        lambda call: _time_call(call, timer, clock, iters, warmup))  # fmt: skip
+        configs[key], timings[key] = best, timing
+        timed_with |= set(timing["timed_with"])
+        log(
+            f"{kernel.name} {key}: best {_label(best)} {timing['best_ms']:.4f} ms over {timing['ran']} configs"
+        )
     return TunedConfigFile(
         kernel=kernel.name,
         device=device_name,

@@ -67,6 +67,16 @@ def generate(
     engine = llm.engine
     console.print(f"[dim]platform {engine.platform.name}, dtype {str(engine.dtype).removeprefix('torch.')}, "
                   f"model loaded in {load_s:.2f}s[/]", highlight=False)  # fmt: skip
+    tokens = _print_outputs(outputs)
+    console.print(
+        f"[dim]{tokens} tokens in {gen_s:.2f}s ({tokens / max(gen_s, 1e-9):.1f} tokens/s)[/]", highlight=False
+    )
+    if any(out.error is not None for out in outputs):
+        raise typer.Exit(2)  # the others were served and printed
+
+
+def _print_outputs(outputs) -> int:
+    """Each prompt with its completion and timings (errors on stderr); returns the tokens generated."""
     tokens = 0
     for out in outputs:
         completion = out.outputs[0]
@@ -81,11 +91,7 @@ def generate(
         tpot = out.metrics.time_per_output_token
         console.print(f"[dim]  {len(completion.token_ids)} tokens, finish: {completion.finish_reason}, "
                       f"TTFT {ttft * 1000:.1f} ms, TPOT {(tpot or 0) * 1000:.2f} ms[/]", highlight=False)  # fmt: skip
-    console.print(
-        f"[dim]{tokens} tokens in {gen_s:.2f}s ({tokens / max(gen_s, 1e-9):.1f} tokens/s)[/]", highlight=False
-    )
-    if any(out.error is not None for out in outputs):
-        raise typer.Exit(2)  # the others were served and printed
+    return tokens
 
 
 def _escape(text: str) -> str:

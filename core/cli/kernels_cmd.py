@@ -146,9 +146,16 @@ def explain(
         extra = {"platform_available": available.available, "dtype_source": dtype_source}
         print_json(selection_json(selection, config_info) | extra)
         return
+    _print_selection(selection, dtype_source, available, config_info)
+
+
+def _print_selection(selection: Selection, dtype_source: str, available, config_info: dict | None) -> None:
+    """``kernels explain`` as text: the choice, where the dtype came from, every candidate's verdict."""
+    q = selection.query
+    facts, dtype = q.platform, q.dtype
     where = f"{facts.name}" + (f" ({facts.device}, {facts.arch})" if facts.device else "")
     console.print(
-        f"[bold]{op}[/] on {where}, dtype {dtype}: [green]{selection.kernel.name}[/] from {selection.kernel.provider}"
+        f"[bold]{q.op}[/] on {where}, dtype {dtype}: [green]{selection.kernel.name}[/] from {selection.kernel.provider}"
     )
     if dtype_source != "given":
         console.print(f"[dim]dtype {dtype}: {dtype_source}; --dtype to choose another[/]", highlight=False)
@@ -161,13 +168,8 @@ def explain(
         table.add_column(column, overflow="fold")
     style = {"selected": "green", "refused": "red", "outranked": "yellow", "overridden-out": "yellow"}
     for c in selection.candidates:
-        table.add_row(
-            c.kernel.name,
-            c.kernel.provider,
-            str(c.kernel.priority),
-            f"[{style[c.verdict]}]{c.verdict}[/]",
-            c.reason,
-        )
+        verdict = f"[{style[c.verdict]}]{c.verdict}[/]"
+        table.add_row(c.kernel.name, c.kernel.provider, str(c.kernel.priority), verdict, c.reason)
     console.print(table)
     if config_info:
         console.print(f"tuned config: {config_info}")
