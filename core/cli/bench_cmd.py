@@ -13,6 +13,34 @@ from tessera.cli.common import console, user_errors
 app = typer.Typer(help="Benchmarks against the hardware floor and a peer, in one run.", no_args_is_help=True)
 
 
+def _kernel_table(rows: list[dict], device: str) -> Table:
+    """``bench kernels`` as a table: time, rates, floor share and the best peer of each case."""
+    table = Table(title=f"tessera bench kernels on {device}")
+    for column in (
+        "op",
+        "case",
+        "kernel",
+        "ms",
+        "GB/s",
+        "TFLOP/s",
+        "floor share",
+        "best peer",
+        "vs peer",
+        "check",
+    ):
+        table.add_column(column)
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["op"], r["case"], "[red]error[/]", "", "", "", "", "", "", r["error"][:40])
+            continue
+        peers = {k[5:-3]: v for k, v in r.items() if k.startswith("peer_") and k.endswith("_ms")}
+        best = min(peers, key=peers.get) if peers else None
+        table.add_row(r["op"], r["case"], r["kernel"], f"{r['ms']:.4f}", f"{r['GBps']:.0f}", f"{r['TFLOPs']:.1f}",
+                      f"{r['floor_share']:.2f}", f"{best} {peers[best]:.4f}" if best else "-",
+                      f"{peers[best] / r['ms']:.2f}x" if best else "-", f"{r.get('check_error', float('nan')):.1e}")  # fmt: skip
+    return table
+
+
 @app.command("kernels")
 def kernels(
     op: str | None = typer.Option(None, "--op", help="Only these ops (comma-separated)."),
@@ -51,30 +79,7 @@ def kernels(
                     {"op": case.op, "case": case.label, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 )
             console.print(rows[-1], highlight=False)
-    table = Table(title=f"tessera bench kernels on {facts.device}")
-    for column in (
-        "op",
-        "case",
-        "kernel",
-        "ms",
-        "GB/s",
-        "TFLOP/s",
-        "floor share",
-        "best peer",
-        "vs peer",
-        "check",
-    ):
-        table.add_column(column)
-    for r in rows:
-        if "error" in r:
-            table.add_row(r["op"], r["case"], "[red]error[/]", "", "", "", "", "", "", r["error"][:40])
-            continue
-        peers = {k[5:-3]: v for k, v in r.items() if k.startswith("peer_") and k.endswith("_ms")}
-        best = min(peers, key=peers.get) if peers else None
-        table.add_row(r["op"], r["case"], r["kernel"], f"{r['ms']:.4f}", f"{r['GBps']:.0f}", f"{r['TFLOPs']:.1f}",
-                      f"{r['floor_share']:.2f}", f"{best} {peers[best]:.4f}" if best else "-",
-                      f"{peers[best] / r['ms']:.2f}x" if best else "-", f"{r.get('check_error', float('nan')):.1e}")  # fmt: skip
-    console.print(table)
+    console.print(_kernel_table(rows, facts.device))
     if out:
         devices = target.devices()
         payload = {
