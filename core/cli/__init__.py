@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from tessera.cli import bench_cmd, conformance_cmd, generate_cmd, kernels_cmd, platform_cmd, tune_cmd
+from tessera.cli import (
+    bench_cmd,
+    conformance_cmd,
+    generate_cmd,
+    kernels_cmd,
+    platform_cmd,
+    serve_cmd,
+    tune_cmd,
+)
 
 app = typer.Typer(
     name="tessera",
@@ -45,6 +53,7 @@ app.add_typer(bench_cmd.app, name="bench")
 app.command("tune")(tune_cmd.tune)
 app.command("generate")(generate_cmd.generate)
 app.command("inspect")(generate_cmd.inspect)
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:
