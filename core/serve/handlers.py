@@ -145,8 +145,10 @@ class Job:
 
     async def collect(self, streams: list[RequestStream]) -> dict:
         choices: dict[int, Choice] = {}
+        prompts: dict[int, list[int]] = {}
         async for i, out in merged(streams):
             self._count(out)
+            prompts[i] = out.prompt_token_ids
             for c in out.outputs:
                 choices.setdefault(i * self.n + c.index, Choice()).add(c)
         body = []
@@ -158,6 +160,8 @@ class Job:
                 entry["message"] = {"role": "assistant", "content": ch.text}
             else:
                 entry["text"] = ch.text
+            if self.request.return_token_ids:
+                entry.update(token_ids=ch.token_ids, prompt_token_ids=prompts.get(k // self.n))
             body.append(entry)
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.state.model_name,
                 "choices": body, "usage": usage(self.prompt_tokens, self.completion_tokens)}  # fmt: skip
@@ -195,4 +199,6 @@ class Job:
             entry["delta"] = {"content": c.text} if c.text else {}
         else:
             entry["text"] = c.text
+        if self.request.return_token_ids:
+            entry["token_ids"] = c.token_ids
         return entry

@@ -70,6 +70,7 @@ class _Sampling(BaseModel):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     prompt_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    return_token_ids: bool = False  # vLLM's: each choice also carries its token ids (and prompt_token_ids)
 
 
 class CompletionRequest(_Sampling):

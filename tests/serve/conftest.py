@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from ..engine.conftest import deadline  # noqa: F401 - shared fixture
 from ..hf_checkpoints import write_tiny_checkpoint
 
 pytest.importorskip("fastapi")
