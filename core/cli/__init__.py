@@ -6,6 +6,7 @@ import typer
 
 from tessera.cli import (
     bench_cmd,
+    bench_serve_cmd,
     conformance_cmd,
     generate_cmd,
     kernels_cmd,
@@ -49,6 +50,7 @@ def _root(
 app.add_typer(platform_cmd.app, name="platform")
 app.add_typer(kernels_cmd.app, name="kernels")
 app.add_typer(conformance_cmd.app, name="conformance")
+bench_cmd.app.command("serve")(bench_serve_cmd.bench_serve)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("tune")(tune_cmd.tune)
 app.command("generate")(generate_cmd.generate)

@@ -150,7 +150,8 @@ def _routes(app: FastAPI) -> None:
     async def models(request: Request) -> dict:
         state = _state(request)
         card = {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "tessera",
-                "root": state.model_dir, "max_model_len": state.max_model_len}  # fmt: skip
+                "root": state.model_dir, "max_model_len": state.max_model_len,
+                "vocab_size": state.engine.engine.spec.vocab_size}  # fmt: skip
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/completions")

@@ -82,9 +82,9 @@ class Server:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 30
+        until = time.monotonic() + 30
         while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            assert self.thread.is_alive() and time.monotonic() < until, "the server did not start"
             time.sleep(0.02)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"

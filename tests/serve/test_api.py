@@ -86,9 +86,13 @@ def test_models_tokenize_detokenize_health(server):
     assert [m.id for m in models.data] == [MODEL_NAME]
     tokens = httpx.post(server.base_url + "/tokenize", json={"prompt": "w9 w10 user"}).json()
     assert tokens["tokens"] == [9, 10, 4] and tokens["count"] == 3 and tokens["max_model_len"] == 128
-    chat = httpx.post(server.base_url + "/tokenize", json={"messages": [{"role": "user", "content": "w9"}]}).json()
+    chat = httpx.post(
+        server.base_url + "/tokenize", json={"messages": [{"role": "user", "content": "w9"}]}
+    ).json()
     assert chat["tokens"] == [1, 4, 6, 9, 5, 6]
-    assert httpx.post(server.base_url + "/detokenize", json={"tokens": [9, 10, 4]}).json() == {"prompt": "w9 w10 user"}
+    assert httpx.post(server.base_url + "/detokenize", json={"tokens": [9, 10, 4]}).json() == {
+        "prompt": "w9 w10 user"
+    }
     assert httpx.get(server.base_url + "/health").status_code == 200
 
 
@@ -96,8 +100,9 @@ def test_metrics_count_tokens_and_latencies(server):
     from .conftest import metric
 
     before = metric(httpx.get(server.base_url + "/metrics").text, "generation_tokens_total")
-    server.client().completions.create(model=MODEL_NAME, prompt="w3 w4", max_tokens=5,
-                                       extra_body={"ignore_eos": True}, **GREEDY)
+    server.client().completions.create(
+        model=MODEL_NAME, prompt="w3 w4", max_tokens=5, extra_body={"ignore_eos": True}, **GREEDY
+    )
     page = httpx.get(server.base_url + "/metrics").text
     assert metric(page, "generation_tokens_total") == before + 5
     assert metric(page, "time_to_first_token_seconds_count") >= 1

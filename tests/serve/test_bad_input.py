@@ -26,33 +26,100 @@ def error_of(response: httpx.Response) -> dict:
 
 
 BAD = [
-    ("malformed JSON", "/v1/completions", {"content": b'{"model": "tiny-chat", "prompt": '}, 400, "not valid JSON"),
-    ("unknown field", "/v1/completions", {"json": {**COMPLETION, "max_token": 5}}, 400, "unknown field 'max_token'"),
+    (
+        "malformed JSON",
+        "/v1/completions",
+        {"content": b'{"model": "tiny-chat", "prompt": '},
+        400,
+        "not valid JSON",
+    ),
+    (
+        "unknown field",
+        "/v1/completions",
+        {"json": {**COMPLETION, "max_token": 5}},
+        400,
+        "unknown field 'max_token'",
+    ),
     ("negative max_tokens", "/v1/completions", {"json": {**COMPLETION, "max_tokens": -1}}, 400, "max_tokens"),
-    ("prompt over the context", "/v1/completions", {"json": {**COMPLETION, "prompt": LONG_PROMPT}}, 400,
-     "the prompt has 200 tokens, max_model_len is 128"),
-    ("n=0", "/v1/completions", {"json": {**COMPLETION, "n": 0}}, 400, "n: Input should be greater than or equal to 1"),
-    ("top_p=2", "/v1/chat/completions", {"json": {**CHAT, "top_p": 2}}, 400, "top_p: Input should be less than or equal to 1"),
-    ("logprobs=100", "/v1/completions", {"json": {**COMPLETION, "logprobs": 100}}, 400,
-     "logprobs: Input should be less than or equal to 20"),
-    ("top_logprobs=100", "/v1/chat/completions", {"json": {**CHAT, "logprobs": True, "top_logprobs": 100}}, 400,
-     "top_logprobs: Input should be less than or equal to 20"),
+    (
+        "prompt over the context",
+        "/v1/completions",
+        {"json": {**COMPLETION, "prompt": LONG_PROMPT}},
+        400,
+        "the prompt has 200 tokens, max_model_len is 128",
+    ),
+    (
+        "n=0",
+        "/v1/completions",
+        {"json": {**COMPLETION, "n": 0}},
+        400,
+        "n: Input should be greater than or equal to 1",
+    ),
+    (
+        "top_p=2",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "top_p": 2}},
+        400,
+        "top_p: Input should be less than or equal to 1",
+    ),
+    (
+        "logprobs=100",
+        "/v1/completions",
+        {"json": {**COMPLETION, "logprobs": 100}},
+        400,
+        "logprobs: Input should be less than or equal to 20",
+    ),
+    (
+        "top_logprobs=100",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "logprobs": True, "top_logprobs": 100}},
+        400,
+        "top_logprobs: Input should be less than or equal to 20",
+    ),
     ("empty messages", "/v1/chat/completions", {"json": {**CHAT, "messages": []}}, 400, "messages is empty"),
-    ("message without a role", "/v1/chat/completions", {"json": {**CHAT, "messages": [{"content": "w1"}]}}, 400,
-     "message 0 has no role"),
+    (
+        "message without a role",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "messages": [{"content": "w1"}]}},
+        400,
+        "message 0 has no role",
+    ),
     ("empty prompt", "/v1/completions", {"json": {**COMPLETION, "prompt": []}}, 400, "prompt is empty"),
-    ("token id out of the vocabulary", "/v1/completions", {"json": {**COMPLETION, "prompt": [5, 9999]}}, 400,
-     "prompt token ids must lie in [0, 211)"),
-    ("tools", "/v1/chat/completions", {"json": {**CHAT, "tools": [{"type": "function"}]}}, 400,
-     "not supported by this server version"),
+    (
+        "token id out of the vocabulary",
+        "/v1/completions",
+        {"json": {**COMPLETION, "prompt": [5, 9999]}},
+        400,
+        "prompt token ids must lie in [0, 211)",
+    ),
+    (
+        "tools",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "tools": [{"type": "function"}]}},
+        400,
+        "not supported by this server version",
+    ),
     ("a body that is not an object", "/v1/completions", {"json": [1, 2]}, 400, "must be a JSON object"),
-    ("unknown model", "/v1/completions", {"json": {**COMPLETION, "model": "gpt-9"}}, 404,
-     "the model 'gpt-9' does not exist"),
-    ("unknown model in chat", "/v1/chat/completions", {"json": {**CHAT, "model": "gpt-9"}}, 404, "does not exist"),
+    (
+        "unknown model",
+        "/v1/completions",
+        {"json": {**COMPLETION, "model": "gpt-9"}},
+        404,
+        "the model 'gpt-9' does not exist",
+    ),
+    (
+        "unknown model in chat",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "model": "gpt-9"}},
+        404,
+        "does not exist",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "kwargs", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
 def test_bad_request(server, path, kwargs, status, message):
     response = post(server, path, **kwargs)
     assert response.status_code == status, response.text
