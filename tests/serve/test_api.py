@@ -21,8 +21,11 @@ def expected(reference, prompt, max_tokens: int) -> list[int]:
 
 def test_completion_equals_generate(server, reference):
     client = server.client()
-    out = client.completions.create(model=MODEL_NAME, prompt="w10 w11 w12", max_tokens=12, **GREEDY)
+    out = client.completions.create(model=MODEL_NAME, prompt="w10 w11 w12", max_tokens=12,
+                                    extra_body={"return_token_ids": True}, **GREEDY)  # fmt: skip
     choice = out.choices[0]
+    offline = reference.generate(["w10 w11 w12"], {"temperature": 0.0, "max_tokens": 12}, use_tqdm=False)[0]
+    assert choice.token_ids == offline.outputs[0].token_ids and choice.text == offline.outputs[0].text
     assert words_to_ids(reference, choice.text) == expected(reference, "w10 w11 w12", 12)
     assert choice.finish_reason in ("stop", "length")
     assert out.usage.prompt_tokens == 3 and out.usage.completion_tokens >= len(choice.text.split())
@@ -50,8 +53,11 @@ def test_several_prompts_give_one_choice_each(server, reference):
 
 def test_chat_equals_llm_chat(server, reference):
     messages = [{"role": "system", "content": "w50 w51"}, {"role": "user", "content": "w60 w61 w62"}]
-    out = server.client().chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=9, **GREEDY)
+    out = server.client().chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=9,
+                                                  extra_body={"return_token_ids": True}, **GREEDY)  # fmt: skip
     offline = reference.chat(messages, {"temperature": 0.0, "max_tokens": 9}, use_tqdm=False)[0]
+    assert out.choices[0].token_ids == offline.outputs[0].token_ids
+    assert out.choices[0].prompt_token_ids == offline.prompt_token_ids
     # the template: <s> system : w50 w51 user : w60 w61 w62 assistant :
     assert offline.prompt_token_ids == [1, 3, 6, 50, 51, 4, 6, 60, 61, 62, 5, 6]
     assert out.usage.prompt_tokens == len(offline.prompt_token_ids)
