@@ -132,6 +132,11 @@ def _render_chat(state: ServerState, messages, add_generation_prompt: bool) -> d
 
 
 def _routes(app: FastAPI) -> None:
+    _info_routes(app)
+    _generation_routes(app)
+
+
+def _info_routes(app: FastAPI) -> None:
     @app.get("/health")
     async def health(request: Request) -> Response:
         dead = _state(request).engine.dead
@@ -153,27 +158,6 @@ def _routes(app: FastAPI) -> None:
                 "root": state.model_dir, "max_model_len": state.max_model_len,
                 "vocab_size": state.engine.engine.spec.vocab_size}  # fmt: skip
         return {"object": "list", "data": [card]}
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        state = _state(request)
-        body = await _body(request, CompletionRequest)
-        _check_model(state, body.model)
-        check_unimplemented(body)
-        params = to_sampling_params(body, COMPLETIONS_DEFAULT_MAX_TOKENS)
-        job = Job(state, body, getattr(params, "n", 1), chat=False)
-        return await _answer(state, job, _completion_prompts(body.prompt), params)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        state = _state(request)
-        body = await _body(request, ChatRequest)
-        _check_model(state, body.model)
-        check_unimplemented(body)
-        params = to_sampling_params(body, _chat_max_tokens(state))
-        prompt = _render_chat(state, body.messages, body.add_generation_prompt)
-        job = Job(state, body, getattr(params, "n", 1), chat=True)
-        return await _answer(state, job, [prompt], params)
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> dict:
@@ -198,3 +182,26 @@ def _routes(app: FastAPI) -> None:
         if state.tokenizer is None:
             raise ServeError(400, "this checkpoint has no tokenizer")
         return {"prompt": state.tokenizer.decode(body.tokens)}
+
+
+def _generation_routes(app: FastAPI) -> None:
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        state = _state(request)
+        body = await _body(request, CompletionRequest)
+        _check_model(state, body.model)
+        check_unimplemented(body)
+        params = to_sampling_params(body, COMPLETIONS_DEFAULT_MAX_TOKENS)
+        job = Job(state, body, getattr(params, "n", 1), chat=False)
+        return await _answer(state, job, _completion_prompts(body.prompt), params)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        state = _state(request)
+        body = await _body(request, ChatRequest)
+        _check_model(state, body.model)
+        check_unimplemented(body)
+        params = to_sampling_params(body, _chat_max_tokens(state))
+        prompt = _render_chat(state, body.messages, body.add_generation_prompt)
+        job = Job(state, body, getattr(params, "n", 1), chat=True)
+        return await _answer(state, job, [prompt], params)

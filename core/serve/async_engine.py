@@ -68,14 +68,15 @@ class RequestStream:
 
 
 class AsyncLLM:
-    """``AsyncLLM(engine)``: start the engine thread; ``await shutdown()`` (or ``close()``) stops it."""
+    """``AsyncLLM(engine)`` (inside the event loop it serves): start the engine thread; ``await shutdown()``
+    (or ``close()``) stops it."""
 
     def __init__(self, engine: LLMEngine, loop: asyncio.AbstractEventLoop | None = None,
                  on_finished: Callable[[RequestOutput], None] | None = None) -> None:  # fmt: skip
         """``on_finished`` sees every finished request's whole output, on the engine thread (metrics)."""
         self.engine = engine
         self.on_finished = on_finished
-        self.loop = loop or asyncio.get_event_loop()
+        self.loop = loop or asyncio.get_running_loop()
         self.stats: dict[str, Any] = {}
         self.dead: str | None = None
         self._commands: queue.SimpleQueue = queue.SimpleQueue()

@@ -6,6 +6,7 @@ can look at the engine behind it; ``test_cli_serve`` starts ``tessera serve`` as
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import threading
@@ -16,8 +17,8 @@ import pytest
 from ..engine.conftest import deadline  # noqa: F401 - shared fixture
 from ..hf_checkpoints import write_tiny_checkpoint
 
-pytest.importorskip("fastapi")
-pytest.importorskip("openai")
+if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai", "jinja2", "httpx")):
+    collect_ignore_glob = ["test_*.py"]  # the serve extra is not installed: pip install -e ".[serve]"
 
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
 ROLES = {"system": 3, "user": 4, "assistant": 5, ":": 6}
