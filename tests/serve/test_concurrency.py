@@ -35,8 +35,8 @@ def test_64_concurrent_streams_equal_solo_runs(server, reference, deadline):
         return text, ids, reason
 
     async def run():
-        client = server.async_client(timeout=60)
-        return await asyncio.gather(*(one(client, p, n) for p, n in zip(prompts, lengths, strict=True)))
+        async with server.async_client(timeout=60) as client:
+            return await asyncio.gather(*(one(client, p, n) for p, n in zip(prompts, lengths, strict=True)))
 
     with deadline(60):
         results = asyncio.run(run())
