@@ -79,6 +79,30 @@ class LLM:
             raise
         return [results[i] for i in ids]
 
+    def chat(
+        self,
+        messages: Sequence[dict] | Sequence[Sequence[dict]],
+        sampling_params: SamplingParams | dict | Sequence[SamplingParams | dict] | None = None,
+        use_tqdm: bool = True,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate a reply to one conversation (a list of ``{"role", "content"}`` messages) or to each of a
+        list of conversations, rendered with the checkpoint's chat template (or the Jinja file
+        ``chat_template``). A checkpoint without a template raises ConfigError saying what to do."""
+        from tessera.chat import chat_prompt, load_chat_template, require_template
+
+        template = require_template(
+            load_chat_template(self.engine.spec.path, chat_template), self.engine.spec.path
+        )
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        if not conversations:
+            raise ConfigError("chat() got no conversation; pass a list of messages")
+        prompts = [
+            chat_prompt(template, self.engine.tokenizer, c, add_generation_prompt) for c in conversations
+        ]
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
     def _add_all(self, prompts: list, params_list: list) -> tuple[list[str], dict[str, RequestOutput]]:
         """Queue every valid request; a refused one gets its error output at once."""
         ids: list[str] = []

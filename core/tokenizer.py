@@ -13,7 +13,7 @@ from tessera.errors import ConfigError
 class Tokenizer(Protocol):
     eos_token_id: int | None
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
 
@@ -26,9 +26,10 @@ class ByteTokenizer:
     def __init__(self, bos_token_id: int | None = 1, eos_token_id: int | None = 2) -> None:
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         ids = [b + self.OFFSET for b in text.encode("utf-8")]
-        return ([self.bos_token_id] if self.bos_token_id is not None else []) + ids
+        bos = [self.bos_token_id] if self.bos_token_id is not None and add_special_tokens else []
+        return bos + ids
 
     def decode(self, ids: list[int]) -> str:
         data = bytes(i - self.OFFSET for i in ids if self.OFFSET <= i < self.OFFSET + 256)
@@ -44,8 +45,8 @@ class HFTokenizer:
         self._tok = _Tok.from_file(str(path))
         self.eos_token_id = eos_token_id
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text).ids
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)

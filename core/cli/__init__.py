@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from tessera.cli import bench_cmd, conformance_cmd, generate_cmd, kernels_cmd, platform_cmd, tune_cmd
+from tessera.cli import (
+    bench_cmd,
+    bench_serve_cmd,
+    conformance_cmd,
+    generate_cmd,
+    kernels_cmd,
+    platform_cmd,
+    serve_cmd,
+    tune_cmd,
+)
 
 app = typer.Typer(
     name="tessera",
@@ -41,10 +50,12 @@ def _root(
 app.add_typer(platform_cmd.app, name="platform")
 app.add_typer(kernels_cmd.app, name="kernels")
 app.add_typer(conformance_cmd.app, name="conformance")
+bench_cmd.app.command("serve")(bench_serve_cmd.bench_serve)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("tune")(tune_cmd.tune)
 app.command("generate")(generate_cmd.generate)
 app.command("inspect")(generate_cmd.inspect)
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

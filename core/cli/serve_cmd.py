@@ -1,0 +1,66 @@
+"""``tessera serve MODEL_DIR``: the OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from tessera.cli.common import console, user_errors
+
+
+def serve(
+    model: str = typer.Argument(..., help="Model folder (config.json + safetensors + tokenizer)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    platform: str | None = typer.Option(None, "--platform"),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="TESSERA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 routes."
+    ),  # fmt: skip
+    max_waiting: int | None = typer.Option(
+        None, "--max-waiting", min=0, help="Answer 503 while more requests than this wait."
+    ),  # fmt: skip
+    served_model_name: str | None = typer.Option(
+        None, "--served-model-name", help="The model name clients send (default: the folder's name)."
+    ),  # fmt: skip
+    chat_template: Path | None = typer.Option(None, "--chat-template", help="A Jinja chat template file."),
+    dtype: str = typer.Option("auto", "--dtype"),
+    max_model_len: int | None = typer.Option(None, "--max-model-len"),
+    max_num_seqs: int = typer.Option(64, "--max-num-seqs"),
+    max_num_batched_tokens: int = typer.Option(4096, "--max-num-batched-tokens"),
+    kv_cache_bytes: int | None = typer.Option(None, "--kv-cache-bytes"),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization"),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="Never capture graphs."),
+    quantization: str | None = typer.Option(None, "--quantization"),
+    load_format: str = typer.Option("safetensors", "--load-format"),
+    drain_timeout: float = typer.Option(
+        5.0, "--drain-timeout", help="On shutdown, seconds to let running requests finish."
+    ),  # fmt: skip
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve MODEL over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /metrics, ..."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    with user_errors():
+        import uvicorn
+
+        from tessera.chat import load_chat_template
+        from tessera.engine.llm_engine import LLMEngine
+        from tessera.llm import make_config
+        from tessera.serve.app import build_app
+
+        extra = {"max_model_len": max_model_len} if max_model_len else {}
+        config = make_config(model=model, dtype=dtype, platform=platform, max_num_seqs=max_num_seqs,
+                             max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
+                             gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                             quantization=quantization, load_format=load_format, **extra)  # fmt: skip
+        template = load_chat_template(model, chat_template)
+        engine = LLMEngine(config)
+        name = served_model_name or Path(model).resolve().name
+        app = build_app(engine, name, template, api_key, max_waiting, drain_timeout)
+    console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {engine.platform.name}, "
+                  f"max_model_len {engine.max_model_len}, chat template: {'yes' if template else 'none'})",
+                  highlight=False)  # fmt: skip
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=drain_timeout + 5
+    )

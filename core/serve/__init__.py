@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server: an engine thread (AsyncLLM), FastAPI routes, metrics."""
