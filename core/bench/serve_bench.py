@@ -43,8 +43,10 @@ def workload(num_prompts: int, input_range: tuple[int, int], output_range: tuple
 async def _one(
     client, base_url: str, model: str, prompt: list[int], max_tokens: int, headers: dict
 ) -> Result:
+    # token ids per chunk: a token counts when it arrives, even where its text is empty (a partial
+    # UTF-8 sequence, or a random-weights model's bytes that decode to nothing)
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-            "ignore_eos": True, "stream_options": {"include_usage": True}}  # fmt: skip
+            "ignore_eos": True, "stream_options": {"include_usage": True}, "return_token_ids": True}  # fmt: skip
     result = Result(prompt_len=len(prompt))
     start = last = time.perf_counter()
     try:
@@ -64,7 +66,9 @@ async def _one(
                 now = time.perf_counter()
                 if chunk.get("usage"):
                     result.output_tokens = chunk["usage"]["completion_tokens"]
-                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                if chunk.get("choices") and (
+                    chunk["choices"][0].get("token_ids") or chunk["choices"][0].get("text")
+                ):
                     if result.ttft is None:
                         result.ttft = now - start
                     else:
