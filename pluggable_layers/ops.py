@@ -49,12 +49,13 @@ class OpSpec:
     def budget(self, dtype: str) -> float:
         return TOLERANCES[self.tolerance][dtype]
 
-
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f[0] for f in self.features)
 
 
-def _spec(name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=()) -> OpSpec:
+def _spec(
+    name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=()
+) -> OpSpec:
     return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance,
                   features=tuple(features))  # fmt: skip
 

@@ -13,7 +13,13 @@ import torch
 from tessera.pluggable_layers.checks import FLOATS, check_dtype, check_shape, checking_values, fail
 from tessera.pluggable_layers.ops import MAX_LOGPROBS
 
-PENALTY_INPUTS = ("prompt_mask", "output_counts", "presence_penalty", "frequency_penalty", "repetition_penalty")
+PENALTY_INPUTS = (
+    "prompt_mask",
+    "output_counts",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
 
 
 def check_feature_args(op, logits, min_p, logit_bias, penalties: dict, num_logprobs) -> None:
@@ -70,7 +76,9 @@ def drop_below_min_p(probs: torch.Tensor, min_p) -> torch.Tensor:
 
 def logprobs_of(logits: torch.Tensor, tokens: torch.Tensor, num_logprobs: int):
     """(logprobs[B,1+N], ids[B,1+N], sampled_rank[B]) of ``log_softmax(logits)``: column 0 is the sampled token."""
-    lp = torch.log_softmax(logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), dim=-1)
+    lp = torch.log_softmax(
+        logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), dim=-1
+    )
     sampled = lp.gather(1, tokens[:, None])
     rank = (lp > sampled).sum(-1) + 1
     top = torch.topk(lp, num_logprobs, dim=-1) if num_logprobs else None

@@ -165,7 +165,9 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, *, min_p=N
     raw = logits
     if logits.shape[0] and (output_counts is not None or logit_bias is not None):
         logits = penalize(logits, logit_bias, penalties)
-    tokens = _race(logits, temperature, top_k, top_p, min_p, exponential_noise, config or CONFIG_SPACE.default)
+    tokens = _race(
+        logits, temperature, top_k, top_p, min_p, exponential_noise, config or CONFIG_SPACE.default
+    )
     if num_logprobs is None:
         return tokens
     return (tokens, *logprobs_of(raw, tokens, int(num_logprobs)))
