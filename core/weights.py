@@ -10,7 +10,6 @@ import torch
 
 from tessera.models.spec import ModelLoadError
 
-
 INDEX = "model.safetensors.index.json"
 
 
@@ -23,10 +22,14 @@ def indexed_files(model_dir: Path) -> list[Path] | None:
         weight_map = json.loads(index.read_text())["weight_map"]
         names = sorted(set(weight_map.values()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelLoadError(f"cannot read {index}: {exc!r}; it must hold a weight_map of tensor -> file") from None
+        raise ModelLoadError(
+            f"cannot read {index}: {exc!r}; it must hold a weight_map of tensor -> file"
+        ) from None
     missing = [n for n in names if not (model_dir / n).is_file()]
     if missing:
-        raise ModelLoadError(f"{index} names files that are missing: {', '.join(missing[:4])}; re-download them")
+        raise ModelLoadError(
+            f"{index} names files that are missing: {', '.join(missing[:4])}; re-download them"
+        )
     return [model_dir / n for n in names]
 
 

@@ -7,6 +7,8 @@ when all of them are.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from tessera.engine.request import Request
 from tessera.engine.stopping import find_stop_string
 from tessera.outputs import CompletionOutput, Logprob, RequestOutput
@@ -17,14 +19,19 @@ def child_id(parent_id: str, index: int, n: int) -> str:
     return parent_id if n == 1 else f"{parent_id}#{index}"
 
 
+@lru_cache(maxsize=1 << 17)
+def decoded_token(tokenizer, token: int) -> str | None:
+    """One token's text (special tokens included), decoded once per tokenizer and id."""
+    return tokenizer.decode([token], skip_special_tokens=False) if tokenizer is not None else None
+
+
 def logprob_entry(ids: list[int], values: list[float], rank: int, tokenizer) -> dict[int, Logprob]:
     """token id -> Logprob for one position: the chosen (or true) token first, then the top ones by rank."""
     entry = {}
     for j, (token, value) in enumerate(zip(ids, values, strict=True)):
         if token in entry:
             continue
-        text = tokenizer.decode([token], skip_special_tokens=False) if tokenizer is not None else None
-        entry[token] = Logprob(value, rank if j == 0 else j, text)
+        entry[token] = Logprob(value, rank if j == 0 else j, decoded_token(tokenizer, token))
     return entry
 
 
