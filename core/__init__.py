@@ -18,6 +18,7 @@ _LAZY = {
     "SamplingParams": "tessera.sampling_params",
     "RequestOutput": "tessera.outputs",
     "CompletionOutput": "tessera.outputs",
+    "Logprob": "tessera.outputs",
     "EngineConfig": "tessera.config",
     "TesseraError": "tessera.errors",
     "Platform": "tessera.platform",

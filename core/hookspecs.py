@@ -39,7 +39,12 @@ ENTRY_POINT_GROUP = "tessera.plugins"
 #: The plugin API this core implements, as "MAJOR.MINOR". A plugin written
 #: against "M.m" loads when M equals MAJOR and m is at most MINOR: minor versions
 #: only add hooks or optional members, major versions may break plugins.
-PLUGIN_API_VERSION = "1.0"
+#:
+#: 1.1 added the ``sample`` op's optional inputs (penalties, logit bias, min_p,
+#: logprobs; see :data:`tessera.pluggable_layers.ops.SAMPLE_FEATURES`) and the
+#: ``features=`` registration argument that declares them. A 1.0 kernel keeps
+#: being selected for batches that use none of them.
+PLUGIN_API_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -77,7 +82,9 @@ def tessera_register_kernels(registry: KernelRegistry) -> None:
 
     :param registry: the :class:`tessera.pluggable_layers.registry.KernelRegistry`
         to add to, through ``registry.register(op, impl, name=..., platforms=...,
-        priority=..., supports=..., dtypes=..., graph_safe=..., provider=...)``
+        priority=..., supports=..., dtypes=..., graph_safe=..., provider=...,
+        features=...)`` (``features``: since 1.1, the op's optional features the
+        kernel implements)
         and ``registry.add_tuned_config_dir(platform, path)``.
     :return: nothing; the registry is changed in place.
     """

@@ -5,12 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class Logprob:
+    """One token's log-probability under the model, its rank (1 = most likely) and its text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
 @dataclass
 class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
     finish_reason: str | None = None  # "stop", "length", "abort" or "error"
+    #: the stop string or stop token id that ended it (None for EOS, length, abort)
+    stop_reason: str | int | None = None
+    cumulative_logprob: float | None = None  # sum of the sampled tokens' logprobs (None without logprobs)
+    #: per output token: token id -> Logprob, the sampled token and the top ``logprobs`` (None without logprobs)
+    logprobs: list[dict[int, Logprob]] | None = None
 
 
 @dataclass
@@ -43,3 +57,6 @@ class RequestOutput:
     error: str | None = (
         None  # why the request failed (finish_reason "error"): rejected input or a failed step
     )
+    #: per prompt token (None for the first): token id -> Logprob (None without prompt_logprobs)
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache

@@ -15,7 +15,7 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
-    def decode(self, ids: list[int]) -> str: ...
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
 
 class ByteTokenizer:
@@ -31,7 +31,8 @@ class ByteTokenizer:
         bos = [self.bos_token_id] if self.bos_token_id is not None and add_special_tokens else []
         return bos + ids
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """The bytes' text; the special ids (below the offset) are dropped: they have no text."""
         data = bytes(i - self.OFFSET for i in ids if self.OFFSET <= i < self.OFFSET + 256)
         return data.decode("utf-8", errors="replace")
 
@@ -48,8 +49,18 @@ class HFTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids: list[int]) -> str:
-        return self._tok.decode(ids, skip_special_tokens=True)
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """As transformers decodes: special tokens (added tokens marked special) dropped unless asked for."""
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def decode_stream(self, skip_special_tokens: bool):
+        """A ``tokenizers.decoders.DecodeStream`` stepping over this tokenizer, or None where it is missing."""
+        try:
+            from tokenizers.decoders import DecodeStream
+        except ImportError:
+            return None
+        stream = DecodeStream(skip_special_tokens=skip_special_tokens)
+        return lambda token: stream.step(self._tok, token)
 
 
 def read_tokenizer_config(path: Path) -> dict:
@@ -100,22 +111,47 @@ def require_tokenizer(tokenizer: Tokenizer | None, model_dir: Path) -> Tokenizer
 
 
 class IncrementalDetokenizer:
-    """Text of a growing token list, emitted in deltas that never split a multi-byte character."""
+    """Text of a growing token list, in deltas that never split a multi-byte character.
 
-    def __init__(self, tokenizer: Tokenizer | None) -> None:
+    Each new token is decoded once: through ``tokenizers.decoders.DecodeStream`` for a
+    tokenizer.json, else by the offset method (decode a few tokens before the new ones
+    and keep what they add; a trailing U+FFFD means an unfinished character, which
+    waits for the next token). :meth:`finish` decodes the whole output once, so the final
+    text equals ``tokenizer.decode(ids)`` exactly (special tokens skipped as transformers does).
+    """
+
+    CONTEXT = 6  # tokens decoded before the new ones by the offset method
+
+    def __init__(self, tokenizer: Tokenizer | None, skip_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
+        self.skip = skip_special_tokens
         self.text = ""
+        self.num_read = 0  # tokens whose text is in self.text (or pending in the stream)
+        self._prefix = 0  # offset method: first token of the context window
+        self._read_end = 0  # offset method: tokens whose text has been emitted
+        make = getattr(tokenizer, "decode_stream", None)
+        self._step = make(skip_special_tokens) if make is not None else None
 
     def update(self, ids: list[int]) -> str:
+        """Add the tokens of ``ids`` not seen yet; returns the text they completed."""
         if self.tokenizer is None:
             return ""
-        full = self.tokenizer.decode(ids)
-        stable = full[:-1] if full.endswith("\ufffd") else full
-        delta = stable[len(self.text) :] if stable.startswith(self.text) else stable
-        self.text = stable
+        new = ids[self.num_read :]
+        self.num_read = len(ids)
+        delta = "".join(c for c in map(self._step, new) if c) if self._step else self._offset_delta(ids)
+        self.text += delta
         return delta
+
+    def _offset_delta(self, ids: list[int]) -> str:
+        before = self.tokenizer.decode(ids[self._prefix : self._read_end], self.skip)
+        after = self.tokenizer.decode(ids[self._prefix :], self.skip)
+        if after.endswith("\ufffd") or not after.startswith(before):
+            return ""  # an unfinished character: wait for more tokens
+        self._read_end = len(ids)
+        self._prefix = max(0, len(ids) - self.CONTEXT)
+        return after[len(before) :]
 
     def finish(self, ids: list[int]) -> str:
         if self.tokenizer is not None:
-            self.text = self.tokenizer.decode(ids)
+            self.text = self.tokenizer.decode(ids, self.skip)
         return self.text

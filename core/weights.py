@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,35 @@ import torch
 
 from tessera.models.spec import ModelLoadError
 
+INDEX = "model.safetensors.index.json"
+
+
+def indexed_files(model_dir: Path) -> list[Path] | None:
+    """The files ``model.safetensors.index.json`` names (None without an index); a missing one is an error."""
+    index = model_dir / INDEX
+    if not index.is_file():
+        return None
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {index}: {exc!r}; it must hold a weight_map of tensor -> file"
+        ) from None
+    missing = [n for n in names if not (model_dir / n).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{index} names files that are missing: {', '.join(missing[:4])}; re-download them"
+        )
+    return [model_dir / n for n in names]
+
 
 def safetensors_files(model_dir: Path) -> list[Path]:
+    """The files to load: those the index names when there is one (a Mistral folder's extra
+    consolidated.safetensors is then skipped), else every ``*.safetensors``."""
+    indexed = indexed_files(model_dir)
+    if indexed is not None:
+        return indexed
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         found = ", ".join(sorted(p.name for p in model_dir.iterdir())[:8]) or "nothing"

@@ -41,13 +41,41 @@ class OpSpec:
     summary: str
     dtypes: tuple[str, ...]
     tolerance: str
+    #: optional features added by a minor version of the contract: feature -> (plugin API version, what it adds).
+    #: A kernel declares the ones it implements (``register(..., features=...)``); a query whose facts ask for a
+    #: feature (a truthy ``facts[feature]``) refuses every kernel that did not declare it.
+    features: tuple[tuple[str, str, str], ...] = ()
 
     def budget(self, dtype: str) -> float:
         return TOLERANCES[self.tolerance][dtype]
 
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f[0] for f in self.features)
 
-def _spec(name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES) -> OpSpec:
-    return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance)
+
+def _spec(
+    name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=()
+) -> OpSpec:
+    return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance,
+                  features=tuple(features))  # fmt: skip
+
+
+#: The sample op's optional inputs (plugin API 1.1). Penalties and the bias act on the logits before the
+#: temperature; min_p then drops tokens below min_p * the row's top probability, before top-k and top-p.
+#: Logprobs are of the logits as passed in (the model's raw distribution: log_softmax before bias,
+#: penalties and temperature, as vLLM reports them). A 1.0 kernel that declares none of these is
+#: still selected for batches that use none of them; the engine asks a second selection, with the
+#: facts ``penalties``/``logit_bias``/``min_p``/``logprobs`` set, for batches that do.
+SAMPLE_FEATURES = (
+    ("penalties", "1.1", "prompt_mask[B,V] bool, output_counts[B,V] i32, presence_penalty[B], frequency_penalty[B],"
+     " repetition_penalty[B]: logits -= frequency * count + presence * (count > 0); where the token is in the"
+     " prompt or the output, logits > 0 are divided by repetition, logits < 0 multiplied"),
+    ("logit_bias", "1.1", "logit_bias[B,V] f32 added to the logits (after the penalties)"),
+    ("min_p", "1.1", "min_p[B] f32: after the temperature, tokens with p < min_p * max p are dropped"),
+    ("logprobs", "1.1", "num_logprobs N (int): also return logprobs[B,1+N] f32, logprob_token_ids[B,1+N] i64"
+     " (column 0 the sampled token, then the N most likely) and sampled_rank[B] i64 (1 + tokens more likely)"),
+)  # fmt: skip
+MAX_LOGPROBS = 20  # the most top logprobs a kernel must return (vLLM's default max_logprobs)
 
 
 OPS: dict[str, OpSpec] = {
@@ -155,11 +183,16 @@ OPS: dict[str, OpSpec] = {
         ),
         _spec(
             "sample",
-            "sample(logits[B,V], temperature[B], top_k[B] i32|None, top_p[B]|None, exponential_noise[B,V]|None)"
-            " -> token_ids[B] i64 (None: that filter is off for every row)",
-            "greedy where temperature is 0, else argmax(filtered softmax(logits/t) / noise) (exponential race)",
-            "exact",
+            "sample(logits[B,V], temperature[B], top_k[B] i32|None, top_p[B]|None, exponential_noise[B,V]|None,"
+            " *, min_p=None, logit_bias=None, prompt_mask=None, output_counts=None, presence_penalty=None,"
+            " frequency_penalty=None, repetition_penalty=None, num_logprobs=None)"
+            " -> token_ids[B] i64, or with num_logprobs (token_ids, logprobs[B,1+N], logprob_token_ids[B,1+N],"
+            " sampled_rank[B]) (None: that filter or feature is off for every row)",
+            "penalties and bias on the logits, then greedy where temperature is 0, else argmax(filtered"
+            " softmax(logits/t) / noise) (exponential race); token ids exact, logprobs within the reduction budget",
+            "reduction",
             dtypes=("float32", "float16", "bfloat16"),
+            features=SAMPLE_FEATURES,
         ),
     )
 }

@@ -83,6 +83,7 @@ class KernelImpl:
     tune_inputs: Callable[..., Any] | None = None
     tune_shapes: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
+    features: tuple[str, ...] = ()  # the op's optional features this kernel implements (plugin API 1.1)
 
     def refusal(self, query: KernelQuery) -> str | None:
         """Why this kernel cannot serve ``query``, or None when it can."""
@@ -90,6 +91,10 @@ class KernelImpl:
             return f"registered for {', '.join(self.platforms)} only"
         if self.dtypes is not None and query.dtype is not None and query.dtype not in self.dtypes:
             return f"no {query.dtype} support (supports {', '.join(self.dtypes)})"
+        missing = [f for f in OPS[self.op].feature_names() if query.get(f) and f not in self.features]
+        if missing:
+            return (f"does not declare the {self.op} feature(s) {', '.join(missing)} this call uses (plugin API 1.1:"
+                    f" register with features=(...)); declared: {', '.join(self.features) or 'none'}")  # fmt: skip
         if self.supports is not None:
             try:
                 return self.supports(query)
@@ -177,8 +182,13 @@ class KernelRegistry:
         tune_inputs: Callable[..., Any] | None = None,
         tune_shapes: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]] = (),
         description: str = "",
+        features: tuple[str, ...] | list[str] = (),
     ) -> KernelImpl:
         spec = op_spec(op)
+        unknown = sorted(set(features) - set(spec.feature_names()))
+        if unknown:
+            raise KernelError(f"kernel {name!r} for {op} declares unknown features {unknown}; "
+                              f"{op} has: {', '.join(spec.feature_names()) or 'none'}")  # fmt: skip
         if isinstance(platforms, str):
             platforms = (platforms,)
         bad = sorted(set(dtypes or ()) - set(spec.dtypes))
@@ -200,7 +210,7 @@ class KernelRegistry:
             platforms=tuple(platforms) if platforms is not None else None,
             priority=priority, dtypes=tuple(dtypes) if dtypes is not None else None, supports=supports,
             graph_safe=graph_safe, config_space=config_space, shape_key=shape_key, tune_inputs=tune_inputs,
-            tune_shapes=tuple(tune_shapes), description=description,
+            tune_shapes=tuple(tune_shapes), description=description, features=tuple(features),
         )  # fmt: skip
         self._kernels[op][name] = kernel
         if self._owner is not None:
@@ -381,4 +391,5 @@ def register_references(registry: KernelRegistry, provider: str) -> None:
         registry.register(
             op, reference(op), name="reference", platforms=None, priority=PRIORITY_REFERENCE, provider=provider,
             graph_safe=False, description="plain-torch reference (the conformance oracle)",
+            features=OPS[op].feature_names(),
         )  # fmt: skip

@@ -88,3 +88,19 @@ def test_compare_hf_never_runs_checkpoint_code(tmp_path, monkeypatch, fresh_disc
         assert "transformers failed" not in text and "tok/s ->" in text
     else:
         assert "transformers failed: ConfigError" in text and "tessera never runs checkpoint code" in text
+
+
+def test_throughput_with_logprobs_and_penalties(tmp_path, monkeypatch, fresh_discovery):
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
+    out = tmp_path / "tp.json"
+    result = CliRunner().invoke(app, ["bench", "throughput", "--preset", "tiny-llama", "--num-prompts", "4", "--input-len", "16",
+                                      "--output-len", "8", "--logprobs", "5", "--penalties", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["sampling"] == {
+        "logprobs": 5,
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.5,
+        "repetition_penalty": 1.1,
+    }
+    assert data["tessera"]["output_tokens"] == 32

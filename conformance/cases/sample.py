@@ -1,10 +1,13 @@
-"""Cases for sample: greedy, temperature, top-k, top-p and their mixes, with shared noise."""
+"""Cases for sample: greedy, temperature, top-k, top-p and their mixes, with shared noise; and (plugin API 1.1)
+penalties, logit bias, min_p and logprobs, whose facts refuse kernels that do not declare those features."""
 
 from __future__ import annotations
 
 import torch
 
 from tessera.conformance.cases.common import Case, Inputs, randn
+
+FEATURE_FACTS = {"penalties": True, "logit_bias": True, "min_p": True, "logprobs": 5}
 
 
 def sample_case(name, rows, vocab, mix):
@@ -25,6 +28,32 @@ def sample_case(name, rows, vocab, mix):
     return Case("sample", name, build)
 
 
+def feature_case(name, rows, vocab, greedy_every=3):
+    """Every 1.1 input at once: penalties over sparse counts, a sparse bias, min_p, top-5 logprobs."""
+
+    def build(g):
+        base = sample_case(name, rows, vocab, "mixed").build(g).values
+        temperature = base["temperature"]
+        temperature[::greedy_every] = 0
+        seen = torch.rand(rows, vocab, generator=g) < 0.05
+        counts = torch.randint(1, 4, (rows, vocab), generator=g, dtype=torch.int32) * seen
+        bias = randn(rows, vocab, g=g, scale=2.0) * (
+            torch.rand(rows, vocab, generator=g, dtype=torch.float64) < 0.01
+        )
+        values = {**base, "min_p": torch.rand(rows, generator=g, dtype=torch.float64) * 0.1,
+                  "logit_bias": bias, "prompt_mask": torch.rand(rows, vocab, generator=g) < 0.05,
+                  "output_counts": counts.to(torch.int32),
+                  "presence_penalty": torch.rand(rows, generator=g, dtype=torch.float64) * 4 - 2,
+                  "frequency_penalty": torch.rand(rows, generator=g, dtype=torch.float64) * 4 - 2,
+                  "repetition_penalty": torch.rand(rows, generator=g, dtype=torch.float64) + 0.5, "num_logprobs": 5}  # fmt: skip
+        keep = ("temperature", "top_p", "exponential_noise", "min_p", "presence_penalty", "frequency_penalty",
+                "repetition_penalty", "logit_bias")  # fmt: skip
+        return Inputs(values, keep=keep)
+
+    return Case("sample", name, build, facts=dict(FEATURE_FACTS))
+
+
 def cases() -> list[Case]:
     return [sample_case("greedy_b5_v1000", 5, 1000, "greedy"), sample_case("mixed_b33_v4099", 33, 4099, "mixed"),
-            sample_case("topk_topp_b8_v151936", 8, 151936, "all")]  # fmt: skip
+            sample_case("topk_topp_b8_v151936", 8, 151936, "all"), feature_case("features_b7_v1031", 7, 1031),
+            feature_case("features_b16_v32000", 16, 32000)]  # fmt: skip

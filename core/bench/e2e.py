@@ -82,15 +82,28 @@ def floor_seconds(workload: Workload, weight_bytes: int, params: int, kv_bytes_p
     return total
 
 
-def run_tessera(llm, workload: Workload) -> dict:
+#: ``tessera bench throughput --penalties``: the penalties the sampling-cost figure is measured with
+BENCH_PENALTIES = {"presence_penalty": 0.5, "frequency_penalty": 0.5, "repetition_penalty": 1.1}
+
+
+def sampling_extras(logprobs: int | None, penalties: bool) -> dict:
+    """SamplingParams fields added to every request of a bench run (``--logprobs N``, ``--penalties``)."""
+    return {
+        **({"logprobs": logprobs} if logprobs is not None else {}),
+        **(BENCH_PENALTIES if penalties else {}),
+    }
+
+
+def run_tessera(llm, workload: Workload, extras: dict | None = None) -> dict:
     from tessera import SamplingParams
 
-    params = [SamplingParams(temperature=0, max_tokens=o, ignore_eos=True) for _, o in workload]
+    extras = extras or {}
+    params = [SamplingParams(temperature=0, max_tokens=o, ignore_eos=True, **extras) for _, o in workload]
     # warm-up over the workload's own prompts (two tokens each): every prefill shape the run will see
     # compiles its kernels here, not inside the timed region
     llm.generate(
         [{"prompt_token_ids": p} for p, _ in workload],
-        SamplingParams(temperature=0, max_tokens=2, ignore_eos=True),
+        SamplingParams(temperature=0, max_tokens=2, ignore_eos=True, **extras),
         use_tqdm=False,
     )
     platform = llm.engine.platform

@@ -92,7 +92,7 @@ def kernels(
         console.print(f"wrote {out}")
 
 
-def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label) -> dict:
+def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label, extras=None) -> dict:
     from tessera.bench.e2e import (
         copy_weights,
         decode_traffic,
@@ -120,7 +120,7 @@ def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs
     device = engine.runner.device
     result: dict = {"benchmark": label, "model": preset or model, "platform": engine.platform.name,
                     "device": engine.platform.devices()[0].name, "dtype": str(engine.dtype).removeprefix("torch."),
-                    "num_prompts": len(workload), "max_num_seqs": max_num_seqs}  # fmt: skip
+                    "num_prompts": len(workload), "max_num_seqs": max_num_seqs, "sampling": extras or {}}  # fmt: skip
     hf = None
     if compare == "hf":
         try:
@@ -131,7 +131,7 @@ def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs
             hf = None
     limits = measure_limits(engine.platform, device)
     result["limits"] = {k: v for k, v in limits.items() if isinstance(v, float)}
-    result["tessera"] = run_tessera(llm, workload)
+    result["tessera"] = run_tessera(llm, workload, extras)
     weight_bytes, params, traffic = decode_traffic(engine.runner)
     kv_per_token = engine.runner.plan.bytes_per_block // max(engine.runner.plan.block_size, 1)
     floor = floor_seconds(
@@ -173,9 +173,15 @@ def throughput(
     platform: str | None = typer.Option(None, "--platform", "-p"),
     max_num_seqs: int = typer.Option(256, "--max-num-seqs"),
     out: Path | None = typer.Option(None, "--out"),
+    logprobs: int | None = typer.Option(None, "--logprobs", help="Return the top N logprobs of every token."),
+    penalties: bool = typer.Option(
+        False, "--penalties", help="Sample with presence 0.5, frequency 0.5 and repetition 1.1 penalties."
+    ),
 ) -> None:
-    """Output tokens/s of a whole workload, against the device floor (and transformers with --compare hf)."""
-    from tessera.bench.e2e import fixed_workload, random_workload
+    """Output tokens/s of a whole workload, against the device floor (and transformers with --compare hf).
+
+    ``--logprobs N`` and ``--penalties`` measure what those sampling features cost (run with and without)."""
+    from tessera.bench.e2e import fixed_workload, random_workload, sampling_extras
 
     with user_errors():
         if random_range:
@@ -183,7 +189,19 @@ def throughput(
             make = lambda vocab: random_workload(num_prompts, low, high, vocab, seed)  # noqa: E731
         else:
             make = lambda vocab: fixed_workload(num_prompts, input_len, output_len, vocab, seed)  # noqa: E731
-        _e2e(make, model, preset, compare, dtype, platform, out, min(max_num_seqs, num_prompts), "throughput")
+        extras = sampling_extras(logprobs, penalties)
+        _e2e(
+            make,
+            model,
+            preset,
+            compare,
+            dtype,
+            platform,
+            out,
+            min(max_num_seqs, num_prompts),
+            "throughput",
+            extras,
+        )
 
 
 @app.command("latency")

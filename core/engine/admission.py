@@ -59,3 +59,16 @@ def check_fits(total: int, num_blocks: int, block_size: int) -> None:
     if -(-total // block_size) > num_blocks:
         raise ConfigError(f"a request of {total} tokens needs more KV blocks than the cache has "
                           f"({num_blocks} of {block_size}); lower max_tokens or give the cache more memory")  # fmt: skip
+
+
+def check_params_tokens(params, vocab_size: int) -> None:
+    """Token ids inside the sampling params (``stop_token_ids``, ``logit_bias`` keys) must be in the vocabulary."""
+    for what, ids in (
+        ("stop_token_ids", params.stop_token_ids),
+        ("logit_bias", list(params.logit_bias or ())),
+    ):
+        bad = sorted(t for t in ids if not 0 <= t < vocab_size)
+        if bad:
+            raise ConfigError(f"{what} holds token ids outside the vocabulary [0, {vocab_size}): {bad[:8]}")
+    if params.logprobs is not None and params.logprobs > vocab_size:
+        raise ConfigError(f"logprobs is {params.logprobs}, more than the vocabulary ({vocab_size})")

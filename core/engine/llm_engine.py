@@ -18,10 +18,18 @@ import torch
 
 from tessera.config import EngineConfig, auto_dtype
 from tessera.discovery import select_platform
-from tessera.engine.admission import check_fits, check_prompt, parse_prompt
+from tessera.engine import request_outputs as ro
+from tessera.engine.admission import check_fits, check_params_tokens, check_prompt, parse_prompt
+from tessera.engine.generation_config import (
+    apply_defaults,
+    default_values,
+    eos_token_ids,
+    read_generation_config,
+)
 from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import ModelRunner, StepHandle
 from tessera.engine.request import Request
+from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.engine.stopping import limit_params, stop_reason
 from tessera.errors import ConfigError, PlatformError
@@ -54,8 +62,10 @@ class LLMEngine:
         caps = self.platform.capabilities(config.device_index)
         self.dtype = resolve_dtype(config, self.spec, caps.dtypes)
         self.max_model_len = self._max_model_len()
-        eos = self.spec.eos_token_ids
-        self.eos_token_id = eos[0] if eos else None
+        generation = read_generation_config(self.spec.path)
+        self.eos_token_ids = eos_token_ids(self.spec.eos_token_ids, generation)
+        self.eos_token_id = self.eos_token_ids[0] if self.eos_token_ids else None
+        self.generation_defaults = default_values(generation)
         self.tokenizer = load_tokenizer(self.spec.path, self.eos_token_id)
         self.runner = ModelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
         plan = self.runner.plan
@@ -66,6 +76,7 @@ class LLMEngine:
                                  config.prefix_hash, plan.num_state_slots - 1 if hybrid else 0)  # fmt: skip
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
         self.requests: dict[str, Request] = {}
+        self.families: dict[str, list[str]] = {}  # id the caller knows -> its n sibling requests' ids
         self.detok: dict[str, IncrementalDetokenizer] = {}
         self._prev: StepHandle | None = None
         self._aborted: list[Request] = []
@@ -88,22 +99,34 @@ class LLMEngine:
         params: SamplingParams | dict | None = None,
         request_id: str | None = None,
     ) -> str:
-        """Validate and queue a request; invalid input raises ConfigError here and leaves the engine untouched."""
-        params = to_sampling_params(params)
+        """Validate and queue a request (``params.n`` sibling sequences); invalid input raises ConfigError here
+        and leaves the engine untouched. Fields of ``params`` left unset take generation_config.json's values."""
+        params = apply_defaults(to_sampling_params(params), self.generation_defaults)
         text, ids = parse_prompt(prompt, self.tokenizer, self.spec.path)
         check_prompt(ids, self.spec.vocab_size, self.max_model_len)
-        check_fits(
-            min(len(ids) + params.max_tokens, self.max_model_len), self.kv.pool.num_blocks, self.kv.block_size
-        )
+        check_params_tokens(params, self.spec.vocab_size)
+        wanted = self.max_model_len if params.max_tokens is None else len(ids) + params.max_tokens
+        check_fits(min(wanted, self.max_model_len), self.kv.pool.num_blocks, self.kv.block_size)
         request_id = request_id or self.new_request_id()
-        if request_id in self.requests:
+        if request_id in self.families:
             raise ConfigError(f"request id {request_id!r} is already in use")
         params = limit_params(params, len(ids), self.max_model_len)
-        request = Request(request_id, ids, params, text, None if params.ignore_eos else self.eos_token_id)
-        self.requests[request_id] = request
-        self.detok[request_id] = IncrementalDetokenizer(self.tokenizer)
-        self.scheduler.add(request)
+        children = [self._child(request_id, i, ids, params, text) for i in range(params.n)]
+        self.families[request_id] = [c.request_id for c in children]
+        for child in children:
+            self.requests[child.request_id] = child
+            self.detok[child.request_id] = IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens)
+            self.scheduler.add(child)
         return request_id
+
+    def _child(self, parent_id: str, index: int, ids: list[int], params: SamplingParams, text) -> Request:
+        """Completion ``index`` of a prompt; a seeded one gets its own seed per index (index 0 keeps it)."""
+        update = {"n": 1}
+        if params.seed is not None and index > 0:
+            update["seed"] = token_seed(params.seed, -index) % (1 << 62)
+        child = params.model_copy(update=update)
+        rid = ro.child_id(parent_id, index, params.n)
+        return Request(rid, ids, child, text, self.eos_token_ids, index=index, parent_id=parent_id)
 
     def new_request_id(self) -> str:
         self._counter += 1
@@ -120,20 +143,23 @@ class LLMEngine:
                              True, metrics, error=str(error))  # fmt: skip
 
     def abort(self, request_id: str) -> None:
-        request = self.requests.get(request_id)
-        if request is None or request.finished:
-            return
-        self.scheduler.abort(request)
-        request.finish_reason = "abort"
-        request.metrics.finished_time = time.monotonic()
-        self._aborted.append(request)
+        """Stop a request (all its n sequences) now; its blocks are freed and its output says "abort"."""
+        for rid in self.families.get(request_id, []):
+            request = self.requests.get(rid)
+            if request is None or request.finished:
+                continue
+            self.scheduler.abort(request)
+            request.finish_reason = "abort"
+            request.metrics.finished_time = time.monotonic()
+            self._aborted.append(request)
 
     def discard(self, request_id: str) -> None:
         """Abort a request and forget it without reporting an output (used to roll back a batch of additions)."""
-        request = self.requests.pop(request_id, None)
-        if request is not None:
-            self.scheduler.abort(request)
-            self.detok.pop(request_id, None)
+        for rid in self.families.pop(request_id, []):
+            request = self.requests.pop(rid, None)
+            if request is not None:
+                self.scheduler.abort(request)
+                self.detok.pop(rid, None)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or self._prev is not None or bool(self._aborted)
@@ -160,7 +186,8 @@ class LLMEngine:
         elif handle is not None:
             touched = self._collect(handle, None)
         aborted, self._aborted = self._aborted, []
-        return [self._output(r) for r in failed + touched + aborted]
+        parents = dict.fromkeys(r.parent_id for r in failed + touched + aborted)
+        return [self._output(p) for p in parents if p in self.families]
 
     def _launch(self, sched: SchedulerOutput) -> tuple[StepHandle | None, list[Request]]:
         """Run one scheduled step: (its handle, []) or, when it raises, (None, the requests failed)."""
@@ -185,6 +212,10 @@ class LLMEngine:
                 ids = {s.request.request_id for s in rows}
                 rows += [s for s in in_flight.rows if s.request.request_id in ids]
             return self._fail(rows, exc)
+        for rid, entries in (handle.prompt_logprobs or {}).items():
+            req = self.requests.get(rid)
+            if req is not None and req.prompt_logprobs is not None:
+                ro.record_prompt_logprobs(req, entries, self.tokenizer)
         return self._process(handle, tokens)
 
     def _fail(self, rows: list[ScheduledRequest], exc: Exception) -> list[Request]:
@@ -215,7 +246,8 @@ class LLMEngine:
     def _process(self, handle: StepHandle, tokens: list[int]) -> list[Request]:
         touched = []
         now = time.monotonic()
-        for sched, token in zip(handle.rows, tokens, strict=True):
+        lp = handle.logprob_rows()
+        for row, (sched, token) in enumerate(zip(handle.rows, tokens, strict=True)):
             req = sched.request
             if req.discard_pending > 0:
                 req.discard_pending -= 1
@@ -226,7 +258,11 @@ class LLMEngine:
             req.output_token_ids.append(token)
             req.metrics.first_token_time = req.metrics.first_token_time or now
             req.metrics.num_output_tokens = len(req.output_token_ids)
+            ro.record_logprobs(req, tuple(x[row] for x in lp) if lp else None, self.tokenizer)
             reason = stop_reason(req, token)
+            if (reason != "stop" and req.params.stop and len(req.output_token_ids) >= req.params.min_tokens
+                    and ro.stop_on_string(req, self.detok[req.request_id])):  # fmt: skip
+                reason = "stop"
             if reason:
                 req.finish_reason = reason
                 req.metrics.finished_time = now
@@ -234,23 +270,16 @@ class LLMEngine:
             touched.append(req)
         return touched
 
-    def _output(self, req: Request) -> RequestOutput:
-        detok = self.detok[req.request_id]
-        if req.finished:
-            text = detok.finish(req.output_token_ids)
-        else:
-            detok.update(req.output_token_ids)  # the stable text so far; a trailing partial character waits
-            text = detok.text
-        completion = CompletionOutput(0, text or "", list(req.output_token_ids), req.finish_reason)
-        return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion], req.finished,
-                             req.metrics, error=req.error)  # fmt: skip
+    def _output(self, parent_id: str) -> RequestOutput:
+        return ro.request_output([self.requests[rid] for rid in self.families[parent_id]], self.detok)
 
     def release(self, request_id: str) -> None:
         """Forget a finished request (its output was delivered)."""
-        req = self.requests.get(request_id)
-        if req is not None and req.finished:
-            del self.requests[request_id]
-            del self.detok[request_id]
+        children = [self.requests.get(rid) for rid in self.families.get(request_id, [])]
+        if children and all(c is not None and c.finished for c in children):
+            del self.families[request_id]
+            for c in children:
+                del self.requests[c.request_id], self.detok[c.request_id]
 
     @property
     def stats(self) -> dict:

@@ -17,10 +17,12 @@ import torch
 from tessera.config import EngineConfig
 from tessera.engine.cache_plan import CachePlan, plan_caches
 from tessera.engine.inputs import HostBatch, batch_to_device, build_host_batch
+from tessera.engine.prompt_logprobs import prompt_logprobs
 from tessera.engine.runner_parts import RunnerParts
-from tessera.engine.sampling_inputs import sampling_tensors
+from tessera.engine.sampling_inputs import feature_tensors, sampling_tensors
 from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
 from tessera.engine.stopping import mask_stops
+from tessera.engine.token_counts import TokenCounts
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.models.architectures import model_class
 from tessera.models.spec import ModelSpec
@@ -41,6 +43,8 @@ class StepHandle:
     sampled: torch.Tensor | None
     host: torch.Tensor | None
     event: object | None
+    logprobs: tuple | None = None  # host (logprobs[B,1+N], ids[B,1+N], sampled_rank[B]) when a row asked
+    prompt_logprobs: dict | None = None  # request id -> [(position, ids, logprobs, rank of the true token)]
 
     def tokens(self) -> list[int]:
         if self.host is None:
@@ -48,6 +52,10 @@ class StepHandle:
         if self.event is not None:
             self.event.synchronize()
         return self.host.tolist()
+
+    def logprob_rows(self) -> tuple[list, list, list] | None:
+        """(logprobs, token ids, sampled rank) per row, as lists (read after :meth:`tokens`)."""
+        return None if self.logprobs is None else tuple(t.tolist() for t in self.logprobs)
 
     def row_of(self) -> dict[str, int]:
         return {s.request.request_id: i for i, s in enumerate(self.rows)}
@@ -96,6 +104,7 @@ class ModelRunner:
             self.model.load_weights(iterate_weights(spec.path, self.device, dtype))
         self.model.eval()
         self.sampler = Sampler(self.ctx)
+        self.counts = TokenCounts(config.max_num_seqs, spec.vocab_size, self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.parts = RunnerParts(self.model, platform, self.device, config.device_index, dtype, max_model_len)
         self.plan: CachePlan = plan_caches(self.parts, config)
@@ -128,19 +137,29 @@ class ModelRunner:
             hidden = self.graphs.run(batch, input_ids, positions, meta)
         else:
             hidden = self.forward(input_ids, positions, meta)
+        prompt_lp = prompt_logprobs(self.model, hidden, batch)
         if not batch.sample_requests:
-            return StepHandle([], None, None, None)
+            return StepHandle([], None, None, None, prompt_logprobs=prompt_lp)
+        rows = batch.sample_requests
         with trusted_indices():
             logits = self.model.compute_logits(hidden[sample_index]).float()
-            mask_stops(logits, batch.sample_requests, pin)
+            features = feature_tensors(rows, logits.shape[1], self.device, self.counts, prev, pin)
+            mask_stops(logits, rows, pin)
             temperature, top_k, top_p, noise = sampling_tensors(
-                batch.sample_requests, logits.shape[1], self.device, self.generator, pin
+                rows, logits.shape[1], self.device, self.generator, pin
             )
-            sampled = self.sampler(logits, temperature, top_k, top_p, noise)
+            sampled = self.sampler(logits, temperature, top_k, top_p, noise, **features)
+        extra = sampled[1:] if isinstance(sampled, tuple) else None
+        sampled = sampled[0] if isinstance(sampled, tuple) else sampled
         if not self.caps.async_host_copy:  # the sampled tokens are in host memory already
-            return StepHandle(batch.sample_requests, sampled, sampled, None)
+            return StepHandle(rows, sampled, sampled, None, extra, prompt_lp)
         host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=pin)
         host.copy_(sampled, non_blocking=True)
+        host_extra = None
+        if extra is not None:
+            host_extra = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=pin) for t in extra)
+            for h, t in zip(host_extra, extra, strict=True):
+                h.copy_(t, non_blocking=True)
         event = self.platform.event(enable_timing=False)
         event.record()
-        return StepHandle(batch.sample_requests, sampled, host, event)
+        return StepHandle(rows, sampled, host, event, host_extra, prompt_lp)

@@ -20,13 +20,21 @@ class Request:
     are still on the device (async scheduling) and count as known for scheduling."""
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, prompt: str | None = None,
-                 eos_token_id: int | None = None) -> None:  # fmt: skip
+                 eos_token_ids: tuple[int, ...] = (), index: int = 0, parent_id: str | None = None) -> None:  # fmt: skip
         self.request_id = request_id
         self.prompt = prompt
         self.prompt_token_ids = list(prompt_token_ids)
         self.output_token_ids: list[int] = []
         self.params = params
-        self.eos_token_id = eos_token_id
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.index = index  # which of the parent's n completions this is
+        self.parent_id = parent_id or request_id  # the id the caller knows (n > 1: shared by n siblings)
+        self.stop_reason: str | int | None = None  # the stop string or stop token id that ended it
+        self.logprobs: list[dict] | None = [] if params.logprobs is not None else None
+        self.cumulative_logprob = 0.0
+        self.prompt_logprobs: list[dict | None] | None = (
+            [None] * len(self.prompt_token_ids) if params.prompt_logprobs is not None else None
+        )
         self.status = Status.WAITING
         self.num_computed = 0
         self.num_pending = 0

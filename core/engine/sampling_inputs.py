@@ -53,3 +53,36 @@ def sampling_tensors(
             g = torch.Generator(device=device).manual_seed(token_seed(p.seed, sched.request.num_generated))
             noise[i].exponential_(generator=g)
     return temperature, top_k, top_p, noise
+
+
+def feature_tensors(
+    rows: list[ScheduledRequest], vocab: int, device: torch.device, counts, prev, pin: bool
+) -> dict:
+    """The sample op's 1.1 inputs the rows use (keyword arguments; empty when none uses one).
+
+    ``counts`` is the runner's :class:`~tessera.engine.token_counts.TokenCounts`; ``prev`` the previous
+    step's handle (its sampled tokens complete the counts under async scheduling)."""
+    params = [s.request.params for s in rows]
+    out: dict = {}
+    if any(p.uses_penalties for p in params):
+        prev_rows = prev.row_of() if prev is not None else {}
+        prompt_mask, output_counts = counts.gather(
+            rows, prev.sampled if prev is not None else None, prev_rows
+        )
+        out.update(prompt_mask=prompt_mask, output_counts=output_counts)
+        for name in ("presence_penalty", "frequency_penalty", "repetition_penalty"):
+            out[name] = list_to_device([getattr(p, name) for p in params], torch.float32, device, pin)
+    if any(p.logit_bias for p in params):
+        entries = [(i, t, b) for i, p in enumerate(params) for t, b in (p.logit_bias or {}).items()]
+        bias = torch.zeros(len(rows), vocab, dtype=torch.float32, device=device)
+        where = list_to_device(
+            [[i for i, _, _ in entries], [t for _, t, _ in entries]], torch.int64, device, pin
+        )
+        bias[where[0], where[1]] = list_to_device([b for _, _, b in entries], torch.float32, device, pin)
+        out["logit_bias"] = bias
+    if any(p.min_p > 0 and not p.greedy for p in params):
+        out["min_p"] = list_to_device([p.min_p for p in params], torch.float32, device, pin)
+    wanted = [p.logprobs for p in params if p.logprobs is not None]
+    if wanted:
+        out["num_logprobs"] = max(wanted)
+    return out

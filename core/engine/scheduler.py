@@ -125,8 +125,10 @@ class Scheduler:
                 budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs and not out.preempted:
             request = self.waiting[0]
+            fresh = request.num_computed == 0 and not request.block_ids
+            # prompt logprobs need every prompt position computed: no prefix-cache hits for them
             prefix = (
-                self.kv.cached_prefix(request) if request.num_computed == 0 and not request.block_ids else []
+                self.kv.cached_prefix(request) if fresh and request.params.prompt_logprobs is None else []
             )
             remaining = request.num_tokens - max(request.num_computed, len(prefix) * self.kv.block_size)
             n = min(remaining, budget)

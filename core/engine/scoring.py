@@ -24,7 +24,7 @@ def teacher_forced_logits(engine, token_ids: list[int], prefill_len: int | None 
     if not 1 <= prefill_len <= len(token_ids):
         raise ValueError(f"prefill_len must be between 1 and {len(token_ids)}, got {prefill_len}")
     runner, kv = engine.runner, engine.kv
-    request = Request("__score__", list(token_ids), SamplingParams(max_tokens=1), eos_token_id=None)
+    request = Request("__score__", list(token_ids), SamplingParams(max_tokens=1))
     if not kv.can_allocate(request, len(token_ids)):
         raise RuntimeError("not enough free KV blocks to score this sequence; run it on an idle engine")
     rows = []

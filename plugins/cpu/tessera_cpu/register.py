@@ -25,4 +25,5 @@ def register_all(registry) -> None:
         registry.register(
             op, fn, name=f"cpu_torch_{op}", platforms=("cpu",), priority=PRIORITY_PORTABLE, graph_safe=False,
             description=(sys.modules[fn.__module__].__doc__ or "torch-native").strip().splitlines()[0],
+            features=sample.FEATURES if op == "sample" else (),
         )  # fmt: skip

@@ -58,4 +58,5 @@ def register_all(registry) -> None:
             supports=requires_triton, graph_safe=op not in NOT_GRAPH_SAFE, config_space=getattr(module, space),
             shape_key=getattr(module, key),
             tune_inputs=getattr(module, inputs_name), description=(module.__doc__ or "").strip().splitlines()[0],
+            features=getattr(module, "FEATURES", ()),
         )  # fmt: skip

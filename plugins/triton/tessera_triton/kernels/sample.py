@@ -13,6 +13,11 @@ filtered distribution: the launcher sends the batch through the contract's
 batched filter (one sort) when any row asks for it, and otherwise never sorts.
 With top_k and top_p None (the engine passes None when no row filters) and
 noise given, it never reads a device value on the host either.
+
+The 1.1 inputs: penalties and the logit bias run first, in ``_penalize_kernel``
+(one elementwise pass over [B, V] writing float32 logits); min_p joins top-k and
+top-p in the filtered path; logprobs are the contract's batched ``log_softmax`` +
+``topk`` over the raw logits (one reduction and a partial sort, in torch).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import triton
 import triton.language as tl
 
 from tessera.pluggable_layers.reference.sample import check_sample_args, tempered_softmax
+from tessera.pluggable_layers.sample_features import check_feature_args, drop_below_min_p, logprobs_of
 from tessera.pluggable_layers.top_k_top_p import filter_probabilities
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, launch_options
@@ -88,6 +94,46 @@ def _sample_kernel(
 
 
 @triton.jit
+def _penalize_kernel(logits_ptr, out_ptr, mask_ptr, counts_ptr, bias_ptr, pres_ptr, freq_ptr, rep_ptr, V, stride_l,
+                     HAS_PENALTIES: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """out[b] = penalized(logits[b]) + bias[b], float32: the contract's penalties, elementwise."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < V
+    x = tl.load(logits_ptr + row * stride_l + cols, mask=ok, other=0.0).to(tl.float32)
+    if HAS_PENALTIES:
+        count = tl.load(counts_ptr + row * V + cols, mask=ok, other=0).to(tl.float32)
+        seen = (tl.load(mask_ptr + row * V + cols, mask=ok, other=0) != 0) | (count > 0)
+        rep = tl.load(rep_ptr + row)
+        x = tl.where(seen, tl.where(x > 0, x / rep, x * rep), x)
+        x = x - tl.load(freq_ptr + row) * count - tl.load(pres_ptr + row) * (count > 0).to(tl.float32)
+    if HAS_BIAS:
+        x = x + tl.load(bias_ptr + row * V + cols, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * V + cols, x, mask=ok)
+
+
+def penalize(logits, logit_bias, penalties: dict, block: int = 1024) -> torch.Tensor:
+    """Float32 logits with the penalties and bias applied (a new contiguous tensor)."""
+    rows, vocab = logits.shape
+    out = torch.empty(rows, vocab, dtype=torch.float32, device=logits.device)
+    has_pen = penalties.get("output_counts") is not None
+    f32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
+    mask = penalties["prompt_mask"].contiguous().view(torch.uint8) if has_pen else out
+    counts = penalties["output_counts"].to(torch.int32).contiguous() if has_pen else out
+    pres, freq, rep = (f32(penalties[n]) if has_pen else out for n in PENALTY_SCALARS)
+    bias = f32(logit_bias) if logit_bias is not None else out
+    logits = logits if logits.stride(-1) == 1 else logits.contiguous()
+    _penalize_kernel[(rows, triton.cdiv(vocab, block))](logits, out, mask, counts, bias, pres, freq, rep, vocab,
+                                                         logits.stride(0), HAS_PENALTIES=has_pen,
+                                                         HAS_BIAS=logit_bias is not None, BLOCK=block)  # fmt: skip
+    return out
+
+
+PENALTY_SCALARS = ("presence_penalty", "frequency_penalty", "repetition_penalty")
+FEATURES = ("penalties", "logit_bias", "min_p", "logprobs")
+
+
+@triton.jit
 def _sample_combine_kernel(best_ptr, idx_ptr, out_ptr, SPLITS: tl.constexpr):
     """The row's winner over its splits: the highest score, the lowest index among equals."""
     row = tl.program_id(0).to(tl.int64)
@@ -109,21 +155,37 @@ def auto_splits(vocab: int, block: int, most: int = 32) -> int:
     return min(triton.cdiv(vocab, block), most)
 
 
-def sample(logits, temperature, top_k, top_p, exponential_noise=None, config=None):
+def sample(logits, temperature, top_k, top_p, exponential_noise=None, *, min_p=None, logit_bias=None,
+           prompt_mask=None, output_counts=None, presence_penalty=None, frequency_penalty=None,
+           repetition_penalty=None, num_logprobs=None, config=None):  # fmt: skip
+    penalties = {"prompt_mask": prompt_mask, "output_counts": output_counts, "presence_penalty": presence_penalty,
+                 "frequency_penalty": frequency_penalty, "repetition_penalty": repetition_penalty}  # fmt: skip
     check_sample_args("sample", logits, temperature, top_k, top_p, exponential_noise)
-    config = config or CONFIG_SPACE.default
+    check_feature_args("sample", logits, min_p, logit_bias, penalties, num_logprobs)
+    raw = logits
+    if logits.shape[0] and (output_counts is not None or logit_bias is not None):
+        logits = penalize(logits, logit_bias, penalties)
+    tokens = _race(
+        logits, temperature, top_k, top_p, min_p, exponential_noise, config or CONFIG_SPACE.default
+    )
+    if num_logprobs is None:
+        return tokens
+    return (tokens, *logprobs_of(raw, tokens, int(num_logprobs)))
+
+
+def _race(logits, temperature, top_k, top_p, min_p, exponential_noise, config):
     rows, vocab = logits.shape
     out = torch.empty(rows, dtype=torch.int64, device=logits.device)
     if rows == 0:
         return out
     filtered = (top_k is not None and bool(((top_k > 0) & (top_k < vocab)).any())) or (
-        top_p is not None and bool((top_p < 1).any())
-    )
+        top_p is not None and bool((top_p < 1).any())) or (min_p is not None and bool((min_p > 0).any()))  # fmt: skip
     if filtered:
-        # the kept distribution: softmax, batched filter, then the race on log-probabilities
+        # the kept distribution: softmax, min_p, batched filter, then the race on log-probabilities
         greedy = temperature == 0
         t = torch.where(greedy, torch.ones_like(temperature), temperature).to(torch.float32)
-        kept = filter_probabilities(tempered_softmax(logits.float(), t[:, None]), top_k, top_p)
+        probs = drop_below_min_p(tempered_softmax(logits.float(), t[:, None]), min_p)
+        kept = filter_probabilities(probs, top_k, top_p)
         scores = torch.where(greedy[:, None], logits.float(), torch.log(kept))
         logits, temperature = scores, torch.where(greedy, temperature, torch.ones_like(temperature))
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()

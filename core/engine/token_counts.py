@@ -1,0 +1,79 @@
+"""Device-side token counts for the penalties: one row per running request that uses them.
+
+``prompt_mask[slot, V]`` marks the prompt's tokens, ``output_counts[slot, V]`` counts
+the output tokens. Rows are filled when a request first samples with penalties and
+grow by one batched scatter per step: tokens already on the host, plus (async
+scheduling) the token still on the device from the previous step, read from that
+step's sampled tensor, so counts equal synchronous mode without a device sync. A row
+is rebuilt after a preemption and freed when its request stops running. The pool
+(``max_num_seqs`` rows of V, allocated at the first penalized request) lives apart
+from the KV budget: 5 bytes per vocabulary entry and row.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tessera.engine.request import Request, Status
+from tessera.engine.scheduler import ScheduledRequest
+
+
+class TokenCounts:
+    def __init__(self, rows: int, vocab: int, device: torch.device) -> None:
+        self.rows, self.vocab, self.device = rows, vocab, device
+        self.prompt_mask: torch.Tensor | None = None
+        self.output_counts: torch.Tensor | None = None
+        self.slots: dict[str, tuple[int, int, int]] = {}  # request id -> (slot, tokens counted, preemptions)
+        self.held: dict[str, Request] = {}
+
+    def _release_stale(self) -> None:
+        for rid, req in list(self.held.items()):
+            if req.status != Status.RUNNING or self.slots[rid][2] != req.num_preemptions:
+                del self.held[rid], self.slots[rid]
+
+    def gather(self, rows: list[ScheduledRequest], prev_sampled, prev_rows: dict[str, int]):
+        """(prompt_mask[B,V], output_counts[B,V]) for the sampling rows, counts up to the token sampled now."""
+        if self.prompt_mask is None:
+            self.prompt_mask = torch.zeros(self.rows + 1, self.vocab, dtype=torch.bool, device=self.device)
+            self.output_counts = torch.zeros(self.rows + 1, self.vocab, dtype=torch.int32, device=self.device)
+        self._release_stale()
+        free = sorted(set(range(1, self.rows + 1)) - {s for s, _, _ in self.slots.values()})
+        host_slots, host_tokens, dev_slots, dev_rows, fresh = [], [], [], [], []
+        out = []
+        for sched in rows:
+            req = sched.request
+            if not req.params.uses_penalties:
+                out.append(0)  # row 0 stays zero: no penalty applies anyway
+                continue
+            if req.request_id not in self.slots:
+                slot = free.pop(0)
+                fresh.append((slot, req.prompt_token_ids))
+                self.slots[req.request_id], self.held[req.request_id] = (slot, 0, req.num_preemptions), req
+            slot, counted, pre = self.slots[req.request_id]
+            known = req.output_token_ids
+            host_slots += [slot] * (len(known) - counted)
+            host_tokens += known[counted:]
+            counted = max(counted, len(known))
+            if req.num_pending > 0 and counted == len(known):
+                dev_slots.append(slot)
+                dev_rows.append(prev_rows[req.request_id])
+                counted += 1
+            self.slots[req.request_id] = (slot, counted, pre)
+            out.append(slot)
+        self._scatter(fresh, host_slots, host_tokens, dev_slots, dev_rows, prev_sampled)
+        index = torch.tensor(out, dtype=torch.int64).to(self.device, non_blocking=True)
+        return self.prompt_mask[index], self.output_counts[index]
+
+    def _scatter(self, fresh, host_slots, host_tokens, dev_slots, dev_rows, prev_sampled) -> None:
+        for slot, prompt in fresh:
+            self.prompt_mask[slot].zero_()
+            self.output_counts[slot].zero_()
+            self.prompt_mask[slot, torch.tensor(prompt, dtype=torch.int64).to(self.device)] = True
+        ones = lambda n: torch.ones(n, dtype=torch.int32, device=self.device)  # noqa: E731
+        if host_tokens:
+            index = (torch.tensor(host_slots).to(self.device), torch.tensor(host_tokens).to(self.device))
+            self.output_counts.index_put_(index, ones(len(host_tokens)), accumulate=True)
+        if dev_slots:
+            tokens = prev_sampled[torch.tensor(dev_rows).to(self.device)]
+            self.output_counts.index_put_((torch.tensor(dev_slots).to(self.device), tokens), ones(len(dev_slots)),
+                                          accumulate=True)  # fmt: skip
