@@ -1,21 +1,9 @@
-"""vLLM's request surface through the server. Fields SamplingParams does not have yet are refused with a clear
-400; the tests of their effect run once SamplingParams has them."""
+"""vLLM's request surface through the server: seeded sampling, vLLM's extra fields, n, stop strings,
+logprobs and penalties, each equal to what the offline API gives for the same SamplingParams."""
 
 from __future__ import annotations
 
-import httpx
-import pytest
-
-from tessera.sampling_params import SamplingParams
-
 from .conftest import MODEL_NAME
-
-FIELDS = SamplingParams.model_fields
-
-
-def needs(*names):
-    missing = [n for n in names if n not in FIELDS]
-    return pytest.mark.skipif(bool(missing), reason=f"SamplingParams has no {', '.join(missing)} yet")
 
 
 def test_seeded_sampling_repeats_and_equals_the_offline_api(server, reference):
@@ -40,28 +28,6 @@ def test_vllm_extras_pass_through(server, reference):
     assert out.choices[0].prompt_token_ids == [20, 21]
 
 
-UNSUPPORTED = [("n", 2), ("stop", ["w5"]), ("logprobs", 2), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),
-               ("logit_bias", {"5": 10.0})]  # fmt: skip
-
-
-@pytest.mark.parametrize(("field", "value"), UNSUPPORTED, ids=[u[0] for u in UNSUPPORTED])
-def test_fields_this_version_lacks_are_a_clear_400(server, field, value):
-    if field in FIELDS:
-        pytest.skip(f"SamplingParams has {field}")
-    body = {"model": MODEL_NAME, "prompt": "w5", "max_tokens": 2, field: value}
-    response = httpx.post(server.base_url + "/v1/completions", json=body)
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert "not supported by this server version" in error["message"] and error["param"] == field
-    neutral = {"n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0}
-    if field in neutral:  # the neutral value of a missing field is no request for it
-        assert (
-            httpx.post(server.base_url + "/v1/completions", json={**body, field: neutral[field]}).status_code
-            == 200
-        )
-
-
-@needs("n")
 def test_n_gives_n_choices(server):
     out = server.client().completions.create(model=MODEL_NAME, prompt=["w5", "w6"], n=2, max_tokens=4,
                                              temperature=1.0, seed=3)  # fmt: skip
@@ -71,7 +37,6 @@ def test_n_gives_n_choices(server):
     assert [c.index for c in chat.choices] == [0, 1]
 
 
-@needs("stop", "include_stop_str_in_output")
 def test_stop_strings(server, reference):
     full = reference.generate([[30, 31]], {"temperature": 0, "max_tokens": 12, "ignore_eos": True},
                               use_tqdm=False)[0].outputs[0]  # fmt: skip
@@ -82,7 +47,6 @@ def test_stop_strings(server, reference):
     assert full.text.startswith(out.choices[0].text.rstrip())
 
 
-@needs("logprobs")
 def test_logprobs(server):
     out = server.client().completions.create(model=MODEL_NAME, prompt=[30, 31], max_tokens=4, temperature=0,
                                              logprobs=3)  # fmt: skip
@@ -94,8 +58,7 @@ def test_logprobs(server):
     assert chat.choices[0].logprobs.content and all(c.logprob <= 0 for c in chat.choices[0].logprobs.content)
 
 
-@needs("presence_penalty", "frequency_penalty", "repetition_penalty")
-def test_penalties_change_greedy_output(server):
+def test_penalties_change_greedy_output(server, reference):
     client = server.client()
     args = dict(model=MODEL_NAME, prompt=[40, 40, 40], max_tokens=16, temperature=0,
                 extra_body={"ignore_eos": True, "return_token_ids": True})  # fmt: skip
@@ -104,6 +67,13 @@ def test_penalties_change_greedy_output(server):
         client.completions.create(**args, frequency_penalty=2.0, presence_penalty=2.0).choices[0].token_ids
     )
     assert len(set(penalized)) >= len(set(plain)) and penalized != plain
-    assert client.completions.create(
+    offline = reference.generate([[40, 40, 40]], {"temperature": 0, "max_tokens": 16, "ignore_eos": True,
+                                                   "frequency_penalty": 2.0, "presence_penalty": 2.0},
+                                 use_tqdm=False)[0].outputs[0]  # fmt: skip
+    assert penalized == offline.token_ids
+    repeated = client.completions.create(
         **{**args, "extra_body": {**args["extra_body"], "repetition_penalty": 1.5}}
     )
+    want = reference.generate([[40, 40, 40]], {"temperature": 0, "max_tokens": 16, "ignore_eos": True,
+                                                "repetition_penalty": 1.5}, use_tqdm=False)[0].outputs[0]  # fmt: skip
+    assert repeated.choices[0].token_ids == want.token_ids
