@@ -70,6 +70,11 @@ def completion(req: Request, detok: IncrementalDetokenizer) -> CompletionOutput:
     else:
         detok.update(req.output_token_ids)  # the stable text so far; a trailing partial character waits
         text = detok.text
+        # the tail that may be the start of a stop string waits too, so a stream never shows text that
+        # the stop string later cuts off (vLLM holds back the same)
+        hold = max((len(s) for s in req.params.stop or ()), default=1) - 1
+        if hold > 0:
+            text = text[: max(len(text) - hold, 0)]
     cumulative = req.cumulative_logprob if req.logprobs is not None else None
     return CompletionOutput(req.index, text or "", list(req.output_token_ids), req.finish_reason, req.stop_reason,
                             cumulative, list(req.logprobs) if req.logprobs is not None else None)  # fmt: skip

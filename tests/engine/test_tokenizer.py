@@ -72,6 +72,25 @@ def test_stop_strings_across_token_boundaries(tmp_path, checkpoints):
         assert len(out.token_ids) < len(full.token_ids)
 
 
+def test_streamed_text_never_shows_what_a_stop_string_cuts(tmp_path, checkpoints):
+    """Each step's text is a prefix of the final text: the tail that may start a stop string waits."""
+    target, _ = word_level_model(tmp_path, checkpoints)
+    llm = LLM(str(target), async_scheduling=False)
+    base = SamplingParams(temperature=0, max_tokens=12)
+    full = llm.generate([{"prompt_token_ids": [5, 6, 7]}], base, use_tqdm=False)[0].outputs[0]
+    words = full.text.split()
+    stop = words[2][-1] + " " + words[3][:2]  # begins inside one token's text, ends in the next one's
+    engine = llm.engine
+    request_id = engine.add_request({"prompt_token_ids": [5, 6, 7]}, base.model_copy(update={"stop": (stop,)}))
+    texts = []
+    while engine.has_unfinished():
+        texts += [o.outputs[0].text for o in engine.step() if o.request_id == request_id]
+    final = texts[-1]
+    assert stop not in final and full.text.startswith(final)
+    assert all(final.startswith(t) for t in texts), texts
+    engine.release(request_id)
+
+
 def test_detokenizer_uses_decode_stream_and_matches_full_decode(tmp_path, checkpoints):
     from tessera.tokenizer import HFTokenizer
 
