@@ -59,6 +59,8 @@ class ConformanceReport(BaseModel):
     seed: int
     started: str
     duration_s: float
+    #: op -> origin (fixed, generated, zoo, adversarial) -> number of cases (generated: drawn from the shape space)
+    drawn: dict[str, dict[str, int]] = Field(default_factory=dict)
     limits: dict[str, float] = Field(default_factory=dict)  # measured copy GB/s, matmul TFLOP/s (--perf)
     results: list[CaseResult]
 

@@ -58,9 +58,9 @@ def apply_expectations(result: CaseResult, expected: dict[str, str]) -> CaseResu
     return result
 
 
-def op_work(options: RunOptions, registry, facts, caps) -> list[tuple[Case, object, str]]:
+def op_work(options: RunOptions, registry, facts, caps, seed: int) -> list[tuple[Case, object, str]]:
     work = []
-    for case in all_cases(options.full):
+    for case in all_cases(options.full, seed):
         if options.ops and case.op not in options.ops:
             continue
         for kernel in registry.kernels(case.op):
@@ -72,6 +72,14 @@ def op_work(options: RunOptions, registry, facts, caps) -> list[tuple[Case, obje
                 if dtype in (options.dtypes or caps.dtypes):
                     work.append((case, kernel, dtype))
     return work
+
+
+def drawn_counts(work) -> dict[str, dict[str, int]]:
+    """Per op, how many distinct cases of each origin (fixed, generated, zoo, adversarial) ran."""
+    seen: dict[str, dict[str, set]] = {}
+    for case, _kernel, _dtype in work:
+        seen.setdefault(case.op, {}).setdefault(case.origin, set()).add(case.name)
+    return {op: {origin: len(names) for origin, names in sorted(by.items())} for op, by in sorted(seen.items())}
 
 
 def scope(options: RunOptions) -> str:
@@ -99,7 +107,7 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         from tessera.pluggable_layers.measure import measure_limits
 
         limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
-    work = op_work(options, registry, facts, caps) if "op" in options.levels else []
+    work = op_work(options, registry, facts, caps, seed) if "op" in options.levels else []
     for i, (case, kernel, dtype) in enumerate(work):
         if progress:
             progress(f"{case.op} {kernel.name} {dtype}", i, len(work))
@@ -125,6 +133,6 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         suite_version=SUITE_VERSION, platform=platform.name, device_index=options.device_index,
         device=DeviceSummary(name=d.name, canonical_name=d.canonical_name, arch=d.arch, driver=d.driver, runtime=d.runtime),
         plugins=plugins, torch=torch.__version__, mode="full" if options.full else "quick", scope=scope(options), seed=seed,
-        started=started,
+        started=started, drawn=drawn_counts(work),
         duration_s=round(time.perf_counter() - t0, 2), limits=limits, results=results,
     )  # fmt: skip

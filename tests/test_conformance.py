@@ -119,3 +119,26 @@ def test_perf_mode_reports_limits_and_bandwidth(home, fresh_discovery):
     assert report.limits["copy_GBps"] > 0 and report.limits["matmul_TFLOPs"] > 0
     timed = [r for r in report.results if r.status == "pass"]
     assert timed and all(r.extra["median_ms"] > 0 and r.extra["share_of_copy_bandwidth"] > 0 for r in timed)
+
+
+def test_unsafe_kernels_fail_their_postconditions(home, install_fixture):
+    """A kernel writing one element past its output fails the guard check; a router returning the
+    expert count as the id of NaN rows passes every finite case (as the suite before postconditions
+    ran them) and fails the adversarial ones."""
+    install_fixture("unsafe_kernels")
+    report = run(RunOptions(platform="cpu", ops=["rms_norm", "moe_route"], kernels=["unsafe_*"], seed=5,
+                            dtypes=["float32"]))  # fmt: skip
+    past = [r for r in report.results if r.kernel == "unsafe_rms_norm_writes_past_out"]
+    assert past and all(r.status == "fail" and "wrote outside the tensor" in r.message for r in past)
+    assert all("0 element(s) of the guard before it, 1 after it changed" in r.message for r in past)
+    route = [r for r in report.results if r.kernel == "unsafe_moe_route_nan_id"]
+    finite = [r for r in route if "nan" not in r.case.lower()]
+    assert len(finite) >= 10 and all(r.status == "pass" for r in finite), [r.message for r in finite if r.status != "pass"]
+    nan_cases = [r for r in route if "nan_rows" in r.case or "nan_entries" in r.case]
+    assert nan_cases and all(r.status == "fail" for r in nan_cases)
+    assert all("outside [0, " in r.message for r in nan_cases)
+    # the cases the suite had before (fixed, finite logits) all pass this kernel
+    fixed = {"t1_e8_k2_softmax", "t67_e128_k8_softmax", "t13_e16_k4_sigmoid_raw"}
+    assert {r.case for r in route if r.status == "pass"} >= fixed
+    assert report.drawn["moe_route"]["adversarial"] >= 20 and report.drawn["moe_route"]["generated"] >= 1
+    assert not report.passed
