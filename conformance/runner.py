@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tessera.conformance.cases import Case, all_cases
+from tessera.conformance import sanitize
 from tessera.conformance.levels import contract, layers, models
 from tessera.conformance.ops import run_op_case
 from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
@@ -38,6 +39,8 @@ class RunOptions:
     seed: int | None = None
     levels: Sequence[str] = ("platform", "op", "layer", "model")
     dtypes: Sequence[str] | None = None  # default: every float dtype the platform claims
+    cases: Sequence[str] | None = None  # case names or globs (gen_*, zoo_Mixtral*)
+    sanitize: bool = False  # each op case in its own process under the platform's memory checker
 
 
 def expectations(discovery, platform) -> dict[str, str]:
@@ -68,10 +71,17 @@ def op_work(options: RunOptions, registry, facts, caps, seed: int) -> list[tuple
                 continue
             if options.kernels and not any(fnmatch.fnmatch(kernel.name, k) for k in options.kernels):
                 continue
+            if options.cases and not any(fnmatch.fnmatch(case.name, c) for c in options.cases):
+                continue
             for dtype in FLOAT_DTYPES:
                 if dtype in (options.dtypes or caps.dtypes):
                     work.append((case, kernel, dtype))
     return work
+
+
+def case_seed(seed: int, case: Case) -> int:
+    """The seed of one case's inputs: from the run's seed and the case id alone (so it replays)."""
+    return int(hashlib.sha256(f"{seed}/{case.case_id}".encode()).hexdigest()[:8], 16)
 
 
 def drawn_counts(work) -> dict[str, dict[str, int]]:
@@ -84,7 +94,8 @@ def drawn_counts(work) -> dict[str, dict[str, int]]:
 
 def scope(options: RunOptions) -> str:
     parts = [f"{name}={','.join(value)}" for name, value in
-             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes)) if value]  # fmt: skip
+             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes), ("cases", options.cases))
+             if value]  # fmt: skip
     return "; ".join(parts) or "complete"
 
 
@@ -108,18 +119,25 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
 
         limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
     work = op_work(options, registry, facts, caps, seed) if "op" in options.levels else []
+    prefix = sanitize.checker_command(platform) if options.sanitize and work else None
     for i, (case, kernel, dtype) in enumerate(work):
         if progress:
             progress(f"{case.op} {kernel.name} {dtype}", i, len(work))
-        case_seed = int(hashlib.sha256(f"{seed}/{case.case_id}".encode()).hexdigest()[:8], 16)
-        result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed, perf=options.perf, platform=platform,
-                             limits=limits)  # fmt: skip
+        if prefix is not None:
+            base = dict(level="op", case_id=f"{case.op}/{kernel.name}/{dtype}/{case.name}", op=case.op, kernel=kernel.name,
+                        provider=kernel.provider, dtype=dtype, case=case.name)  # fmt: skip
+            result = sanitize.run_sanitized(prefix, platform.name, options.device_index, base["case_id"], seed,
+                                            options.full, base)  # fmt: skip
+        else:
+            result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
+                                 platform=platform, limits=limits)  # fmt: skip
         results.append(apply_expectations(result, expected))
-    if "layer" in options.levels and not options.ops and not options.kernels:
+    whole = not options.ops and not options.kernels and not options.cases
+    if "layer" in options.levels and whole:
         results += [
             apply_expectations(r, expected) for r in layers.check(registry, facts, caps, device, seed)
         ]
-    if "model" in options.levels and not options.ops and not options.kernels:
+    if "model" in options.levels and whole:
         results += [
             apply_expectations(r, expected)
             for r in models.check(platform, facts, caps, options, seed, progress)
@@ -133,6 +151,6 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         suite_version=SUITE_VERSION, platform=platform.name, device_index=options.device_index,
         device=DeviceSummary(name=d.name, canonical_name=d.canonical_name, arch=d.arch, driver=d.driver, runtime=d.runtime),
         plugins=plugins, torch=torch.__version__, mode="full" if options.full else "quick", scope=scope(options), seed=seed,
-        started=started, drawn=drawn_counts(work),
+        started=started, drawn=drawn_counts(work), sanitized=prefix is not None,
         duration_s=round(time.perf_counter() - t0, 2), limits=limits, results=results,
     )  # fmt: skip

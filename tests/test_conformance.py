@@ -142,3 +142,35 @@ def test_unsafe_kernels_fail_their_postconditions(home, install_fixture):
     assert {r.case for r in route if r.status == "pass"} >= fixed
     assert report.drawn["moe_route"]["adversarial"] >= 20 and report.drawn["moe_route"]["generated"] >= 1
     assert not report.passed
+
+
+def test_sanitize_runs_each_case_under_the_platforms_memory_checker(home, install_fixture):
+    install_fixture("checked_platform")
+    cases = ["t1_e8_k2_softmax", "t13_e16_k4_sigmoid_raw"]
+    report = run(RunOptions(platform="checked_cpu", ops=["moe_route"], cases=cases, seed=3, sanitize=True))
+    by_case = {r.case: r for r in report.results if r.level == "op"}
+    assert set(by_case) == set(cases) and report.sanitized
+    clean, planted = by_case["t1_e8_k2_softmax"], by_case["t13_e16_k4_sigmoid_raw"]
+    assert clean.status == "pass" and clean.extra["sanitized"] == "clean" and clean.normalized is not None
+    assert planted.status == "fail" and "sanitizer (exit 99)" in planted.message
+    assert "Invalid __global__ write of size 4 bytes" in planted.message
+
+
+def test_sanitize_without_a_memory_checker_is_a_clear_error(home, fresh_discovery):
+    result = runner.invoke(app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--sanitize"])
+    assert result.exit_code != 0
+    assert "--sanitize needs a memory checker" in result.output and "offers no memory checker" in result.output
+
+
+def test_cuda_offers_compute_sanitizer_when_installed(tmp_path, monkeypatch):
+    from tessera_cuda.platform import CudaPlatform
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-toolkit"))
+    missing = CudaPlatform().memory_checker()
+    assert missing.command is None and "compute-sanitizer is not on PATH" in missing.reason
+    tool = tmp_path / "compute-sanitizer"
+    tool.write_text("#!/bin/sh\nexec \"$@\"\n")
+    tool.chmod(0o755)
+    found = CudaPlatform().memory_checker()
+    assert found.command[:3] == [str(tool), "--tool", "memcheck"] and "--error-exitcode" in found.command
