@@ -53,7 +53,9 @@ def refill(static: dict, dev: dict, inputs, originals: dict) -> None:
             target[v.shape[0] :].fill_(inputs.pad.get(name, float("nan")))
 
 
-def graph_replay_problems(platform, bound, dev: dict, inputs, pairs, budget: float, originals: dict) -> list[str]:
+def graph_replay_problems(
+    platform, bound, dev: dict, inputs, pairs, budget: float, originals: dict
+) -> list[str]:
     graph = platform.graph()
     if graph is None:
         return []
@@ -79,7 +81,11 @@ def graph_replay_problems(platform, bound, dev: dict, inputs, pairs, budget: flo
     eager = {label: o for label, o, _ in pairs}
     for i, r in enumerate(returned):
         label = f"return[{i}]"
-        if label not in eager or not isinstance(r, torch.Tensor) or not isinstance(eager[label], torch.Tensor):
+        if (
+            label not in eager
+            or not isinstance(r, torch.Tensor)
+            or not isinstance(eager[label], torch.Tensor)
+        ):
             continue
         o = eager[label]
         if inputs.rows is not None:
@@ -87,5 +93,7 @@ def graph_replay_problems(platform, bound, dev: dict, inputs, pairs, budget: flo
         replayed = r[: o.shape[0]] if r.dim() else r
         figures = error_figures(replayed, o.detach().cpu().double())
         if figures.problem or not figures.normalized <= max(budget, 1e-6):
-            problems.append(f"graph replay: {label} differs from the eager run ({figures.problem or figures.normalized})")
+            problems.append(
+                f"graph replay: {label} differs from the eager run ({figures.problem or figures.normalized})"
+            )
     return problems

@@ -78,7 +78,9 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     pairs = compared_pairs(inputs, got, expected, dev, ref)
     if platform is not None and kernel.graph_safe:
         originals = {n: b[0] for n, b in before.items()}
-        problems += graph_replay_problems(platform, bound, dev, inputs, pairs, spec.budget(dtype_name), originals)
+        problems += graph_replay_problems(
+            platform, bound, dev, inputs, pairs, spec.budget(dtype_name), originals
+        )
     result = judge(spec, dtype_name, pairs, problems, base, time.perf_counter() - start)
     if perf and result.status == "pass" and platform is not None:
         from tessera.conformance.perf import time_kernel
@@ -93,7 +95,11 @@ def postcondition_problems(inputs, got, expected, dev, ref, before, guards) -> l
     returned, reference_returned = as_tuple(got), as_tuple(expected)
     for label, (limit, distinct) in inputs.indices.items():
         for who, values, source in (("", returned, dev), ("reference ", reference_returned, ref)):
-            t = values[int(label[7:-1])] if label.startswith("return[") and label[7:-1].isdigit() else source.get(label)
+            t = (
+                values[int(label[7:-1])]
+                if label.startswith("return[") and label[7:-1].isdigit()
+                else source.get(label)
+            )
             problem = index_problem(label, t, limit, distinct)
             if problem:
                 problems.append(who + problem)

@@ -83,9 +83,7 @@ def index_problem(label: str, t, bound: int, distinct: bool) -> str | None:
     bad = (v < 0) | (v >= bound)
     if bool(bad.any()):
         where = bad.nonzero()[0].tolist()
-        return (
-            f"{label}: {int(bad.sum())} index(es) outside [0, {bound}), e.g. {int(v[tuple(where)])} at {where}"
-        )
+        return f"{label}: {int(bad.sum())} index(es) outside [0, {bound}), e.g. {int(v[tuple(where)])} at {where}"
     if distinct and v.dim() == 2 and v.shape[1] > 1:
         s = v.sort(dim=1).values
         dup = (s[:, 1:] == s[:, :-1]).any(dim=1)
@@ -107,7 +105,11 @@ def untouched_problem(name: str, before, after, ref_before, ref_after) -> str | 
 
 
 def finite_problem(label: str, out, ref) -> str | None:
-    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or tuple(out.shape) != tuple(ref.shape):
+    if (
+        not isinstance(out, torch.Tensor)
+        or not out.is_floating_point()
+        or tuple(out.shape) != tuple(ref.shape)
+    ):
         return None
     bad = torch.isfinite(ref.detach().cpu()) & ~torch.isfinite(out.detach().cpu())
     if bool(bad.any()):

@@ -113,8 +113,13 @@ def markdown(report: ConformanceReport) -> str:
             f"{fmt(r.normalized)} | {fmt(r.budget)} | {'-' if share is None else f'{share:.2f}'} | {r.message[:120]} |"
         )
     if report.drawn:
-        lines += ["", "Cases per op (fixed, drawn from the shape space, model zoo, adversarial inputs): "
-                  + "; ".join(f"{op} " + ", ".join(f"{k} {v}" for k, v in by.items()) for op, by in report.drawn.items())]
+        lines += [
+            "",
+            "Cases per op (fixed, drawn from the shape space, model zoo, adversarial inputs): "
+            + "; ".join(
+                f"{op} " + ", ".join(f"{k} {v}" for k, v in by.items()) for op, by in report.drawn.items()
+            ),
+        ]
     if report.sanitized:
         lines += ["", "Every op case ran in its own process under the platform's memory checker."]
     if report.limits:

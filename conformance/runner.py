@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tessera.conformance.cases import Case, all_cases
 from tessera.conformance import sanitize
+from tessera.conformance.cases import Case, all_cases
 from tessera.conformance.levels import contract, layers, models
 from tessera.conformance.ops import run_op_case
 from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
@@ -89,7 +89,9 @@ def drawn_counts(work) -> dict[str, dict[str, int]]:
     seen: dict[str, dict[str, set]] = {}
     for case, _kernel, _dtype in work:
         seen.setdefault(case.op, {}).setdefault(case.origin, set()).add(case.name)
-    return {op: {origin: len(names) for origin, names in sorted(by.items())} for op, by in sorted(seen.items())}
+    return {
+        op: {origin: len(names) for origin, names in sorted(by.items())} for op, by in sorted(seen.items())
+    }
 
 
 def scope(options: RunOptions) -> str:

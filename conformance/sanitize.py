@@ -56,10 +56,19 @@ def run_sanitized(prefix: list[str], platform_name: str, device: int, case_id: s
     findings = [m.group(1).strip() for m in FINDING.finditer(output)]
     findings = [f for f in findings if not re.search(r"ERROR SUMMARY: 0 errors", f)]
     if done.returncode != 0 or findings:
-        detail = "; ".join(findings[:3]) or output.strip().splitlines()[-1:] and output.strip().splitlines()[-1][:300]
+        detail = (
+            "; ".join(findings[:3])
+            or output.strip().splitlines()[-1:]
+            and output.strip().splitlines()[-1][:300]
+        )
         message = f"sanitizer (exit {done.returncode}): {detail or 'no output'}"
         if result is not None:
-            return result.model_copy(update={"status": "fail", "message": message + (f"; {result.message}" if result.message else "")})
+            return result.model_copy(
+                update={
+                    "status": "fail",
+                    "message": message + (f"; {result.message}" if result.message else ""),
+                }
+            )
         return CaseResult(status="fail", message=message, **base)
     if result is None:
         return CaseResult(status="error", message="sanitizer: the case printed no result", **base)

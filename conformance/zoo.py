@@ -59,7 +59,9 @@ def mamba_cases(s: dict, full: bool) -> list[Case]:
            mamba.ssu_case("ssu", 3, heads, p, n, g, True),
            norms.gated_case("gated_norm", 3, s["intermediate"], s["intermediate"] // g)]  # fmt: skip
     if full:
-        out.append(mamba.ssd_case("ssd_chunk_edges", [chunk + 1, 2 * chunk], heads, p, n, g, chunk, full=True))
+        out.append(
+            mamba.ssd_case("ssd_chunk_edges", [chunk + 1, 2 * chunk], heads, p, n, g, chunk, full=True)
+        )
     return out
 
 
@@ -104,4 +106,6 @@ def _shape_key(case: Case) -> str:
     import torch
 
     inputs = case.build(torch.Generator().manual_seed(0))
-    return repr(sorted((k, tuple(v.shape) if isinstance(v, torch.Tensor) else v) for k, v in inputs.values.items()))
+    return repr(
+        sorted((k, tuple(v.shape) if isinstance(v, torch.Tensor) else v) for k, v in inputs.values.items())
+    )

@@ -133,7 +133,9 @@ def test_unsafe_kernels_fail_their_postconditions(home, install_fixture):
     assert all("0 element(s) of the guard before it, 1 after it changed" in r.message for r in past)
     route = [r for r in report.results if r.kernel == "unsafe_moe_route_nan_id"]
     finite = [r for r in route if "nan" not in r.case.lower()]
-    assert len(finite) >= 10 and all(r.status == "pass" for r in finite), [r.message for r in finite if r.status != "pass"]
+    assert len(finite) >= 10 and all(r.status == "pass" for r in finite), [
+        r.message for r in finite if r.status != "pass"
+    ]
     nan_cases = [r for r in route if "nan_rows" in r.case or "nan_entries" in r.case]
     assert nan_cases and all(r.status == "fail" for r in nan_cases)
     assert all("outside [0, " in r.message for r in nan_cases)
@@ -157,9 +159,13 @@ def test_sanitize_runs_each_case_under_the_platforms_memory_checker(home, instal
 
 
 def test_sanitize_without_a_memory_checker_is_a_clear_error(home, fresh_discovery):
-    result = runner.invoke(app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--sanitize"])
+    result = runner.invoke(
+        app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--sanitize"]
+    )
     assert result.exit_code != 0
-    assert "--sanitize needs a memory checker" in result.output and "offers no memory checker" in result.output
+    assert (
+        "--sanitize needs a memory checker" in result.output and "offers no memory checker" in result.output
+    )
 
 
 def test_cuda_offers_compute_sanitizer_when_installed(tmp_path, monkeypatch):
@@ -170,7 +176,7 @@ def test_cuda_offers_compute_sanitizer_when_installed(tmp_path, monkeypatch):
     missing = CudaPlatform().memory_checker()
     assert missing.command is None and "compute-sanitizer is not on PATH" in missing.reason
     tool = tmp_path / "compute-sanitizer"
-    tool.write_text("#!/bin/sh\nexec \"$@\"\n")
+    tool.write_text('#!/bin/sh\nexec "$@"\n')
     tool.chmod(0o755)
     found = CudaPlatform().memory_checker()
     assert found.command[:3] == [str(tool), "--tool", "memcheck"] and "--error-exitcode" in found.command

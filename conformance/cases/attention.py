@@ -46,7 +46,9 @@ def make_paged(p: dict) -> Case:
     q = [1 if i < p["decode"] else max(1, min(s, p["chunk"] - i)) for i, s in enumerate(seq)]
     window = p["window"] or None
     q_params = {**p, "hq": p["hk"] * p["gqa"]}
-    case = paged_case(param_name(q_params), seq, q, q_params["hq"], p["hk"], d=p["d"], block=p["block"], window=window)
+    case = paged_case(
+        param_name(q_params), seq, q, q_params["hq"], p["hk"], d=p["d"], block=p["block"], window=window
+    )
     case.params = q_params
     return case
 

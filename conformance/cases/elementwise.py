@@ -10,7 +10,11 @@ from tessera.conformance.space import Choice, Int, Space
 
 def silu_case(name, t, inter, full=False):
     def build(g):
-        return Inputs({"x": randn(t, 2 * inter, g=g), "out": nan_like((t, inter))}, poison=("out",), pad={"x": float("nan")})
+        return Inputs(
+            {"x": randn(t, 2 * inter, g=g), "out": nan_like((t, inter))},
+            poison=("out",),
+            pad={"x": float("nan")},
+        )
 
     return Case("silu_and_mul", name, build, full_only=full)
 

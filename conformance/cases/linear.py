@@ -49,7 +49,14 @@ def space() -> list[Space]:
               "k": Int(1, 8192, hi_quick=640, boundaries=(16, 64, 128, 256)),
               "n": Int(1, 8192, hi_quick=384, boundaries=(16, 64, 128, 256)), "bias": Choice((True, False))}  # fmt: skip
     return [
-        Space("linear", params, lambda p: _named(linear_case(param_name(p), p["m"], p["k"], p["n"], p["bias"]), p)),
-        Space("linear_fp8", {**params, "k": Int(16, 8192, hi_quick=640, boundaries=(64, 128, 256))},
-              lambda p: _named(fp8_case(param_name(p), p["m"], p["k"], p["n"], p["bias"]), p)),
+        Space(
+            "linear",
+            params,
+            lambda p: _named(linear_case(param_name(p), p["m"], p["k"], p["n"], p["bias"]), p),
+        ),
+        Space(
+            "linear_fp8",
+            {**params, "k": Int(16, 8192, hi_quick=640, boundaries=(64, 128, 256))},
+            lambda p: _named(fp8_case(param_name(p), p["m"], p["k"], p["n"], p["bias"]), p),
+        ),
     ]

@@ -10,7 +10,6 @@ from tessera.conformance.cases.common import Case, Inputs, nan_like, param_name,
 from tessera.conformance.space import Choice, Int, Space
 from tessera.pluggable_layers.reference.linear_fp8 import quantize_per_channel
 
-
 JUNK = ("nan_rows", "neg_inf_rows", "pos_inf", "nan_entries")
 
 
@@ -40,7 +39,13 @@ def route_case(name, t, e, k, renorm, scoring, junk=None):
         return Inputs({"router_logits": logits, "top_k": k, "renormalize": renorm, "scoring": scoring}, rows=rows,
                       pad={"router_logits": float("nan")})  # fmt: skip
 
-    return Case("moe_route", name, build, facts={"num_experts": e, "top_k": k}, origin="adversarial" if junk else "fixed")
+    return Case(
+        "moe_route",
+        name,
+        build,
+        facts={"num_experts": e, "top_k": k},
+        origin="adversarial" if junk else "fixed",
+    )
 
 
 def experts_case(name, t, e, k, h, inter, used_experts=None, full=False):
@@ -85,7 +90,13 @@ def cases() -> list[Case]:
 
 def adversarial() -> list[Case]:
     """Router logits a real engine meets (fp16 overflow, garbage padding rows): ids stay in range."""
-    shapes = [(6, 6, 3, "softmax"), (9, 8, 2, "softmax"), (5, 60, 4, "softmax"), (7, 128, 8, "sigmoid"), (3, 1, 1, "softmax")]
+    shapes = [
+        (6, 6, 3, "softmax"),
+        (9, 8, 2, "softmax"),
+        (5, 60, 4, "softmax"),
+        (7, 128, 8, "sigmoid"),
+        (3, 1, 1, "softmax"),
+    ]
     return [route_case(f"t{t}_e{e}_k{k}_{scoring}_{junk}", t, e, k, True, scoring, junk=junk)
             for t, e, k, scoring in shapes for junk in JUNK]  # fmt: skip
 

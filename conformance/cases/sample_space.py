@@ -42,7 +42,13 @@ def with_padding(case: Case) -> Case:
 
     def padded(g: torch.Generator):
         inputs = build(g)
-        inputs.pad = {"logits": float("nan"), "temperature": 0.0, "top_k": 0, "top_p": 1.0, "exponential_noise": 1.0}
+        inputs.pad = {
+            "logits": float("nan"),
+            "temperature": 0.0,
+            "top_k": 0,
+            "top_p": 1.0,
+            "exponential_noise": 1.0,
+        }
         return inputs
 
     return Case(case.op, case.name, padded, facts=case.facts)
@@ -62,6 +68,8 @@ def adversarial() -> list[Case]:
 
 
 def space() -> list[Space]:
-    vocab = Int(1, 262144, hi_quick=40000, boundaries=(1024, 2048, 4096, 8192, 32000, 32768, 50304, 128256, 151936))
+    vocab = Int(
+        1, 262144, hi_quick=40000, boundaries=(1024, 2048, 4096, 8192, 32000, 32768, 50304, 128256, 151936)
+    )
     return [Space("sample", {"b": Int(1, 256, hi_quick=6, boundaries=(8, 16)), "v": vocab,
                              "mix": Choice(("greedy", "mixed", "all")), "junk": Choice(("none", "none") + JUNK)}, make)]  # fmt: skip

@@ -38,7 +38,9 @@ def run(
         False, "--perf", help="Also time each passing kernel against the measured limits."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Replay a run (the report records its seed)."),
-    cases: str | None = typer.Option(None, "--cases", help="Comma-separated case names or globs (gen_*, zoo_*)."),
+    cases: str | None = typer.Option(
+        None, "--cases", help="Comma-separated case names or globs (gen_*, zoo_*)."
+    ),
     sanitize: bool = typer.Option(
         False, "--sanitize", help="Run each op case in its own process under the platform's memory checker."
     ),
