@@ -126,7 +126,7 @@ def test_unsafe_kernels_fail_their_postconditions(home, install_fixture):
     expert count as the id of NaN rows passes every finite case (as the suite before postconditions
     ran them) and fails the adversarial ones."""
     install_fixture("unsafe_kernels")
-    report = run(RunOptions(platform="cpu", ops=["rms_norm", "moe_route"], kernels=["unsafe_*"], seed=5,
+    report = run(RunOptions(platform="cpu", ops=["rms_norm", "moe_route", "kv_cache_write"], kernels=["unsafe_*"], seed=5,
                             dtypes=["float32"]))  # fmt: skip
     past = [r for r in report.results if r.kernel == "unsafe_rms_norm_writes_past_out"]
     assert past and all(r.status == "fail" and "wrote outside the tensor" in r.message for r in past)
@@ -142,6 +142,10 @@ def test_unsafe_kernels_fail_their_postconditions(home, install_fixture):
     # the cases the suite had before (fixed, finite logits) all pass this kernel
     fixed = {"t1_e8_k2_softmax", "t67_e128_k8_softmax", "t13_e16_k4_sigmoid_raw"}
     assert {r.case for r in route if r.status == "pass"} >= fixed
+    wraps = {r.case: r for r in report.results if r.kernel == "unsafe_kv_cache_write_wraps_padding"}
+    padded = wraps["t67_h2_d40_b16_padding"]
+    assert padded.status == "fail" and "changed that the reference leaves as they were" in padded.message
+    assert wraps["t1_h8_d128_b16"].status == "pass"  # no padding token: nothing to wrap
     assert report.drawn["moe_route"]["adversarial"] >= 20 and report.drawn["moe_route"]["generated"] >= 1
     assert not report.passed
 
@@ -180,3 +184,27 @@ def test_cuda_offers_compute_sanitizer_when_installed(tmp_path, monkeypatch):
     tool.chmod(0o755)
     found = CudaPlatform().memory_checker()
     assert found.command[:3] == [str(tool), "--tool", "memcheck"] and "--error-exitcode" in found.command
+
+
+def test_shape_spaces_draw_edges_and_replay_by_seed():
+    from tessera.conformance import space
+    from tessera.conformance.cases import SPACES, all_cases
+    from tessera.pluggable_layers.ops import OPS
+
+    spaces = [s for m in SPACES for s in m.space()]
+    assert {s.op for s in spaces} == set(OPS)  # every op declares its shape space
+    experts = space.Int(1, 512, boundaries=(64, 128))
+    assert {1, 2, 3, 63, 65, 127, 129, 509, 512} <= set(experts.edges(512))
+    names = lambda seed: [c.case_id for c in all_cases(False, seed) if c.origin == "generated"]  # noqa: E731
+    first = names(21)
+    assert first == names(21) and first != names(22)  # --seed replays the draws
+    per_op = {op: sum(i.startswith(op + "/gen_") for i in first) for op in OPS}
+    assert all(n == space.DRAWS["quick"] for n in per_op.values()), per_op
+    route = [c for c in all_cases(False, 21) if c.op == "moe_route" and c.origin == "generated"]
+    assert all(c.params and f"e{c.params['e']}_" in c.name for c in route)
+    zoo = {c.name for c in all_cases(False, None) if c.origin == "zoo"}
+    assert {
+        "zoo_Qwen1_5_MoE_A2_7B_route",
+        "zoo_Mixtral_8x7B_route",
+        "zoo_DeepSeek_V2_Lite_route_nan_rows",
+    } <= zoo
