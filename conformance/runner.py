@@ -40,6 +40,7 @@ class RunOptions:
     levels: Sequence[str] = ("platform", "op", "layer", "model")
     dtypes: Sequence[str] | None = None  # default: every float dtype the platform claims
     cases: Sequence[str] | None = None  # case names or globs (gen_*, zoo_Mixtral*)
+    origins: Sequence[str] | None = None  # fixed, generated, zoo, adversarial (default: all)
     sanitize: bool = False  # each op case in its own process under the platform's memory checker
 
 
@@ -73,6 +74,8 @@ def op_work(options: RunOptions, registry, facts, caps, seed: int) -> list[tuple
                 continue
             if options.cases and not any(fnmatch.fnmatch(case.name, c) for c in options.cases):
                 continue
+            if options.origins and case.origin not in options.origins:
+                continue
             for dtype in FLOAT_DTYPES:
                 if dtype in (options.dtypes or caps.dtypes):
                     work.append((case, kernel, dtype))
@@ -96,7 +99,8 @@ def drawn_counts(work) -> dict[str, dict[str, int]]:
 
 def scope(options: RunOptions) -> str:
     parts = [f"{name}={','.join(value)}" for name, value in
-             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes), ("cases", options.cases))
+             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes), ("cases", options.cases),
+              ("origins", options.origins))
              if value]  # fmt: skip
     return "; ".join(parts) or "complete"
 
@@ -134,7 +138,7 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
             result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
                                  platform=platform, limits=limits)  # fmt: skip
         results.append(apply_expectations(result, expected))
-    whole = not options.ops and not options.kernels and not options.cases
+    whole = not options.ops and not options.kernels and not options.cases and not options.origins
     if "layer" in options.levels and whole:
         results += [
             apply_expectations(r, expected) for r in layers.check(registry, facts, caps, device, seed)
