@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: generated cases per op: --quick, --full
-DRAWS = {"quick": 4, "full": 24}
+DRAWS = {"quick": 3, "full": 24}
 EDGE_SHARE = 0.7
 
 

@@ -1,8 +1,9 @@
 """The model-shape zoo: op cases at the layer shapes of real checkpoints (``data/model_zoo.json``).
 
-Under --quick each model's ops run with a few tokens at the real hidden, head, expert, state and
-vocabulary sizes (no large weights); --full adds its GEMMs and, up to ``MAX_EXPERT_WEIGHTS``
-elements, its expert weights at full size.
+Under --quick each model's ops run with a few tokens (one or two decode rows for attention and the
+Mamba2 state update) at the real hidden, head, expert, state and vocabulary sizes, and no large
+weights; --full adds prefill chunks, the Mamba2 scans, its GEMMs and, up to
+``MAX_EXPERT_WEIGHTS`` elements, its expert weights at full size.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ def attention_cases(m: dict, full: bool) -> list[Case]:
     hq, hk, d, rot = m["heads"], m["kv_heads"], m["head_dim"], m.get("rotary_dim", m["head_dim"])
     out = [elementwise.rotary_case("rope", 3, hq, hk, d, rot, True),
            elementwise.kv_write_case("kv_write", 5, hk, d, 16, True),
-           attention.paged_case("attn_decode_prefill", [1, 17, 33], [1, 1, 5], hq, hk, d=d)]  # fmt: skip
+           attention.paged_case("attn_decode", [1, 17], [1, 1], hq, hk, d=d)]  # fmt: skip
     if full:
+        out.append(
+            attention.paged_case("attn_decode_prefill", [1, 17, 33], [1, 1, 5], hq, hk, d=d, full=True)
+        )
         out.append(attention.paged_case("attn_prefill512", [4096, 512], [1, 512], hq, hk, d=d, full=True))
         out.append(linear.linear_case("qkv_proj", 4, m["hidden"], (hq + 2 * hk) * d, False, full=True))
     return out
@@ -67,8 +71,9 @@ def mamba_cases(s: dict, full: bool) -> list[Case]:
 
 def model_cases(name: str, m: dict, full: bool) -> list[Case]:
     h = m["hidden"]
-    out = [norms.rms_norm_case("rms_norm", 3, h, eps=m["eps"]), norms.add_rms_norm_case("add_rms_norm", 3, h),
-           sample_case("sample", 2, m["vocab"], "mixed" if full else "greedy")]  # fmt: skip
+    out = [norms.rms_norm_case("rms_norm", 3, h, eps=m["eps"]), sample_case("sample", 2, m["vocab"], "mixed" if full else "greedy")]  # fmt: skip
+    if full:
+        out.append(norms.add_rms_norm_case("add_rms_norm", 3, h))
     if "intermediate" in m:
         out.append(elementwise.silu_case("silu_and_mul", 2, m["intermediate"]))
         if full:
