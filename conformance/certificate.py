@@ -38,6 +38,9 @@ class Certificate(BaseModel):
     verdict: str  # "conformant" or "not conformant"
     report_sha256: str
     report_path: str
+    #: op -> number of cases drawn from its shape space (absent in certificates made before spaces)
+    generated: dict[str, int] = {}
+    sanitized: bool = False
 
 
 def certificate_root() -> Path:
@@ -55,6 +58,7 @@ def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) 
         torch=report.torch, plugins=report.plugins, mode=report.mode, scope=report.scope, date=report.started, counts=counts,
         passed=counts["pass"] + counts["xfail"], total=total,
         verdict="conformant" if report.passed else "not conformant", report_sha256=sha256, report_path=str(report_path),
+        generated={op: by.get("generated", 0) for op, by in report.drawn.items()}, sanitized=report.sanitized,
     )  # fmt: skip
 
 

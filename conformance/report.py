@@ -59,6 +59,9 @@ class ConformanceReport(BaseModel):
     seed: int
     started: str
     duration_s: float
+    #: op -> origin (fixed, generated, zoo, adversarial) -> number of cases (generated: drawn from the shape space)
+    drawn: dict[str, dict[str, int]] = Field(default_factory=dict)
+    sanitized: bool = False  # op cases ran under the platform's memory checker (--sanitize)
     limits: dict[str, float] = Field(default_factory=dict)  # measured copy GB/s, matmul TFLOP/s (--perf)
     results: list[CaseResult]
 
@@ -109,6 +112,16 @@ def markdown(report: ConformanceReport) -> str:
             f"| {r.level} | {r.op} | {r.kernel} | {r.dtype} | {r.case} | {r.status} | {fmt(r.max_abs)} | {fmt(r.max_rel)} | "
             f"{fmt(r.normalized)} | {fmt(r.budget)} | {'-' if share is None else f'{share:.2f}'} | {r.message[:120]} |"
         )
+    if report.drawn:
+        lines += [
+            "",
+            "Cases per op (fixed, drawn from the shape space, model zoo, adversarial inputs): "
+            + "; ".join(
+                f"{op} " + ", ".join(f"{k} {v}" for k, v in by.items()) for op, by in report.drawn.items()
+            ),
+        ]
+    if report.sanitized:
+        lines += ["", "Every op case ran in its own process under the platform's memory checker."]
     if report.limits:
         lines += ["", "Measured limits: " + ", ".join(f"{k} {v:.1f}" for k, v in report.limits.items())]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tessera.conformance import sanitize
 from tessera.conformance.cases import Case, all_cases
 from tessera.conformance.levels import contract, layers, models
 from tessera.conformance.ops import run_op_case
@@ -38,6 +39,9 @@ class RunOptions:
     seed: int | None = None
     levels: Sequence[str] = ("platform", "op", "layer", "model")
     dtypes: Sequence[str] | None = None  # default: every float dtype the platform claims
+    cases: Sequence[str] | None = None  # case names or globs (gen_*, zoo_Mixtral*)
+    origins: Sequence[str] | None = None  # fixed, generated, zoo, adversarial (default: all)
+    sanitize: bool = False  # each op case in its own process under the platform's memory checker
 
 
 def expectations(discovery, platform) -> dict[str, str]:
@@ -58,9 +62,9 @@ def apply_expectations(result: CaseResult, expected: dict[str, str]) -> CaseResu
     return result
 
 
-def op_work(options: RunOptions, registry, facts, caps) -> list[tuple[Case, object, str]]:
+def op_work(options: RunOptions, registry, facts, caps, seed: int) -> list[tuple[Case, object, str]]:
     work = []
-    for case in all_cases(options.full):
+    for case in all_cases(options.full, seed):
         if options.ops and case.op not in options.ops:
             continue
         for kernel in registry.kernels(case.op):
@@ -68,15 +72,36 @@ def op_work(options: RunOptions, registry, facts, caps) -> list[tuple[Case, obje
                 continue
             if options.kernels and not any(fnmatch.fnmatch(kernel.name, k) for k in options.kernels):
                 continue
+            if options.cases and not any(fnmatch.fnmatch(case.name, c) for c in options.cases):
+                continue
+            if options.origins and case.origin not in options.origins:
+                continue
             for dtype in FLOAT_DTYPES:
                 if dtype in (options.dtypes or caps.dtypes):
                     work.append((case, kernel, dtype))
     return work
 
 
+def case_seed(seed: int, case: Case) -> int:
+    """The seed of one case's inputs: from the run's seed and the case id alone (so it replays)."""
+    return int(hashlib.sha256(f"{seed}/{case.case_id}".encode()).hexdigest()[:8], 16)
+
+
+def drawn_counts(work) -> dict[str, dict[str, int]]:
+    """Per op, how many distinct cases of each origin (fixed, generated, zoo, adversarial) ran."""
+    seen: dict[str, dict[str, set]] = {}
+    for case, _kernel, _dtype in work:
+        seen.setdefault(case.op, {}).setdefault(case.origin, set()).add(case.name)
+    return {
+        op: {origin: len(names) for origin, names in sorted(by.items())} for op, by in sorted(seen.items())
+    }
+
+
 def scope(options: RunOptions) -> str:
     parts = [f"{name}={','.join(value)}" for name, value in
-             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes)) if value]  # fmt: skip
+             (("ops", options.ops), ("kernels", options.kernels), ("dtypes", options.dtypes), ("cases", options.cases),
+              ("origins", options.origins))
+             if value]  # fmt: skip
     return "; ".join(parts) or "complete"
 
 
@@ -99,19 +124,26 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         from tessera.pluggable_layers.measure import measure_limits
 
         limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
-    work = op_work(options, registry, facts, caps) if "op" in options.levels else []
+    work = op_work(options, registry, facts, caps, seed) if "op" in options.levels else []
+    prefix = sanitize.checker_command(platform) if options.sanitize and work else None
     for i, (case, kernel, dtype) in enumerate(work):
         if progress:
             progress(f"{case.op} {kernel.name} {dtype}", i, len(work))
-        case_seed = int(hashlib.sha256(f"{seed}/{case.case_id}".encode()).hexdigest()[:8], 16)
-        result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed, perf=options.perf, platform=platform,
-                             limits=limits)  # fmt: skip
+        if prefix is not None:
+            base = dict(level="op", case_id=f"{case.op}/{kernel.name}/{dtype}/{case.name}", op=case.op, kernel=kernel.name,
+                        provider=kernel.provider, dtype=dtype, case=case.name)  # fmt: skip
+            result = sanitize.run_sanitized(prefix, platform.name, options.device_index, base["case_id"], seed,
+                                            options.full, base)  # fmt: skip
+        else:
+            result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
+                                 platform=platform, limits=limits)  # fmt: skip
         results.append(apply_expectations(result, expected))
-    if "layer" in options.levels and not options.ops and not options.kernels:
+    whole = not options.ops and not options.kernels and not options.cases and not options.origins
+    if "layer" in options.levels and whole:
         results += [
             apply_expectations(r, expected) for r in layers.check(registry, facts, caps, device, seed)
         ]
-    if "model" in options.levels and not options.ops and not options.kernels:
+    if "model" in options.levels and whole:
         results += [
             apply_expectations(r, expected)
             for r in models.check(platform, facts, caps, options, seed, progress)
@@ -125,6 +157,6 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         suite_version=SUITE_VERSION, platform=platform.name, device_index=options.device_index,
         device=DeviceSummary(name=d.name, canonical_name=d.canonical_name, arch=d.arch, driver=d.driver, runtime=d.runtime),
         plugins=plugins, torch=torch.__version__, mode="full" if options.full else "quick", scope=scope(options), seed=seed,
-        started=started,
+        started=started, drawn=drawn_counts(work), sanitized=prefix is not None,
         duration_s=round(time.perf_counter() - t0, 2), limits=limits, results=results,
     )  # fmt: skip

@@ -28,6 +28,7 @@ __all__ = [
     "DeviceModulePlatform",
     "HostEvent",
     "LimitProbe",
+    "MemoryChecker",
     "Platform",
     "dtype_from_name",
     "dtype_name",
@@ -152,8 +153,23 @@ class Platform(abc.ABC):
         """Context manager capturing the work queued inside it into ``graph``."""
         raise NotImplementedError(f"platform {self.name!r} does not capture graphs")
 
+    def memory_checker(self) -> MemoryChecker:
+        """The memory checker this platform offers to ``tessera conformance run --sanitize``: a command
+        prefix that runs a Python process under it (cuda: ``compute-sanitizer --tool memcheck``), which
+        must exit non-zero on a finding, or None with the reason there is none here."""
+        return MemoryChecker(command=None, reason=f"platform {self.name!r} offers no memory checker")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+class MemoryChecker(BaseModel):
+    """A platform's memory checker: the command prefix that runs a process under it, or None and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: list[str] | None = None
+    reason: str = ""
 
 
 class HostEvent:

@@ -93,7 +93,14 @@ def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monk
     pytest.importorskip("triton")
     monkeypatch.setenv("TESSERA_CPU_TRITON", "1")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    report = run(RunOptions(platform="cpu", kernels=["triton_*"], dtypes=["float32", "float16"], seed=11))
+    # the zoo's real head, state and expert sizes take minutes in the interpreter: its shapes run in the
+    # cpu quick test; here every other case (fixed, drawn from the shape spaces, adversarial)
+    origins = ["fixed", "generated", "adversarial"]
+    report = run(
+        RunOptions(
+            platform="cpu", kernels=["triton_*"], dtypes=["float32", "float16"], seed=11, origins=origins
+        )
+    )
     ops = [r for r in report.results if r.level == "op"]
     assert {r.kernel for r in ops} == {"triton_rms_norm", "triton_add_rms_norm", "triton_silu_and_mul",
                                       "triton_rotary_embedding", "triton_kv_cache_write", "triton_paged_attention",
@@ -102,7 +109,9 @@ def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monk
                                       "triton_selective_state_update", "triton_gated_rms_norm"}  # fmt: skip
     assert {r.dtype for r in ops} == {"float32", "float16"}
     assert all(r.status == "pass" for r in ops), [(r.case_id, r.message) for r in ops if r.status != "pass"]
-    assert report.scope == "kernels=triton_*; dtypes=float32,float16"
+    assert report.scope == "kernels=triton_*; dtypes=float32,float16; origins=fixed,generated,adversarial"
+    drawn = report.drawn["moe_route"]
+    assert drawn["adversarial"] >= 20 and drawn["generated"] >= 1 and "zoo" not in drawn
 
 
 def test_pytest_plugin(home):
@@ -119,3 +128,92 @@ def test_perf_mode_reports_limits_and_bandwidth(home, fresh_discovery):
     assert report.limits["copy_GBps"] > 0 and report.limits["matmul_TFLOPs"] > 0
     timed = [r for r in report.results if r.status == "pass"]
     assert timed and all(r.extra["median_ms"] > 0 and r.extra["share_of_copy_bandwidth"] > 0 for r in timed)
+
+
+def test_unsafe_kernels_fail_their_postconditions(home, install_fixture):
+    """A kernel writing one element past its output fails the guard check; a router returning the
+    expert count as the id of NaN rows passes every finite case (as the suite before postconditions
+    ran them) and fails the adversarial ones."""
+    install_fixture("unsafe_kernels")
+    report = run(RunOptions(platform="cpu", ops=["rms_norm", "moe_route", "kv_cache_write"], kernels=["unsafe_*"], seed=5,
+                            dtypes=["float32"]))  # fmt: skip
+    past = [r for r in report.results if r.kernel == "unsafe_rms_norm_writes_past_out"]
+    assert past and all(r.status == "fail" and "wrote outside the tensor" in r.message for r in past)
+    assert all("0 element(s) of the guard before it, 1 after it changed" in r.message for r in past)
+    route = [r for r in report.results if r.kernel == "unsafe_moe_route_nan_id"]
+    finite = [r for r in route if "nan" not in r.case.lower()]
+    assert len(finite) >= 10 and all(r.status == "pass" for r in finite), [
+        r.message for r in finite if r.status != "pass"
+    ]
+    nan_cases = [r for r in route if "nan_rows" in r.case or "nan_entries" in r.case]
+    assert nan_cases and all(r.status == "fail" for r in nan_cases)
+    assert all("outside [0, " in r.message for r in nan_cases)
+    # the cases the suite had before (fixed, finite logits) all pass this kernel
+    fixed = {"t1_e8_k2_softmax", "t67_e128_k8_softmax", "t13_e16_k4_sigmoid_raw"}
+    assert {r.case for r in route if r.status == "pass"} >= fixed
+    wraps = {r.case: r for r in report.results if r.kernel == "unsafe_kv_cache_write_wraps_padding"}
+    padded = wraps["t67_h2_d40_b16_padding"]
+    assert padded.status == "fail" and "changed that the reference leaves as they were" in padded.message
+    assert wraps["t1_h8_d128_b16"].status == "pass"  # no padding token: nothing to wrap
+    assert report.drawn["moe_route"]["adversarial"] >= 20 and report.drawn["moe_route"]["generated"] >= 1
+    assert not report.passed
+
+
+def test_sanitize_runs_each_case_under_the_platforms_memory_checker(home, install_fixture):
+    install_fixture("checked_platform")
+    cases = ["t1_e8_k2_softmax", "t13_e16_k4_sigmoid_raw"]
+    report = run(RunOptions(platform="checked_cpu", ops=["moe_route"], cases=cases, seed=3, sanitize=True))
+    by_case = {r.case: r for r in report.results if r.level == "op"}
+    assert set(by_case) == set(cases) and report.sanitized
+    clean, planted = by_case["t1_e8_k2_softmax"], by_case["t13_e16_k4_sigmoid_raw"]
+    assert clean.status == "pass" and clean.extra["sanitized"] == "clean" and clean.normalized is not None
+    assert planted.status == "fail" and "sanitizer (exit 99)" in planted.message
+    assert "Invalid __global__ write of size 4 bytes" in planted.message
+
+
+def test_sanitize_without_a_memory_checker_is_a_clear_error(home, fresh_discovery):
+    result = runner.invoke(
+        app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--sanitize"]
+    )
+    assert result.exit_code != 0
+    assert (
+        "--sanitize needs a memory checker" in result.output and "offers no memory checker" in result.output
+    )
+
+
+def test_cuda_offers_compute_sanitizer_when_installed(tmp_path, monkeypatch):
+    from tessera_cuda.platform import CudaPlatform
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-toolkit"))
+    missing = CudaPlatform().memory_checker()
+    assert missing.command is None and "compute-sanitizer is not on PATH" in missing.reason
+    tool = tmp_path / "compute-sanitizer"
+    tool.write_text('#!/bin/sh\nexec "$@"\n')
+    tool.chmod(0o755)
+    found = CudaPlatform().memory_checker()
+    assert found.command[:3] == [str(tool), "--tool", "memcheck"] and "--error-exitcode" in found.command
+
+
+def test_shape_spaces_draw_edges_and_replay_by_seed():
+    from tessera.conformance import space
+    from tessera.conformance.cases import SPACES, all_cases
+    from tessera.pluggable_layers.ops import OPS
+
+    spaces = [s for m in SPACES for s in m.space()]
+    assert {s.op for s in spaces} == set(OPS)  # every op declares its shape space
+    experts = space.Int(1, 512, boundaries=(64, 128))
+    assert {1, 2, 3, 63, 65, 127, 129, 509, 512} <= set(experts.edges(512))
+    names = lambda seed: [c.case_id for c in all_cases(False, seed) if c.origin == "generated"]  # noqa: E731
+    first = names(21)
+    assert first == names(21) and first != names(22)  # --seed replays the draws
+    per_op = {op: sum(i.startswith(op + "/gen_") for i in first) for op in OPS}
+    assert all(n == space.DRAWS["quick"] for n in per_op.values()), per_op
+    route = [c for c in all_cases(False, 21) if c.op == "moe_route" and c.origin == "generated"]
+    assert all(c.params and f"e{c.params['e']}_" in c.name for c in route)
+    zoo = {c.name for c in all_cases(False, None) if c.origin == "zoo"}
+    assert {
+        "zoo_Qwen1_5_MoE_A2_7B_route",
+        "zoo_Mixtral_8x7B_route",
+        "zoo_DeepSeek_V2_Lite_route_nan_rows",
+    } <= zoo

@@ -79,3 +79,26 @@ def test_the_cpu_quick_start_installs_no_triton():
     assert "pip install -e . -e plugins/cpu &&" in cpu_line and "triton" not in cpu_line
     data = tomllib.loads((REPO / "plugins" / "cpu" / "pyproject.toml").read_text())
     assert declared_names(data["project"]["dependencies"]) == {"tessera"}
+
+
+def test_the_model_zoo_ships_in_the_wheel(tmp_path):
+    """The conformance suite reads its model-shape zoo as package data: a built wheel must hold it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    for name in ("core", "pluggable_layers", "conformance"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "certificates"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = next(tmp_path.glob("tessera-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "tessera/conformance/data/model_zoo.json" in names
+    from tessera.conformance import zoo
+
+    assert {"Mixtral-8x7B", "Qwen1.5-MoE-A2.7B", "DeepSeek-V2-Lite", "Bamba-9B"} <= set(zoo.models())

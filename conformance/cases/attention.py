@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from tessera.conformance.cases.common import Case, Inputs, nan_like, offsets, randn
+from tessera.conformance.cases.common import Case, Inputs, nan_like, offsets, param_name, randn
+from tessera.conformance.space import Choice, Int, Space
 
 
 def paged_case(name, seq_lens, q_lens, hq, hk, d=64, block=16, window=None, full=False):
@@ -35,3 +36,27 @@ def cases() -> list[Case]:
         paged_case("decode_ctx8191_gqa4", [8191, 1000], [1, 1], 32, 8, d=128, full=True),
         paged_case("prefill_2x2048_gqa4", [2048, 2048], [2048, 2048], 32, 8, d=128, full=True),
     ]
+
+
+def make_paged(p: dict) -> Case:
+    """``b`` sequences of context up to ``ctx``; ``decode`` of them take one query token, the others
+    a prefill chunk of up to ``chunk`` tokens ending at their context."""
+    b, ctx = p["b"], p["ctx"]
+    seq = [max(1, ctx - (i * 37) % max(ctx, 1)) for i in range(b)]
+    q = [1 if i < p["decode"] else max(1, min(s, p["chunk"] - i)) for i, s in enumerate(seq)]
+    window = p["window"] or None
+    q_params = {**p, "hq": p["hk"] * p["gqa"]}
+    case = paged_case(
+        param_name(q_params), seq, q, q_params["hq"], p["hk"], d=p["d"], block=p["block"], window=window
+    )
+    case.params = q_params
+    return case
+
+
+def space() -> list[Space]:
+    return [Space("paged_attention", {
+        "b": Int(1, 64, hi_quick=5), "ctx": Int(1, 32768, hi_quick=300, boundaries=(16, 32, 64, 128, 256)),
+        "decode": Int(0, 64, hi_quick=5), "chunk": Int(1, 2048, hi_quick=40, boundaries=(16, 32)),
+        "hk": Int(1, 16, hi_quick=4, boundaries=(8,)), "gqa": Choice((1, 2, 4, 5, 8)), "d": Choice((64, 80, 96, 128, 256)),
+        "block": Choice((16, 32)), "window": Choice((0, 0, 0, 7, 64)),
+    }, make_paged)]  # fmt: skip

@@ -6,6 +6,15 @@ runner casts floating tensors to the dtype under test (except those in
 tensors named in ``poison`` with NaN, calls the kernel with keyword arguments,
 and compares the return value and the tensors named in ``inplace`` with the
 float64 reference run on the CPU over the same (cast) inputs.
+
+Besides the numbers every case checks postconditions (:mod:`tessera.conformance.postconditions`):
+``indices`` names index outputs and their exclusive bound (checked for any input, also where
+``rows`` leaves the numbers undefined), the ``poison`` and ``inplace`` tensors sit inside
+NaN-poisoned guard regions that must stay intact, and ``inplace`` tensors may change only where the
+reference changes them. ``rows`` (a boolean mask over the first dimension of every return value)
+marks the rows whose numbers are compared: adversarial cases feed NaN or inf to the other rows,
+where only the postconditions hold. ``pad`` names, for graph replay, the row-major inputs and the
+value their padding rows get.
 """
 
 from __future__ import annotations
@@ -24,6 +33,10 @@ class Inputs:
     inplace: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
     compare_return: bool = True
+    #: label ("return[1]" or an input name) -> (exclusive upper bound, distinct within each row)
+    indices: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    rows: torch.Tensor | None = None
+    pad: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -33,6 +46,9 @@ class Case:
     build: Callable[[torch.Generator], Inputs]
     full_only: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    #: "fixed", "generated" (drawn from the op's shape space), "zoo" or "adversarial"
+    origin: str = "fixed"
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def case_id(self) -> str:
@@ -52,3 +68,16 @@ def offsets(lengths: list[int]) -> torch.Tensor:
 
 def nan_like(shape, dtype=torch.float64) -> torch.Tensor:
     return torch.full(shape, float("nan"), dtype=dtype)
+
+
+def param_name(params: dict[str, Any]) -> str:
+    """A case name that carries its parameters (so a generated case can be read and replayed)."""
+    return "_".join(f"{k}{_short(v)}" for k, v in params.items())
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, list | tuple):
+        return "-".join(str(x) for x in v)
+    return str(v)

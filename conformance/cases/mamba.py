@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from tessera.conformance.cases.common import Case, Inputs, nan_like, offsets, randn
+from tessera.conformance.cases.common import Case, Inputs, nan_like, offsets, param_name, randn
+from tessera.conformance.space import Choice, Int, Space
 
 
 def conv_case(name, lengths, channels, width=4, slots=None):
@@ -79,4 +80,43 @@ def cases() -> list[Case]:
         ssd_case("h8_p16_n32_chunk_edges", [32, 31, 64], 8, 16, 32, 1, 32),
         ssd_case("h128_p64_n128_16384", [16384], 128, 64, 128, 1, 256, full=True),
         ssu_case("b1_h4_p8_n16", 1, 4, 8, 16, 1, False), ssu_case("b7_h8_p16_n32_g2_gated", 7, 8, 16, 32, 2, True),
+    ]  # fmt: skip
+
+
+def ragged(b: int, longest: int, chunk: int) -> list[int]:
+    """``b`` sequence lengths mixing 1, the chunk size and one past it, and the longest."""
+    pattern = [longest, 1, chunk + 1, chunk, max(1, chunk - 1), 2 * chunk + 1]
+    return [max(1, min(longest, pattern[i % len(pattern)])) for i in range(b)]
+
+
+def _named(case: Case, p: dict) -> Case:
+    case.params = p
+    return case
+
+
+def make_ssd(p: dict) -> Case:
+    q = {**p, "heads": p["g"] * p["hpg"]}
+    lengths = ragged(q["b"], q["len"], q["chunk"])
+    return _named(ssd_case(param_name(q), lengths, q["heads"], q["p"], q["n"], q["g"], q["chunk"]), q)
+
+
+def make_ssu(p: dict) -> Case:
+    q = {**p, "heads": p["g"] * p["hpg"]}
+    return _named(ssu_case(param_name(q), q["b"], q["heads"], q["p"], q["n"], q["g"], q["gate"]), q)
+
+
+def space() -> list[Space]:
+    channels = Int(1, 8448, hi_quick=1024, boundaries=(64, 128, 256))
+    heads = {"g": Int(1, 8, hi_quick=2), "hpg": Int(1, 128, hi_quick=8, boundaries=(8,)),
+             "p": Choice((8, 16, 32, 64)), "n": Choice((16, 32, 64, 128))}  # fmt: skip
+    return [
+        Space("causal_conv1d", {"b": Int(1, 16, hi_quick=4), "len": Int(1, 2048, hi_quick=70, boundaries=(16, 64)),
+                                "c": channels, "w": Choice((2, 3, 4))},
+              lambda p: _named(conv_case(param_name(p), ragged(p["b"], p["len"], 16), p["c"], p["w"]), p)),
+        Space("causal_conv1d_update", {"b": Int(1, 256, hi_quick=9, boundaries=(8, 16)), "c": channels, "w": Choice((2, 3, 4))},
+              lambda p: _named(conv_update_case(param_name(p), p["b"], p["c"], p["w"]), p)),
+        Space("ssd_chunk_scan", {"b": Int(1, 8, hi_quick=3), "len": Int(1, 4096, hi_quick=70, boundaries=(16, 32, 64)),
+                                 "chunk": Choice((16, 32, 64, 128, 256)), **heads}, make_ssd),
+        Space("selective_state_update", {"b": Int(1, 256, hi_quick=9, boundaries=(8, 16)), **heads,
+                                         "gate": Choice((True, False))}, make_ssu),
     ]  # fmt: skip

@@ -23,8 +23,8 @@ PREFILL, DECODES = 64, 16
 REFERENCE_PLATFORM = "cpu"
 
 
-def model_case_id(arch: str, dtype: str) -> str:
-    return f"model/{arch}/{dtype}/prefill{PREFILL}_decode{DECODES}"
+def model_case_id(arch: str, dtype: str, graphs: bool = False) -> str:
+    return f"model/{arch}/{dtype}/prefill{PREFILL}_decode{DECODES}" + ("_graphs" if graphs else "")
 
 
 def reference_problem() -> str | None:
@@ -43,12 +43,17 @@ def reference_problem() -> str | None:
 
 
 def engine_logits(
-    path: Path, platform: str, dtype: str, tokens: list[int], overrides: dict | None = None
+    path: Path,
+    platform: str,
+    dtype: str,
+    tokens: list[int],
+    overrides: dict | None = None,
+    graphs: bool = False,
 ) -> torch.Tensor:
     from tessera.engine.scoring import teacher_forced_logits
     from tessera.llm import LLM
 
-    llm = LLM(str(path), dtype=dtype, platform=platform, kernel_overrides=overrides or {}, enforce_eager=True,
+    llm = LLM(str(path), dtype=dtype, platform=platform, kernel_overrides=overrides or {}, enforce_eager=not graphs,
               max_num_seqs=2, kv_cache_bytes=64 << 20, enable_prefix_caching=False)  # fmt: skip
     return teacher_forced_logits(llm.engine, tokens, PREFILL)
 
@@ -65,15 +70,18 @@ def check(platform, facts, caps, options, seed: int, progress=None) -> list[Case
         return [CaseResult(level="model", case_id=model_case_id(arch, dtype), op=arch, dtype=dtype, status="error",
                            message=missing) for arch in ARCHS]  # fmt: skip
     results = []
+    # with graphs where the platform has them (decode steps replayed), and eager; the models run one
+    # after another in this process, as a server that loads several would
+    modes = (False, True) if caps.graphs else (False,)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, arch in enumerate(ARCHS):
+        for i, (arch, graphs) in enumerate((a, g) for a in ARCHS for g in modes):
             if progress:
-                progress(f"model {arch}", i, len(ARCHS))
-            case_id = model_case_id(arch, dtype)
+                progress(f"model {arch}", i, len(ARCHS) * len(modes))
+            case_id = model_case_id(arch, dtype, graphs)
             start = time.perf_counter()
             try:
                 path = write_random_checkpoint(arch, Path(tmp) / arch, seed=seed % 1000)
-                got = engine_logits(path, platform.name, dtype, tokens)
+                got = engine_logits(path, platform.name, dtype, tokens, graphs=graphs)
                 ref = engine_logits(
                     path, REFERENCE_PLATFORM, "float32", tokens, {op: "reference" for op in OPS}
                 )
@@ -82,7 +90,7 @@ def check(platform, facts, caps, options, seed: int, progress=None) -> list[Case
                 budget = MODEL_BUDGET[dtype]
                 ok = figures.problem is None and figures.normalized <= budget
                 results.append(CaseResult(level="model", case_id=case_id, op=arch, kernel="engine", dtype=dtype,
-                                          case=f"prefill{PREFILL}_decode{DECODES}", status="pass" if ok else "fail",
+                                          case=f"prefill{PREFILL}_decode{DECODES}" + ("_graphs" if graphs else ""), status="pass" if ok else "fail",
                                           max_abs=figures.max_abs, max_rel=figures.max_rel, normalized=figures.normalized,
                                           budget=budget, message=figures.problem or f"greedy agreement {agree:.3f}",
                                           seconds=round(time.perf_counter() - start, 3), extra={"greedy_agreement": agree}))  # fmt: skip

@@ -38,6 +38,12 @@ def run(
         False, "--perf", help="Also time each passing kernel against the measured limits."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Replay a run (the report records its seed)."),
+    cases: str | None = typer.Option(
+        None, "--cases", help="Comma-separated case names or globs (gen_*, zoo_*)."
+    ),
+    sanitize: bool = typer.Option(
+        False, "--sanitize", help="Run each op case in its own process under the platform's memory checker."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default: the user data dir)."),
 ) -> None:
     """Run the suite; write report.json, report.md and the certificate; exit 1 when anything fails."""
@@ -51,7 +57,7 @@ def run(
         raise typer.BadParameter("--quick and --full exclude each other")
     with user_errors():
         options = RunOptions(platform=platform, device_index=device, full=full, ops=_split(ops), kernels=_split(kernels),
-                             perf=perf, seed=seed, dtypes=_split(dtypes))  # fmt: skip
+                             perf=perf, seed=seed, dtypes=_split(dtypes), cases=_split(cases), sanitize=sanitize)  # fmt: skip
         with fallbacks_collected() as fallbacks, progress_reporter() as progress:
             report = run_suite(options, progress)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import torch
 
-from tessera.platform import Availability, Capabilities, DeviceInfo, DeviceModulePlatform
+from tessera.platform import Availability, Capabilities, DeviceInfo, DeviceModulePlatform, MemoryChecker
 
 # Longest names first, so that "H200" is not taken for "H20".
 KNOWN_DEVICES = (
@@ -125,3 +127,15 @@ class CudaPlatform(DeviceModulePlatform):
 
     def graph(self):
         return torch.cuda.CUDAGraph()
+
+    def memory_checker(self) -> MemoryChecker:
+        """compute-sanitizer's memcheck (from the CUDA toolkit), when it is on PATH or in $CUDA_HOME/bin."""
+        found = shutil.which("compute-sanitizer")
+        home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+        candidate = os.path.join(home, "bin", "compute-sanitizer")
+        found = found or (candidate if os.access(candidate, os.X_OK) else None)
+        if not found:
+            return MemoryChecker(reason="compute-sanitizer is not on PATH nor in $CUDA_HOME/bin: install the CUDA "
+                                        "toolkit's compute-sanitizer, or put it on PATH")  # fmt: skip
+        return MemoryChecker(command=[found, "--tool", "memcheck", "--error-exitcode", "99",
+                                      "--print-limit", "20", "--target-processes", "all"])  # fmt: skip
