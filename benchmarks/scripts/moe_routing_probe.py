@@ -65,7 +65,12 @@ def finiteness_hooks(model, found: list) -> list:
     return handles
 
 
-def hf_greedy(path: Path, dtype: str, max_tokens: int) -> list[list[int]]:
+SCORED = list(range(3, 67))  # teacher-forced: 48-token prefill, then 16 one-token decodes
+BUDGET = {"float32": 1e-3, "bfloat16": 5e-2}  # the conformance model level's budgets
+
+
+def hf_greedy(path: Path, dtype: str, max_tokens: int) -> tuple[list[list[int]], torch.Tensor]:
+    """transformers' greedy tokens in the run's dtype, and its float32 logits over SCORED."""
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).cuda().eval()
@@ -74,11 +79,16 @@ def hf_greedy(path: Path, dtype: str, max_tokens: int) -> list[list[int]]:
         ids = model.generate(torch.tensor([p], device="cuda"), max_new_tokens=max_tokens, do_sample=False,
                              eos_token_id=None, pad_token_id=0)[0, len(p):]  # fmt: skip
         outs.append(ids.tolist())
+    model = model.float()
+    with torch.no_grad():
+        logits = model(torch.tensor([SCORED], device="cuda")).logits[0].float().cpu()
     del model
-    return outs
+    return outs, logits
 
 
-def run_mode(path: Path, dtype: str, mode: dict, hooks: bool, max_tokens: int) -> dict:
+def run_mode(
+    path: Path, dtype: str, mode: dict, hooks: bool, max_tokens: int, ref_logits: torch.Tensor
+) -> dict:
     found: list = []
     try:
         llm = LLM(str(path), dtype=dtype, platform="cuda", max_model_len=128, **mode)
@@ -89,8 +99,13 @@ def run_mode(path: Path, dtype: str, mode: dict, hooks: bool, max_tokens: int) -
         for h in handles:
             h.remove()
         tokens = [o.outputs[0].token_ids for o in outs]
+        from tessera.engine.scoring import teacher_forced_logits
+
+        ours = teacher_forced_logits(llm.engine, SCORED, prefill_len=48)
+        rel = float((ours - ref_logits).norm() / ref_logits.norm())
         del llm
-        return {"tokens": tokens, "first_non_finite": found[0] if found else None, "error": None}
+        return {"tokens": tokens, "first_non_finite": found[0] if found else None, "error": None,
+                "logits_rel_error": rel, "within_budget": rel <= BUDGET[dtype]}  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - the probe records what broke
         return {"tokens": None, "first_non_finite": found[0] if found else None,
                 "error": f"{type(exc).__name__}: {exc}"[:600], "where": traceback.format_exc()[-1500:]}  # fmt: skip
@@ -126,9 +141,10 @@ def main(out_dir: str) -> None:
     max_tokens = 24
     for name, (overrides, dtype) in MODELS.items():
         path = write_tiny_checkpoint("qwen3_moe", tmp / name, seed=1, **overrides)
-        entry = {"dtype": dtype, "reference": hf_greedy(path, dtype, max_tokens), "modes": {}}
+        reference, ref_logits = hf_greedy(path, dtype, max_tokens)
+        entry = {"dtype": dtype, "reference": reference, "modes": {}}
         for mode_name, mode in MODES.items():
-            result = run_mode(path, dtype, mode, hooks=mode_name.startswith("eager"), max_tokens=max_tokens)
+            result = run_mode(path, dtype, mode, mode_name.startswith("eager"), max_tokens, ref_logits)
             if result["tokens"] is not None:
                 pairs = [(a, b) for ours, ref in zip(result["tokens"], entry["reference"], strict=True)
                          for a, b in zip(ours, ref, strict=True)]  # fmt: skip
@@ -143,7 +159,9 @@ def main(out_dir: str) -> None:
         print(
             f"E={r['experts']:<3} top-{r['top_k']:<20} {r['dtype']:<16} {r['ids_in_range']!s:<8} {r['distinct']}"
         )
-    print(f"\n{'model':<20} {'mode':<20} {'equal':<6} {'agree':<6} first non-finite / error")
+    print(
+        f"\n{'model':<20} {'mode':<20} {'equal':<6} {'agree':<6} {'logits err':<11} first non-finite / error"
+    )
     for name, entry in report["models"].items():
         for mode_name, r in entry["modes"].items():
             nf = r["first_non_finite"]
