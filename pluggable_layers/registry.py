@@ -16,112 +16,32 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from tessera.pluggable_layers.device import Capabilities
 from tessera.pluggable_layers.errors import KernelError
+from tessera.pluggable_layers.kernel_types import (
+    PRIORITY_PLATFORM,
+    PRIORITY_PORTABLE,
+    PRIORITY_REFERENCE,
+    BoundKernel,
+    Candidate,
+    KernelImpl,
+    KernelQuery,
+    PlatformFacts,
+    Selection,
+    SupportsFn,
+    Verdict,
+)
 from tessera.pluggable_layers.ops import OPS, op_spec
 from tessera.pluggable_layers.overrides import OVERRIDE_ENV, check_overrides, parse_overrides
 from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
 
+#: the data types are importable from here too, where plugins and the engine have always found them
+__all__ = ["PRIORITY_PLATFORM", "PRIORITY_PORTABLE", "PRIORITY_REFERENCE", "BoundKernel", "Candidate", "SupportsFn", "KernelImpl", "KernelQuery", "KernelRegistry", "PlatformFacts",
+           "Selection", "Verdict", "register_references"]  # fmt: skip
+
 log = logging.getLogger("tessera.kernels")
-
-PRIORITY_REFERENCE = 0
-PRIORITY_PORTABLE = 50
-PRIORITY_PLATFORM = 100
-
-Verdict = Literal["selected", "outranked", "refused", "overridden-out"]
-
-
-@dataclass(frozen=True)
-class PlatformFacts:
-    """What the registry knows of a platform: plain data, so the contract never imports the engine."""
-
-    name: str
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    device: str | None = None  # canonical device name, e.g. "NVIDIA_H100"
-    arch: str | None = None  # e.g. "sm_90"
-
-    def config_names(self) -> list[str]:
-        """Tuned-config file stems to try, most specific first."""
-        return [n for n in (self.device, self.arch) if n]
-
-
-@dataclass(frozen=True)
-class KernelQuery:
-    """The static facts a kernel's ``supports`` predicate decides on."""
-
-    op: str
-    platform: PlatformFacts
-    dtype: str | None = None
-    facts: Mapping[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.facts.get(key, default)
-
-
-SupportsFn = Callable[[KernelQuery], str | None]
-
-
-@dataclass(frozen=True)
-class KernelImpl:
-    """One registered implementation of an op."""
-
-    op: str
-    name: str
-    fn: Callable[..., Any]
-    provider: str
-    platforms: tuple[str, ...] | None = None  # None: every platform
-    priority: int = PRIORITY_PORTABLE
-    dtypes: tuple[str, ...] | None = None  # None: every dtype of the op
-    supports: SupportsFn | None = None
-    graph_safe: bool = True
-    config_space: ConfigSpace | None = None
-    shape_key: ShapeKey | None = None
-    tune_inputs: Callable[..., Any] | None = None
-    tune_shapes: tuple[Mapping[str, Any], ...] = ()
-    description: str = ""
-    features: tuple[str, ...] = ()  # the op's optional features this kernel implements (plugin API 1.1)
-
-    def refusal(self, query: KernelQuery) -> str | None:
-        """Why this kernel cannot serve ``query``, or None when it can."""
-        if self.platforms is not None and query.platform.name not in self.platforms:
-            return f"registered for {', '.join(self.platforms)} only"
-        if self.dtypes is not None and query.dtype is not None and query.dtype not in self.dtypes:
-            return f"no {query.dtype} support (supports {', '.join(self.dtypes)})"
-        missing = [f for f in OPS[self.op].feature_names() if query.get(f) and f not in self.features]
-        if missing:
-            return (f"does not declare the {self.op} feature(s) {', '.join(missing)} this call uses (plugin API 1.1:"
-                    f" register with features=(...)); declared: {', '.join(self.features) or 'none'}")  # fmt: skip
-        if self.supports is not None:
-            try:
-                return self.supports(query)
-            except Exception as exc:  # noqa: BLE001 - a faulty predicate refuses, it does not crash selection
-                return f"supports() raised {type(exc).__name__}: {exc}"
-        return None
-
-
-@dataclass
-class Candidate:
-    kernel: KernelImpl
-    verdict: Verdict
-    reason: str
-
-
-@dataclass
-class Selection:
-    """The chosen kernel for one query, with every candidate and its verdict."""
-
-    query: KernelQuery
-    kernel: KernelImpl
-    candidates: list[Candidate]
-    override: str | None = None
-
-    @property
-    def fallback(self) -> bool:
-        return self.kernel.name == "reference" and len(self.candidates) > 1 and self.override is None
 
 
 class KernelRegistry:
@@ -357,30 +277,6 @@ class KernelRegistry:
 
     def coverage_misses(self) -> list[str]:
         return sorted(m for lookup in self._lookups.values() for m in lookup.misses)
-
-
-class BoundKernel:
-    """A selected kernel ready to call; kernels with a config space get ``config=`` per shape."""
-
-    def __init__(
-        self, kernel: KernelImpl, lookup: ConfigLookup | None, selection: Selection | None = None
-    ) -> None:
-        self.kernel = kernel
-        self.lookup = lookup
-        self.selection = selection
-
-    @property
-    def name(self) -> str:
-        return self.kernel.name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.lookup is None:
-            return self.kernel.fn(*args, **kwargs)
-        config = self.lookup.get(self.kernel.shape_key.of_call(*args, **kwargs))
-        return self.kernel.fn(*args, config=config, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<BoundKernel {self.kernel.op}:{self.kernel.name} from {self.kernel.provider}>"
 
 
 def register_references(registry: KernelRegistry, provider: str) -> None:

@@ -81,7 +81,9 @@ def test_streamed_text_never_shows_what_a_stop_string_cuts(tmp_path, checkpoints
     words = full.text.split()
     stop = words[2][-1] + " " + words[3][:2]  # begins inside one token's text, ends in the next one's
     engine = llm.engine
-    request_id = engine.add_request({"prompt_token_ids": [5, 6, 7]}, base.model_copy(update={"stop": (stop,)}))
+    request_id = engine.add_request(
+        {"prompt_token_ids": [5, 6, 7]}, base.model_copy(update={"stop": (stop,)})
+    )
     texts = []
     while engine.has_unfinished():
         texts += [o.outputs[0].text for o in engine.step() if o.request_id == request_id]
