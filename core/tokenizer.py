@@ -3,7 +3,6 @@ for checkpoints that declare one, and incremental detokenization for streaming."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Protocol
 
@@ -65,18 +64,9 @@ class HFTokenizer:
 
 def read_tokenizer_config(path: Path) -> dict:
     """tokenizer_config.json as a dict ({} when absent); a malformed file is a clear ModelLoadError."""
-    from tessera.models.spec_check import ModelLoadError, is_int
+    from tessera.models.spec_check import ModelLoadError, is_int, read_json_object
 
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}; fix the JSON or remove the file") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(
-            f"{path} must hold a JSON object, got {type(config).__name__}; fix or remove the file"
-        )
+    config = read_json_object(path)
     for key in ("tokenizer_class",):
         if config.get(key) is not None and not isinstance(config[key], str):
             raise ModelLoadError(

@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from tessera.errors import ConfigError
-from tessera.models.spec_check import ModelLoadError, is_int, is_number
+from tessera.models.spec_check import ModelLoadError, is_int, is_number, read_json_object
 from tessera.sampling_params import SamplingParams
 
 DEFAULTS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
@@ -27,14 +26,7 @@ DEFAULTS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "m
 def read_generation_config(model_dir: Path) -> dict:
     """generation_config.json as a dict ({} when absent); malformed values are a clear ModelLoadError."""
     path = Path(model_dir) / "generation_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}; fix the JSON or remove the file") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object, got {type(config).__name__}; fix or remove it")
+    config = read_json_object(path)
     eos = config.get("eos_token_id")
     if eos is not None and not (is_int(eos) or (isinstance(eos, list) and all(is_int(i) for i in eos))):
         raise ModelLoadError(f"{path}: eos_token_id is {eos!r}; it must be a token id or a list of them")

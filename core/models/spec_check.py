@@ -7,6 +7,7 @@ default applies, or a required field is reported missing where it is read).
 
 from __future__ import annotations
 
+import json
 import numbers
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,22 @@ BOOLS = ("attention_bias", "mlp_bias", "tie_word_embeddings", "norm_topk_prob", 
 INT_LISTS = ("attn_layer_indices", "mlp_only_layers")
 STRINGS = ("model_type", "torch_dtype", "dtype")
 MAPPINGS = ("rope_scaling", "rope_parameters")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's optional JSON file as a dict ({} when absent); unreadable JSON or anything but an
+    object is a ModelLoadError naming the file."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}; fix the JSON or remove the file") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(
+            f"{path} must hold a JSON object, got {type(data).__name__}; fix or remove the file"
+        )
+    return data
 
 
 def is_int(v: Any) -> bool:
