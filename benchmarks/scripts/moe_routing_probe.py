@@ -166,8 +166,10 @@ def main(out_dir: str) -> None:
         for mode_name, r in entry["modes"].items():
             nf = r["first_non_finite"]
             what = r["error"] or (f"{nf['module']} ({nf['type']}) rows {nf['bad_rows']}" if nf else "-")
+            err = r.get("logits_rel_error")
+            err = f"{err:.2e}" if err is not None else "-"
             print(
-                f"{name:<20} {mode_name:<20} {r.get('equal', '-')!s:<6} {r.get('agreement', 0):<6.3f} {what}"
+                f"{name:<20} {mode_name:<20} {r.get('equal', '-')!s:<6} {r.get('agreement', 0):<6.3f} {err:<11} {what}"
             )
 
 
