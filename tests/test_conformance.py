@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tessera.cli import app
+from tessera.conformance.report import SUITE_VERSION
 from tessera.conformance.runner import RunOptions, run
 from tessera.discovery import select_platform
 
@@ -56,7 +57,7 @@ def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
     cpu = next(p for p in listing["plugins"] if p["plugin"] == "cpu")["platforms"][0]
     assert (
         cpu["certificates"][0]["passed"] == cert["passed"]
-        and cpu["certificates"][0]["suite_version"] == "0.1.0"
+        and cpu["certificates"][0]["suite_version"] == SUITE_VERSION
     )
     assert "certificate:" in runner.invoke(app, ["platform", "list"]).output
     shown = runner.invoke(app, ["conformance", "show"])
