@@ -41,7 +41,7 @@ class RunOptions:
     dtypes: Sequence[str] | None = None  # default: every float dtype the platform claims
     cases: Sequence[str] | None = None  # case names or globs (gen_*, zoo_Mixtral*)
     origins: Sequence[str] | None = None  # fixed, generated, zoo, adversarial (default: all)
-    sanitize: bool = False  # each op case in its own process under the platform's memory checker
+    sanitize: bool = False  # the op cases under the platform's memory checker, a process per op/kernel/dtype
 
 
 def expectations(discovery, platform) -> dict[str, str]:
@@ -105,6 +105,31 @@ def scope(options: RunOptions) -> str:
     return "; ".join(parts) or "complete"
 
 
+def _sanitized(work, prefix, platform, options: RunOptions, seed: int, progress) -> list[CaseResult]:
+    """The op cases under the memory checker, one process per op, kernel and dtype."""
+    groups: dict[tuple, list[dict]] = {}
+    for case, kernel, dtype in work:
+        groups.setdefault((case.op, kernel.name, dtype), []).append(
+            dict(
+                level="op",
+                case_id=f"{case.op}/{kernel.name}/{dtype}/{case.name}",
+                op=case.op,
+                kernel=kernel.name,
+                provider=kernel.provider,
+                dtype=dtype,
+                case=case.name,
+            )  # fmt: skip
+        )
+    out: list[CaseResult] = []
+    for (op, kernel, dtype), bases in groups.items():
+        if progress:
+            progress(f"{op} {kernel} {dtype} (sanitized, {len(bases)} cases)", len(out), len(work))
+        out += sanitize.run_sanitized_group(
+            prefix, platform.name, options.device_index, bases, seed, options.full
+        )
+    return out
+
+
 def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = None) -> ConformanceReport:
     discovery = get_discovery()
     platform = select_platform(options.platform, discovery)
@@ -126,22 +151,22 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
     work = op_work(options, registry, facts, caps, seed) if "op" in options.levels else []
     prefix = sanitize.checker_command(platform) if options.sanitize and work else None
-    for i, (case, kernel, dtype) in enumerate(work):
+    if prefix is not None:
+        results += [
+            apply_expectations(r, expected)
+            for r in _sanitized(work, prefix, platform, options, seed, progress)
+        ]
+    for i, (case, kernel, dtype) in enumerate(work if prefix is None else []):
         if progress:
             progress(f"{case.op} {kernel.name} {dtype}", i, len(work))
-        if prefix is not None:
-            base = dict(level="op", case_id=f"{case.op}/{kernel.name}/{dtype}/{case.name}", op=case.op, kernel=kernel.name,
-                        provider=kernel.provider, dtype=dtype, case=case.name)  # fmt: skip
-            result = sanitize.run_sanitized(prefix, platform.name, options.device_index, base["case_id"], seed,
-                                            options.full, base)  # fmt: skip
-        else:
-            result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
-                                 platform=platform, limits=limits)  # fmt: skip
+        result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
+                             platform=platform, limits=limits)  # fmt: skip
         results.append(apply_expectations(result, expected))
     whole = not options.ops and not options.kernels and not options.cases and not options.origins
     if "layer" in options.levels and whole:
         results += [
-            apply_expectations(r, expected) for r in layers.check(registry, facts, caps, device, seed)
+            apply_expectations(r, expected)
+            for r in layers.check(registry, facts, caps, device, seed, platform)
         ]
     if "model" in options.levels and whole:
         results += [

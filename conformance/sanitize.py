@@ -1,9 +1,11 @@
-"""--sanitize: each op case in a process of its own under the platform's memory checker.
+"""--sanitize: op cases run in processes of their own under the platform's memory checker.
 
 The checker is the command prefix ``Platform.memory_checker()`` gives (compute-sanitizer's
-memcheck on cuda); the process replays the case by id and seed
-(:mod:`tessera.conformance.sanitize_case`) and prints its result. A non-zero exit or the
-checker's error text fails the case with the checker's message, whatever the numbers said.
+memcheck on cuda). One process replays a group of cases (one op, kernel and dtype) by id and seed
+(:mod:`tessera.conformance.sanitize_case`), synchronizing after each, so the checker's findings fall
+between the start markers of the case that caused them and the next. A finding fails its case with
+the checker's message, whatever the numbers said. A process that dies during a case fails that case
+with its last words, and the group's remaining cases go on in a new process.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 from tessera.conformance.report import CaseResult
-from tessera.conformance.sanitize_case import RESULT_MARKER
+from tessera.conformance.sanitize_case import RESULT_MARKER, START_MARKER
 from tessera.errors import TesseraError
 
-#: per case: a checker slows kernels down a lot
+#: per process: a checker slows kernels down a lot
 TIMEOUT_S = 900
 FINDING = re.compile(r"(=+ (ERROR|Invalid|Program hit|Out-of-range|Address|Malloc|Cuda API error).*)")
 
@@ -40,37 +43,76 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_sanitized(prefix: list[str], platform_name: str, device: int, case_id: str, seed: int, full: bool,
-                  base: dict) -> CaseResult:  # fmt: skip
-    cmd = [*prefix, sys.executable, "-m", "tessera.conformance.sanitize_case", "--platform", platform_name,
-           "--device", str(device), "--case-id", case_id, "--seed", str(seed)] + (["--full"] if full else [])  # fmt: skip
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=child_env())
-    except subprocess.TimeoutExpired:
-        return CaseResult(status="error", message=f"sanitizer: the case ran past {TIMEOUT_S} s", **base)
-    output = done.stdout + done.stderr
-    result = None
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result = CaseResult.model_validate(json.loads(line[len(RESULT_MARKER) :]))
-    findings = [m.group(1).strip() for m in FINDING.finditer(output)]
-    findings = [f for f in findings if not re.search(r"ERROR SUMMARY: 0 errors", f)]
-    if done.returncode != 0 or findings:
-        detail = (
-            "; ".join(findings[:3])
-            or output.strip().splitlines()[-1:]
-            and output.strip().splitlines()[-1][:300]
-        )
-        message = f"sanitizer (exit {done.returncode}): {detail or 'no output'}"
-        if result is not None:
-            return result.model_copy(
-                update={
-                    "status": "fail",
-                    "message": message + (f"; {result.message}" if result.message else ""),
-                }
+@dataclass
+class _Segment:
+    """What one case printed between its start marker and the next: its result and any findings."""
+
+    case_id: str
+    result: CaseResult | None = None
+    findings: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+
+
+def _segments(output: str) -> tuple[list[_Segment], list[str]]:
+    """The output cut at the start markers; findings before the first marker come back apart."""
+    segments: list[_Segment] = []
+    before: list[str] = []
+    for line in output.splitlines():
+        if line.startswith(START_MARKER):
+            segments.append(_Segment(line[len(START_MARKER) :].strip()))
+        elif line.startswith(RESULT_MARKER) and segments:
+            segments[-1].result = CaseResult.model_validate(json.loads(line[len(RESULT_MARKER) :]))
+        else:
+            finding = FINDING.search(line)
+            if finding and "ERROR SUMMARY: 0 errors" not in line:
+                (segments[-1].findings if segments else before).append(finding.group(1).strip())
+            if segments and line.strip():
+                segments[-1].tail = (segments[-1].tail + [line.strip()])[-3:]
+    return segments, before
+
+
+def _judged(seg: _Segment, returncode: int, base: dict) -> CaseResult:
+    if not seg.findings and seg.result is not None:
+        seg.result.extra["sanitized"] = "clean"
+        return seg.result
+    detail = "; ".join(seg.findings[:3]) or (seg.tail[-1][:300] if seg.tail else "no output")
+    message = f"sanitizer (exit {returncode}): {detail}"
+    if seg.result is None:
+        return CaseResult(status="fail", message=message + " (the process ended during this case)", **base)
+    note = f"; {seg.result.message}" if seg.result.message else ""
+    return seg.result.model_copy(update={"status": "fail", "message": message + note})
+
+
+def run_sanitized_group(prefix: list[str], platform_name: str, device: int, bases: list[dict], seed: int,
+                        full: bool) -> list[CaseResult]:  # fmt: skip
+    """Results of the cases ``bases`` (the CaseResult fields each case is known by, ``case_id`` among them)."""
+    results: dict[str, CaseResult] = {}
+    pending = [b["case_id"] for b in bases]
+    by_id = {b["case_id"]: b for b in bases}
+    while pending:
+        ids = [a for c in pending for a in ("--case-id", c)]
+        cmd = [*prefix, sys.executable, "-m", "tessera.conformance.sanitize_case", "--platform", platform_name,
+               "--device", str(device), "--seed", str(seed), *ids] + (["--full"] if full else [])  # fmt: skip
+        try:
+            done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S,
+                                  env=child_env())  # fmt: skip
+        except subprocess.TimeoutExpired:
+            for c in pending:
+                results[c] = CaseResult(status="error", message=f"sanitizer: the group ran past {TIMEOUT_S} s",
+                                        **by_id[c])  # fmt: skip
+            break
+        segments, before = _segments(done.stdout)
+        if not segments:  # the process never reached a case: all of them fail with its words
+            words = "; ".join(before[:3]) or (done.stdout.strip().splitlines() or ["no output"])[-1][:300]
+            for c in pending:
+                results[c] = CaseResult(status="error", message=f"sanitizer (exit {done.returncode}): {words}",
+                                        **by_id[c])  # fmt: skip
+            break
+        if done.returncode != 0 and segments[-1].result is not None and not any(s.findings for s in segments):
+            segments[-1].findings.append(
+                f"the process exited {done.returncode} after this case, with no finding"
             )
-        return CaseResult(status="fail", message=message, **base)
-    if result is None:
-        return CaseResult(status="error", message="sanitizer: the case printed no result", **base)
-    result.extra["sanitized"] = "clean"
-    return result
+        for seg in segments:
+            results[seg.case_id] = _judged(seg, done.returncode, by_id[seg.case_id])
+        pending = [c for c in pending if c not in results]
+    return [results[b["case_id"]] for b in bases]

@@ -218,3 +218,39 @@ def test_shape_spaces_draw_edges_and_replay_by_seed():
         "zoo_Mixtral_8x7B_route",
         "zoo_DeepSeek_V2_Lite_route_nan_rows",
     } <= zoo
+
+
+KILLING_CHECKER = """
+import subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+for line in child.stdout:
+    sys.stdout.write(line)
+    sys.stdout.flush()
+    if line.startswith("TESSERA-CASE-START ") and "t13_e16_k4_sigmoid_raw" in line:
+        child.kill()
+        print("Segmentation fault (core dumped)")
+        sys.exit(139)
+sys.exit(child.wait())
+"""
+
+
+def test_sanitized_process_that_dies_fails_its_case_and_the_rest_go_on(home, install_fixture, tmp_path):
+    from tessera.conformance import sanitize
+
+    install_fixture("checked_platform")
+    checker = tmp_path / "killing_checker.py"
+    checker.write_text(KILLING_CHECKER)
+    cases = ["t1_e8_k2_softmax", "t13_e16_k4_sigmoid_raw", "t67_e128_k8_softmax"]
+    bases = [dict(level="op", case_id=f"moe_route/reference/float32/{c}", op="moe_route",
+                  kernel="reference", dtype="float32", case=c) for c in cases]  # fmt: skip
+    results = sanitize.run_sanitized_group([sys.executable, str(checker)], "checked_cpu", 0, bases, 3, False)
+    assert [r.case for r in results] == cases
+    first, killed, after = results
+    assert first.status == "pass" and first.extra["sanitized"] == "clean"
+    assert (
+        killed.status == "fail"
+        and "exit 139" in killed.message
+        and "ended during this case" in killed.message
+    )
+    assert "Segmentation fault" in killed.message
+    assert after.status == "pass" and after.extra["sanitized"] == "clean"

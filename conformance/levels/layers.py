@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from tessera.conformance.levels import layer_graphs
 from tessera.conformance.report import CaseResult
 from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import AttentionMetadata, MambaMetadata
@@ -69,31 +70,51 @@ def run(kind: str, module, device, g: torch.Generator, dtype: torch.dtype):
     return module(q.to(device, dtype), kv.to(device, dtype), kv.flip(0).to(device, dtype), meta)
 
 
-def check(registry, facts, caps, device, seed: int) -> list[CaseResult]:
+def _seeded_pair(kind, registry, facts, dtype, device, seed):
+    """The layer on the platform's kernels and on reference kernels, with the same random weights."""
+    native_ctx = KernelContext(registry, facts, dtype, device)
+    ref_ctx = KernelContext(registry, facts, dtype, device, overrides=ALL_REFERENCE)
+    native, ref = build(kind, native_ctx), build(kind, ref_ctx)
+    g = torch.Generator().manual_seed(seed)
+    for (name, p), q in zip(native.named_parameters(), ref.parameters(), strict=True):
+        values = torch.randn(p.shape, generator=g) * (0.1 if p.dim() > 1 else 1.0)
+        p.data.copy_(values.abs() if name.endswith("A_log") else values)
+        q.data.copy_(p.data)
+    return native, ref, native_ctx
+
+
+def _outputs(kind, native, ref, platform, device, dtype, seed, graphs: bool):
+    g = torch.Generator().manual_seed(seed + 1)
+    if not graphs:
+        return run(kind, native, device, g, dtype), run(
+            kind, ref, device, torch.Generator().manual_seed(seed + 1), dtype
+        )
+    inputs = layer_graphs.decode_inputs(kind, native, device, g, dtype)
+    expected = layer_graphs.eager(kind, ref, inputs)  # before the native layer touches the state
+    return layer_graphs.replayed(platform, kind, native, inputs), expected
+
+
+def check(registry, facts, caps, device, seed: int, platform=None) -> list[CaseResult]:
+    """Each layer on the platform's kernels against reference kernels; where the platform has
+    graphs, also its decode step captured and replayed (``layer/<kind>/<dtype>/graphs``)."""
     results = []
+    modes = (False, True) if caps.graphs and platform is not None else (False,)
     for dtype_name in [d for d in ("float32", "bfloat16", "float16") if d in caps.dtypes]:
         dtype = getattr(torch, dtype_name)
-        for kind in ("linear", "moe", "mamba2", "attention"):
-            case_id = f"layer/{kind}/{dtype_name}"
+        for kind, graphs in ((k, m) for k in ("linear", "moe", "mamba2", "attention") for m in modes):
+            case = kind + ("/graphs" if graphs else "")
+            case_id = f"layer/{kind}/{dtype_name}" + ("/graphs" if graphs else "")
             try:
-                native_ctx = KernelContext(registry, facts, dtype, device)
-                ref_ctx = KernelContext(registry, facts, dtype, device, overrides=ALL_REFERENCE)
-                native, ref = build(kind, native_ctx), build(kind, ref_ctx)
-                g = torch.Generator().manual_seed(seed)
-                for (name, p), q in zip(native.named_parameters(), ref.parameters(), strict=True):
-                    values = torch.randn(p.shape, generator=g) * (0.1 if p.dim() > 1 else 1.0)
-                    p.data.copy_(values.abs() if name.endswith("A_log") else values)
-                    q.data.copy_(p.data)
-                out = run(kind, native, device, torch.Generator().manual_seed(seed + 1), dtype)
-                expected = run(kind, ref, device, torch.Generator().manual_seed(seed + 1), dtype)
+                native, ref, native_ctx = _seeded_pair(kind, registry, facts, dtype, device, seed)
+                out, expected = _outputs(kind, native, ref, platform, device, dtype, seed, graphs)
                 figures = error_figures(out.float().cpu(), expected.double().cpu())
                 budget = TOLERANCES["matmul"][dtype_name]
                 ok = figures.problem is None and figures.normalized <= budget
                 kernels = ",".join(sorted({c.kernel for c in native_ctx.choices}))
-                results.append(CaseResult(level="layer", case_id=case_id, op=kind, kernel=kernels, dtype=dtype_name, case=kind,
+                results.append(CaseResult(level="layer", case_id=case_id, op=kind, kernel=kernels, dtype=dtype_name, case=case,
                                           status="pass" if ok else "fail", max_abs=figures.max_abs, max_rel=figures.max_rel,
                                           normalized=figures.normalized, budget=budget, message=figures.problem or ""))  # fmt: skip
             except Exception as exc:  # noqa: BLE001
-                results.append(CaseResult(level="layer", case_id=case_id, op=kind, dtype=dtype_name, case=kind, status="error",
+                results.append(CaseResult(level="layer", case_id=case_id, op=kind, dtype=dtype_name, case=case, status="error",
                                           message=f"{type(exc).__name__}: {str(exc)[:300]}"))  # fmt: skip
     return results

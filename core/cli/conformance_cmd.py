@@ -42,7 +42,9 @@ def run(
         None, "--cases", help="Comma-separated case names or globs (gen_*, zoo_*)."
     ),
     sanitize: bool = typer.Option(
-        False, "--sanitize", help="Run each op case in its own process under the platform's memory checker."
+        False,
+        "--sanitize",
+        help="Run the op cases under the platform's memory checker (a process per op, kernel and dtype).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default: the user data dir)."),
 ) -> None:
