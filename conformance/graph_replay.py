@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from tessera.conformance.postconditions import index_problem
+from tessera.pluggable_layers.checks import trusted_indices
 from tessera.pluggable_layers.measure import error_figures
 
 PAD_ROWS = 3
@@ -64,7 +65,7 @@ def graph_replay_problems(
         bound(**static)  # warm-up: compile outside the capture
         platform.synchronize()
         refill(static, dev, inputs, originals)
-        with platform.graph_capture(graph):
+        with trusted_indices(), platform.graph_capture(graph):  # value checks sync: none in a capture
             captured = bound(**static)
         refill(static, dev, inputs, originals)
         graph.replay()

@@ -229,4 +229,33 @@ class DeviceModulePlatform(Platform):
         return self._module().Event(enable_timing=enable_timing)
 
     def graph_capture(self, graph: Any, pool: Any = None) -> contextlib.AbstractContextManager:
-        return self._module().graph(graph, pool=pool)
+        return _contained_capture(self._module().graph(graph, pool=pool), graph)
+
+
+@contextlib.contextmanager
+def _contained_capture(capture: Any, graph: Any):
+    """``capture`` (torch's graph context), left cleanly when the captured work fails.
+
+    When the body raises, or ending the capture does (an operation inside invalidated it), torch's
+    own exit stops at the failing ``capture_end`` and leaves the capture stream current, so every
+    later capture and kernel in the process fails too. Here the capture is ended and the stream
+    context left whatever happened, and the first error is the one raised.
+    """
+    stream_ctx = getattr(capture, "stream_ctx", None)
+    capture.__enter__()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            graph.capture_end()
+        if stream_ctx is not None:
+            with contextlib.suppress(Exception):
+                stream_ctx.__exit__(None, None, None)
+        raise
+    try:
+        capture.__exit__(None, None, None)
+    except BaseException:
+        if stream_ctx is not None:
+            with contextlib.suppress(Exception):
+                stream_ctx.__exit__(None, None, None)
+        raise

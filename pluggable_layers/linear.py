@@ -59,7 +59,13 @@ class Linear(nn.Module):
         )
         self.weight_scale: torch.Tensor | None = None
         if quantization == "fp8":
-            self._kernel = ctx.kernel("linear_fp8", prefix, fp8_dtype=self.fp8_dtype)
+            self._kernel = ctx.kernel(
+                "linear_fp8",
+                prefix,
+                fp8_dtype=self.fp8_dtype,
+                in_features=input_size,
+                out_features=sum(sizes),
+            )
         else:
             self._kernel = ctx.kernel("linear", prefix)
 

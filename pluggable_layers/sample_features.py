@@ -80,7 +80,10 @@ def logprobs_of(logits: torch.Tensor, tokens: torch.Tensor, num_logprobs: int):
         logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), dim=-1
     )
     sampled = lp.gather(1, tokens[:, None])
-    rank = (lp > sampled).sum(-1) + 1
+    # the rank from the logits as given, not from log_softmax: comparing the same values is exact in any
+    # precision, while a log_softmax computed in float32 on one device and float64 on another can
+    # round two close logits to one value on one side only
+    rank = (logits > logits.gather(1, tokens[:, None])).sum(-1) + 1
     top = torch.topk(lp, num_logprobs, dim=-1) if num_logprobs else None
     values = torch.cat([sampled, top.values], 1) if top is not None else sampled
     ids = torch.cat([tokens[:, None], top.indices], 1) if top is not None else tokens[:, None]

@@ -14,6 +14,7 @@ import torch
 from tessera.conformance.levels import layers
 from tessera.discovery import get_discovery, select_platform
 from tessera.kernel_registry import get_registry, platform_facts
+from tessera.pluggable_layers.checks import checking_values
 
 
 class _RunAtOnceGraph:
@@ -27,13 +28,15 @@ class _EagerGraphPlatform:
     """The cpu platform, with a graph whose capture simply runs what it is given."""
 
     def __init__(self, base) -> None:
-        self.base, self.graphs = base, []
+        self.base, self.graphs, self.checked_in_capture = base, [], []
 
     def graph(self):
         self.graphs.append(_RunAtOnceGraph())
         return self.graphs[-1]
 
     def graph_capture(self, graph, pool=None):
+        # value checks of index tensors sync with the device: a capture must run without them
+        self.checked_in_capture.append(checking_values())
         return contextlib.nullcontext()
 
     def synchronize(self) -> None:
@@ -52,6 +55,7 @@ def test_layer_level_graph_mode_matches_reference_on_each_layer(fresh_discovery)
         assert r.status == "pass", (r.case_id, r.message)
         assert r.normalized is not None and r.normalized <= r.budget
     assert len(fake.graphs) == 4 and all(g.replays == 1 for g in fake.graphs)
+    assert fake.checked_in_capture == [False] * 4
 
 
 def test_layer_level_without_graphs_has_no_graph_cases(fresh_discovery):

@@ -25,7 +25,13 @@ def fp8_case(name, m, k, n, bias, fp8="float8_e4m3fn", full=False):
                        "bias": randn(n, g=g) if bias else None, "out": nan_like((m, n))},
                       poison=("out",), keep=("weight_scale",), pad={"x": float("nan")})  # fmt: skip
 
-    return Case("linear_fp8", name, build, full_only=full, facts={"fp8_dtype": fp8})
+    return Case(
+        "linear_fp8",
+        name,
+        build,
+        full_only=full,
+        facts={"fp8_dtype": fp8, "in_features": k, "out_features": n},
+    )
 
 
 def cases() -> list[Case]:

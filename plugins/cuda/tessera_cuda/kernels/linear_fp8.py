@@ -40,6 +40,9 @@ def supports(query) -> str | None:
         return "needs an e4m3fn fp8 device (sm_89 or later)"
     if query.get("fp8_dtype", "float8_e4m3fn") != "float8_e4m3fn":
         return f"weights in {query.get('fp8_dtype')} (this kernel takes float8_e4m3fn)"
+    k, n = query.get("in_features"), query.get("out_features")
+    if (k is not None and k % 16) or (n is not None and n % 16):
+        return f"K ({k}) and N ({n}) must be multiples of 16 (cuBLASLt fp8)"
     return None
 
 
