@@ -68,7 +68,7 @@ class LLM:
                 for out in results.values():
                     progress.finished(out)
                 while self.engine.has_unfinished():
-                    for out in self.engine.step():
+                    for out in self.engine.step(finished_only=True):
                         if out.finished:
                             results[out.request_id] = out
                             self.engine.release(out.request_id)

@@ -28,6 +28,26 @@ def sample_case(name, rows, vocab, mix):
     return Case("sample", name, build)
 
 
+def top_ids_problems(got: tuple, ref: dict) -> list[str]:
+    """The top logprob ids (return[2], after the sampled token's column) are checked through the
+    reference's log-probabilities, not against its ids: logits equal in a 16-bit dtype tie, and the op
+    leaves their order open. Each id must be distinct in its row and carry the value returned with it."""
+    values, ids = got[1].detach().cpu().double()[:, 1:], got[2].detach().cpu()[:, 1:]
+    vocab = ref["logits"].shape[-1]
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        return [f"return[2]: top logprob id outside [0, {vocab})"]
+    if any(len(set(row)) != len(row) for row in ids.tolist()):
+        return ["return[2]: a top logprob id repeats within a row"]
+    lp = torch.log_softmax(ref["logits"].double(), dim=-1)
+    worst = float((lp.gather(1, ids) - values).abs().max()) if ids.numel() else 0.0
+    kth = lp.topk(ids.shape[1], dim=-1).values  # the reference's top values, ties or not
+    gap = float((kth - values).abs().max()) if ids.numel() else 0.0
+    if not (worst <= 1e-3 and gap <= 1e-3):
+        return [f"return[2]: top logprob ids are not the top ones (value at id off by {worst:.3g}, "
+                f"top values off by {gap:.3g})"]  # fmt: skip
+    return []
+
+
 def feature_case(name, rows, vocab, greedy_every=3):
     """Every 1.1 input at once: penalties over sparse counts, a sparse bias, min_p, top-5 logprobs."""
 
@@ -48,7 +68,7 @@ def feature_case(name, rows, vocab, greedy_every=3):
                   "repetition_penalty": torch.rand(rows, generator=g, dtype=torch.float64) + 0.5, "num_logprobs": 5}  # fmt: skip
         keep = ("temperature", "top_p", "exponential_noise", "min_p", "presence_penalty", "frequency_penalty",
                 "repetition_penalty", "logit_bias")  # fmt: skip
-        return Inputs(values, keep=keep)
+        return Inputs(values, keep=keep, tied=("return[2]",), tie_check=top_ids_problems)
 
     return Case("sample", name, build, facts=dict(FEATURE_FACTS))
 

@@ -165,8 +165,11 @@ class LLMEngine:
         return self.scheduler.has_work() or self._prev is not None or bool(self._aborted)
 
     # -- stepping -----------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
+    def step(self, finished_only: bool = False) -> list[RequestOutput]:
         """Schedule and launch one step; return outputs of requests that progressed (one step behind when async).
+
+        ``finished_only``: outputs only for prompts whose completions all finished (a caller that does
+        not stream, such as ``LLM.generate``, then does not pay for building the others every step).
 
         A step is all or nothing: when running it raises (a kernel fault, say), exactly
         the requests of that step finish with ``finish_reason="error"`` and the cause in
@@ -187,7 +190,12 @@ class LLMEngine:
             touched = self._collect(handle, None)
         aborted, self._aborted = self._aborted, []
         parents = dict.fromkeys(r.parent_id for r in failed + touched + aborted)
+        if finished_only:
+            parents = {p: None for p in parents if p in self.families and self._family_finished(p)}
         return [self._output(p) for p in parents if p in self.families]
+
+    def _family_finished(self, parent_id: str) -> bool:
+        return all(self.requests[rid].finished for rid in self.families[parent_id])
 
     def _launch(self, sched: SchedulerOutput) -> tuple[StepHandle | None, list[Request]]:
         """Run one scheduled step: (its handle, []) or, when it raises, (None, the requests failed)."""

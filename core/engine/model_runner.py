@@ -104,7 +104,7 @@ class ModelRunner:
             self.model.load_weights(iterate_weights(spec.path, self.device, dtype))
         self.model.eval()
         self.sampler = Sampler(self.ctx)
-        self.counts = TokenCounts(config.max_num_seqs, spec.vocab_size, self.device)
+        self.counts = TokenCounts(config.max_num_seqs, spec.vocab_size, self.device, self.caps.pinned_memory)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.parts = RunnerParts(self.model, platform, self.device, config.device_index, dtype, max_model_len)
         self.plan: CachePlan = plan_caches(self.parts, config)

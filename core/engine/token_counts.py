@@ -15,12 +15,15 @@ from __future__ import annotations
 import torch
 
 from tessera.engine.request import Request, Status
+from tessera.engine.sampling_inputs import list_to_device
 from tessera.engine.scheduler import ScheduledRequest
 
 
 class TokenCounts:
-    def __init__(self, rows: int, vocab: int, device: torch.device) -> None:
-        self.rows, self.vocab, self.device = rows, vocab, device
+    def __init__(self, rows: int, vocab: int, device: torch.device, pin: bool = False) -> None:
+        """``pin``: stage host lists in pinned memory (the platform's ``pinned_memory``): a copy from
+        pageable memory waits for the device, which would undo async scheduling every step."""
+        self.rows, self.vocab, self.device, self.pin = rows, vocab, device, pin
         self.prompt_mask: torch.Tensor | None = None
         self.output_counts: torch.Tensor | None = None
         self.slots: dict[str, tuple[int, int, int]] = {}  # request id -> (slot, tokens counted, preemptions)
@@ -61,19 +64,22 @@ class TokenCounts:
             self.slots[req.request_id] = (slot, counted, pre)
             out.append(slot)
         self._scatter(fresh, host_slots, host_tokens, dev_slots, dev_rows, prev_sampled)
-        index = torch.tensor(out, dtype=torch.int64).to(self.device, non_blocking=True)
+        index = self._to_device(out)
         return self.prompt_mask[index], self.output_counts[index]
+
+    def _to_device(self, values: list) -> torch.Tensor:
+        return list_to_device(values, torch.int64, self.device, self.pin)
 
     def _scatter(self, fresh, host_slots, host_tokens, dev_slots, dev_rows, prev_sampled) -> None:
         for slot, prompt in fresh:
             self.prompt_mask[slot].zero_()
             self.output_counts[slot].zero_()
-            self.prompt_mask[slot, torch.tensor(prompt, dtype=torch.int64).to(self.device)] = True
+            self.prompt_mask[slot, self._to_device(prompt)] = True
         ones = lambda n: torch.ones(n, dtype=torch.int32, device=self.device)  # noqa: E731
         if host_tokens:
-            index = (torch.tensor(host_slots).to(self.device), torch.tensor(host_tokens).to(self.device))
-            self.output_counts.index_put_(index, ones(len(host_tokens)), accumulate=True)
+            where = self._to_device([host_slots, host_tokens])  # one copy for both index rows
+            self.output_counts.index_put_((where[0], where[1]), ones(len(host_tokens)), accumulate=True)
         if dev_slots:
-            tokens = prev_sampled[torch.tensor(dev_rows).to(self.device)]
-            self.output_counts.index_put_((torch.tensor(dev_slots).to(self.device), tokens), ones(len(dev_slots)),
-                                          accumulate=True)  # fmt: skip
+            where = self._to_device([dev_slots, dev_rows])
+            tokens = prev_sampled[where[1]]
+            self.output_counts.index_put_((where[0], tokens), ones(len(dev_slots)), accumulate=True)
