@@ -29,7 +29,9 @@ def shared_prefix_workload(num_prompts: int, prefix_len: int, input_len: int, ou
     """Every prompt starts with the same ``prefix_len`` tokens (a system prompt), then ``input_len`` of its own."""
     rng = random.Random(seed)
     prefix = [rng.randrange(3, vocab) for _ in range(prefix_len)]
-    return [(prefix + [rng.randrange(3, vocab) for _ in range(input_len)], output_len) for _ in range(num_prompts)]
+    return [
+        (prefix + [rng.randrange(3, vocab) for _ in range(input_len)], output_len) for _ in range(num_prompts)
+    ]
 
 
 def warmup_workload(workload: Workload, vocab: int, seed: int) -> Workload:
@@ -123,7 +125,10 @@ def first_request(llm, prompt_len: int, seed: int = 1) -> dict:
     start = time.perf_counter()
     out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0, max_tokens=2, ignore_eos=True),
                        use_tqdm=False)[0]  # fmt: skip
-    return {"ttft_ms": 1000 * out.metrics.time_to_first_token, "wall_ms": 1000 * (time.perf_counter() - start)}
+    return {
+        "ttft_ms": 1000 * out.metrics.time_to_first_token,
+        "wall_ms": 1000 * (time.perf_counter() - start),
+    }
 
 
 def hf_model_for(llm):

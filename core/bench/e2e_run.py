@@ -35,7 +35,9 @@ def run_e2e(workload_fn, opts: E2EOptions, say=print) -> dict:
 
     if bool(opts.model) == bool(opts.preset):
         raise ConfigError("give exactly one of --model DIR and --preset NAME")
-    path, load_format = (str(preset_dir(opts.preset)), "random") if opts.preset else (opts.model, "safetensors")
+    path, load_format = (
+        (str(preset_dir(opts.preset)), "random") if opts.preset else (opts.model, "safetensors")
+    )
     vocab = ModelSpec.from_dir(path).vocab_size
     workload = workload_fn(vocab)
     longest = max(len(p) + o for p, o in workload)

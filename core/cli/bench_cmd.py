@@ -112,7 +112,9 @@ def throughput(
         None, "--random-range", help="LOW,HIGH: input and output lengths uniform in it."
     ),
     shared_prefix_len: int = typer.Option(
-        0, "--shared-prefix-len", help="Every prompt starts with the same N tokens, then --input-len of its own."
+        0,
+        "--shared-prefix-len",
+        help="Every prompt starts with the same N tokens, then --input-len of its own.",
     ),
     seed: int = typer.Option(0, "--seed"),
     compare: str | None = typer.Option(
@@ -166,7 +168,9 @@ def latency(
     platform: str | None = typer.Option(None, "--platform", "-p"),
     out: Path | None = typer.Option(None, "--out"),
     first: bool = typer.Option(
-        False, "--first-request", help="Also the TTFT of the first request a new engine serves, against the warm one."
+        False,
+        "--first-request",
+        help="Also the TTFT of the first request a new engine serves, against the warm one.",
     ),
     profile_host: bool = typer.Option(False, "--profile-host", help="Host microseconds per step by phase."),
 ) -> None:

@@ -113,7 +113,9 @@ class ModelRunner:
         start = time.perf_counter()
         if config.warmup == "full" or (config.warmup == "auto" and self.caps.graphs):
             calls = warm_up(self)
-            log.info("warm-up: %d batch shapes and sampling sizes in %.2f s", calls, time.perf_counter() - start)
+            log.info(
+                "warm-up: %d batch shapes and sampling sizes in %.2f s", calls, time.perf_counter() - start
+            )
         self.graphs = None
         if self.caps.graphs and not config.enforce_eager and self.ctx.all_graph_safe():
             from tessera.engine.graphs import DecodeGraphs

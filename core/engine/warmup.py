@@ -78,7 +78,11 @@ def dummy_batch(parts: RunnerParts, layout, block_size: int, spare_slot: int):
     mamba = MambaMetadata(qsl_t, torch.full((len(layout),), spare_slot, dtype=i32, device=device),
                           torch.tensor([d for _, d in layout], dtype=torch.bool, device=device), decodes)  # fmt: skip
     ids = torch.zeros(tokens, dtype=torch.int64, device=device)
-    return ids, torch.tensor(positions, dtype=torch.int64, device=device), BatchMetadata(tokens, attention, mamba)
+    return (
+        ids,
+        torch.tensor(positions, dtype=torch.int64, device=device),
+        BatchMetadata(tokens, attention, mamba),
+    )
 
 
 def sampling_variants(rows: int, vocab: int, device) -> list[tuple[tuple, dict]]:
