@@ -45,6 +45,11 @@ class EngineConfig(BaseModel):
     prefix_hash: Literal["sha256", "xxhash"] = "sha256"
     async_scheduling: bool = True
     enforce_eager: bool = False
+    warmup: Literal["auto", "full", "off"] = Field(
+        "auto",
+        description="run every batch shape and sampling variant once at startup so no request compiles "
+        "(auto: on platforms with graphs, whose kernels compile per shape)",
+    )
     seed: int = 0
     kernel_overrides: dict[str, str] = Field(default_factory=dict)
     quantization: Literal["fp8"] | None = None

@@ -7,7 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tessera.bench.e2e import DecodeTraffic, fixed_workload, floor_seconds, random_workload, touched_fraction
+from tessera.bench.e2e import fixed_workload, random_workload
+from tessera.bench.floor import ModelCost, floor_terms, touched_fraction
 from tessera.cli import app
 
 
@@ -21,6 +22,10 @@ def test_throughput_with_transformers_peer(tmp_path, monkeypatch, fresh_discover
     data = json.loads(out.read_text())
     assert data["tessera"]["output_tokens"] == 32 and data["hf"]["output_tokens"] == 32
     assert data["speedup_vs_hf"] > 0 and 0 < data["floor_share"] and data["tessera"]["tpot_ms"]["p50"] > 0
+    floor = data["floor"]
+    assert floor["seconds"] == max(floor["compute_s"], floor["memory_s"]) == data["floor_seconds"]
+    assert floor["binding"] in ("compute", "memory") and data["limits"]["copy_GBps"] > 0
+    assert data["warmup_s"] >= 0
 
 
 def test_latency_and_bad_arguments(tmp_path, monkeypatch, fresh_discovery):
@@ -43,12 +48,17 @@ def test_workloads_and_floor():
         50, 100, 1024, 1000, 1
     )
     limits = {"copy_GBps": 1000.0, "matmul_TFLOPs": 100.0}
-    # one sequence, 2 decode steps reading 1 GB of weights and a little KV: about 2 ms
-    assert floor_seconds([([1] * 4, 2)], 10**9, 10**6, 100, limits, 1) == pytest.approx(2e-3, rel=1e-3)
-    # plus one MoE layer of 1 GB (8 experts, top-2: one token touches a quarter) and 1 MB of state per sequence
-    traffic = DecodeTraffic(expert_layers=((10**9, 8, 2),), state_bytes_per_seq=10**6)
-    moe = floor_seconds([([1] * 4, 2)], 10**9, 10**6, 100, limits, 1, traffic)
-    assert moe == pytest.approx(2 * (1e9 + 0.25e9 + 2e6) / 1e12, rel=1e-3)
+    # one sequence, 2 outputs: 2 steps reading 1 GB of weights and a little KV: about 2 ms, memory-bound
+    cost = ModelCost(weight_bytes=10**9, linear_params=10**6, head_params=0, kv_bytes_per_token=100)
+    floor = floor_terms([([1] * 4, 2)], cost, limits, 1)
+    assert floor["seconds"] == pytest.approx(2e-3, rel=1e-3) and floor["binding"] == "memory"
+    assert floor["steps"] == 2
+    # plus one MoE layer of 1 GB (8 experts, top-2) and 1 MB of state per sequence: the first step runs the
+    # 4 prompt tokens (touching 1 - (6/8)^4 of the experts), the second one decode token (a quarter)
+    moe_cost = ModelCost(10**9, 10**6, 0, 100, expert_layers=((10**9, 8, 2),), state_bytes_per_seq=10**6)
+    moe = floor_terms([([1] * 4, 2)], moe_cost, limits, 1)
+    experts = 1e9 * (touched_fraction(4, 8, 2) + touched_fraction(1, 8, 2))
+    assert moe["memory_s"] == pytest.approx((2e9 + experts + 3e6 + 100 * 5 + 100 * 4) / 1e12, rel=1e-6)
     assert touched_fraction(64, 128, 8) == pytest.approx(1 - (120 / 128) ** 64)
 
 

@@ -92,65 +92,11 @@ def kernels(
         console.print(f"wrote {out}")
 
 
-def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label, extras=None) -> dict:
-    from tessera.bench.e2e import (
-        copy_weights,
-        decode_traffic,
-        floor_seconds,
-        hf_model_for,
-        run_hf,
-        run_tessera,
-        summarize,
-    )
-    from tessera.errors import ConfigError
-    from tessera.llm import LLM
-    from tessera.models.presets import preset_dir
-    from tessera.models.spec import ModelSpec
-    from tessera.pluggable_layers.measure import measure_limits
+def _e2e(make, max_num_seqs: int, label: str, **options) -> dict:
+    from tessera.bench.e2e_run import E2EOptions, run_e2e
 
-    if bool(model) == bool(preset):
-        raise ConfigError("give exactly one of --model DIR and --preset NAME")
-    path, load_format = (str(preset_dir(preset)), "random") if preset else (model, "safetensors")
-    vocab = ModelSpec.from_dir(path).vocab_size
-    workload = workload_fn(vocab)
-    longest = max(len(p) + o for p, o in workload)
-    llm = LLM(path, dtype=dtype, platform=platform, load_format=load_format, max_num_seqs=max_num_seqs,
-              max_model_len=longest + 8, gpu_memory_utilization=0.45 if compare == "hf" else 0.9)  # fmt: skip
-    engine = llm.engine
-    device = engine.runner.device
-    result: dict = {"benchmark": label, "model": preset or model, "platform": engine.platform.name,
-                    "device": engine.platform.devices()[0].name, "dtype": str(engine.dtype).removeprefix("torch."),
-                    "num_prompts": len(workload), "max_num_seqs": max_num_seqs, "sampling": extras or {}}  # fmt: skip
-    hf = None
-    if compare == "hf":
-        try:
-            hf = hf_model_for(llm)
-            copy_weights(hf, llm)
-        except Exception as exc:  # noqa: BLE001 - the peer failing is reported, the bench goes on
-            result["hf"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-            hf = None
-    limits = measure_limits(engine.platform, device)
-    result["limits"] = {k: v for k, v in limits.items() if isinstance(v, float)}
-    result["tessera"] = run_tessera(llm, workload, extras)
-    weight_bytes, params, traffic = decode_traffic(engine.runner)
-    kv_per_token = engine.runner.plan.bytes_per_block // max(engine.runner.plan.block_size, 1)
-    floor = floor_seconds(
-        workload, weight_bytes, params, kv_per_token, result["limits"], max_num_seqs, traffic
-    )
-    result.update({"floor_seconds": floor, "floor_share": floor / result["tessera"]["seconds"]})
-    if hf is not None:
-        try:
-            result["hf"] = run_hf(hf, workload, max_num_seqs)
-            result["speedup_vs_hf"] = (
-                result["tessera"]["output_tokens_per_s"] / result["hf"]["output_tokens_per_s"]
-            )
-        except Exception as exc:  # noqa: BLE001 - out of memory and the like
-            result["hf"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    console.print(summarize(result), highlight=False)
-    if out:
-        Path(out).write_text(json.dumps(result, indent=2, default=str))
-        console.print(f"wrote {out}")
-    return result
+    opts = E2EOptions(max_num_seqs=max_num_seqs, label=label, **options)
+    return run_e2e(make, opts, say=lambda line: console.print(line, highlight=False))
 
 
 @app.command("throughput")
@@ -165,6 +111,11 @@ def throughput(
     random_range: str | None = typer.Option(
         None, "--random-range", help="LOW,HIGH: input and output lengths uniform in it."
     ),
+    shared_prefix_len: int = typer.Option(
+        0,
+        "--shared-prefix-len",
+        help="Every prompt starts with the same N tokens, then --input-len of its own.",
+    ),
     seed: int = typer.Option(0, "--seed"),
     compare: str | None = typer.Option(
         None, "--compare", help="hf: run transformers' generate on the same weights too."
@@ -177,31 +128,32 @@ def throughput(
     penalties: bool = typer.Option(
         False, "--penalties", help="Sample with presence 0.5, frequency 0.5 and repetition 1.1 penalties."
     ),
+    profile_host: bool = typer.Option(
+        False, "--profile-host", help="Host microseconds per step by phase, in the JSON's host_profile."
+    ),
 ) -> None:
     """Output tokens/s of a whole workload, against the device floor (and transformers with --compare hf).
 
-    ``--logprobs N`` and ``--penalties`` measure what those sampling features cost (run with and without)."""
-    from tessera.bench.e2e import fixed_workload, random_workload, sampling_extras
+    ``--logprobs N`` and ``--penalties`` measure what those sampling features cost (run with and without);
+    ``--shared-prefix-len`` shows the prefix cache (its hit rate is in the JSON)."""
+    from tessera.bench.e2e import fixed_workload, random_workload, sampling_extras, shared_prefix_workload
+    from tessera.errors import ConfigError
 
     with user_errors():
+        if random_range and shared_prefix_len:
+            raise ConfigError("--random-range and --shared-prefix-len do not combine; give one of them")
         if random_range:
             low, high = (int(v) for v in random_range.split(","))
             make = lambda vocab: random_workload(num_prompts, low, high, vocab, seed)  # noqa: E731
+        elif shared_prefix_len:
+            make = lambda vocab: shared_prefix_workload(  # noqa: E731
+                num_prompts, shared_prefix_len, input_len, output_len, vocab, seed
+            )
         else:
             make = lambda vocab: fixed_workload(num_prompts, input_len, output_len, vocab, seed)  # noqa: E731
-        extras = sampling_extras(logprobs, penalties)
-        _e2e(
-            make,
-            model,
-            preset,
-            compare,
-            dtype,
-            platform,
-            out,
-            min(max_num_seqs, num_prompts),
-            "throughput",
-            extras,
-        )
+        _e2e(make, min(max_num_seqs, num_prompts), "throughput", model=model, preset=preset, compare=compare,
+             dtype=dtype, platform=platform, out=out, extras=sampling_extras(logprobs, penalties),
+             profile_host=profile_host)  # fmt: skip
 
 
 @app.command("latency")
@@ -215,10 +167,17 @@ def latency(
     dtype: str = typer.Option("auto", "--dtype"),
     platform: str | None = typer.Option(None, "--platform", "-p"),
     out: Path | None = typer.Option(None, "--out"),
+    first: bool = typer.Option(
+        False,
+        "--first-request",
+        help="Also the TTFT of the first request a new engine serves, against the warm one.",
+    ),
+    profile_host: bool = typer.Option(False, "--profile-host", help="Host microseconds per step by phase."),
 ) -> None:
     """Time per output token of one batch (default batch 1), against the weight-bytes floor."""
     from tessera.bench.e2e import fixed_workload
 
     with user_errors():
         make = lambda vocab: fixed_workload(batch_size, input_len, output_len, vocab, 0)  # noqa: E731
-        _e2e(make, model, preset, compare, dtype, platform, out, batch_size, "latency")
+        _e2e(make, batch_size, "latency", model=model, preset=preset, compare=compare, dtype=dtype,
+             platform=platform, out=out, first_request=first, profile_host=profile_host)  # fmt: skip

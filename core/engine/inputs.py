@@ -61,33 +61,49 @@ def build_host_batch(out: SchedulerOutput, block_size: int, prev_rows: dict[str,
     return b
 
 
+def _pack(parts: list[list[int]], dtype: torch.dtype, device: torch.device, pin: bool) -> list[torch.Tensor]:
+    """Several int lists as views of one device tensor: one host tensor and one copy instead of one each.
+
+    Each part starts on a 16-element boundary, so every view is as aligned as a tensor of its own
+    (kernels specialized on pointer alignment see the same pointers as at warm-up)."""
+    flat: list[int] = []
+    for part in parts:
+        flat += part
+        flat += [0] * (-len(part) % 16)
+    host = torch.tensor(flat, dtype=dtype)
+    if pin:
+        host = host.pin_memory()
+    packed = host.to(device, non_blocking=True)
+    views, at = [], 0
+    for part in parts:
+        views.append(packed[at : at + len(part)])
+        at += len(part) + (-len(part) % 16)
+    return views
+
+
 def batch_to_device(
     b: HostBatch, device: torch.device, prev_sampled: torch.Tensor | None, pin: bool
 ) -> tuple:
     """The host batch as device tensors: (input_ids, positions, BatchMetadata, sample_index).
 
     Pending tokens are gathered from ``prev_sampled`` (the previous step's sampled ids) on the device.
+    The int64 fields travel as one tensor, the int32 ones as another.
     """
-
-    def t(values, dtype):
-        host = torch.tensor(values, dtype=dtype)
-        if pin:
-            host = host.pin_memory()
-        return host.to(device, non_blocking=True)
-
     width = max((len(r) for r in b.block_tables), default=1) or 1
-    tables = [r + [0] * (width - len(r)) for r in b.block_tables]
-    input_ids = t(b.input_ids, torch.int64)
+    tables = [v for r in b.block_tables for v in (r + [0] * (width - len(r)))]
+    input_ids, positions, slots, sample_index, pending, pending_rows = _pack(
+        [b.input_ids, b.positions, b.slot_mapping, b.sample_token_index, b.pending_positions, b.pending_rows],
+        torch.int64, device, pin,
+    )  # fmt: skip
     if b.pending_positions:
         if prev_sampled is None:
             raise RuntimeError("a pending token has no previous step to come from")
-        input_ids[t(b.pending_positions, torch.int64)] = prev_sampled[t(b.pending_rows, torch.int64)]
-    qsl = t(b.query_start_loc, torch.int32)
-    attention = AttentionMetadata(
-        t(b.slot_mapping, torch.int64), qsl, t(b.seq_lens, torch.int32), t(tables, torch.int32)
-    )
-    mamba = MambaMetadata(
-        qsl, t(b.state_indices, torch.int32), t(b.has_initial_state, torch.bool), b.num_decodes
-    )
+        input_ids[pending] = prev_sampled[pending_rows]
+    qsl, seq_lens, flat_tables, state_indices, initial = _pack(
+        [b.query_start_loc, b.seq_lens, tables, b.state_indices, [int(v) for v in b.has_initial_state]],
+        torch.int32, device, pin,
+    )  # fmt: skip
+    attention = AttentionMetadata(slots, qsl, seq_lens, flat_tables.view(len(b.block_tables), width))
+    mamba = MambaMetadata(qsl, state_indices, initial != 0, b.num_decodes)
     meta = BatchMetadata(num_tokens=len(b.input_ids), attention=attention, mamba=mamba)
-    return input_ids, t(b.positions, torch.int64), meta, t(b.sample_token_index, torch.int64)
+    return input_ids, positions, meta, sample_index

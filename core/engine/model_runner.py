@@ -10,6 +10,7 @@ graph-safe (see :mod:`tessera.engine.graphs`).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from tessera.engine.sampling_inputs import feature_tensors, sampling_tensors
 from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
 from tessera.engine.stopping import mask_stops
 from tessera.engine.token_counts import TokenCounts
+from tessera.engine.warmup import warm_up
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.models.architectures import model_class
 from tessera.models.spec import ModelSpec
@@ -108,6 +110,12 @@ class ModelRunner:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.parts = RunnerParts(self.model, platform, self.device, config.device_index, dtype, max_model_len)
         self.plan: CachePlan = plan_caches(self.parts, config)
+        start = time.perf_counter()
+        if config.warmup == "full" or (config.warmup == "auto" and self.caps.graphs):
+            calls = warm_up(self)
+            log.info(
+                "warm-up: %d batch shapes and sampling sizes in %.2f s", calls, time.perf_counter() - start
+            )
         self.graphs = None
         if self.caps.graphs and not config.enforce_eager and self.ctx.all_graph_safe():
             from tessera.engine.graphs import DecodeGraphs
@@ -118,6 +126,9 @@ class ModelRunner:
                 {f"{c.op}:{c.kernel}" for c in self.ctx.choices if not c.graph_safe and c.op != "sample"}
             )
             log.info("decode graphs off: kernels not graph-safe: %s", ", ".join(unsafe))
+        #: seconds of startup spent compiling and capturing (warm-up and decode graphs)
+        self.warmup_s = time.perf_counter() - start
+        log.info("startup compile and capture took %.2f s", self.warmup_s)
 
     @property
     def vocab_size(self) -> int:

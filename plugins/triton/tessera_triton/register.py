@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 from tessera.pluggable_layers.registry import PRIORITY_PORTABLE
 from tessera_triton.common import requires_triton
@@ -43,8 +44,19 @@ def kernel_name(op: str) -> str:
     return f"triton_{op}"
 
 
+def use_persistent_cache() -> None:
+    """Compiled kernels go to ``<tessera cache>/triton`` (kept across runs) unless TRITON_CACHE_DIR is set.
+
+    Set before Triton compiles anything; Triton reads the variable when it writes or looks up a kernel."""
+    from tessera.paths import cache_dir
+
+    if not os.environ.get("TRITON_CACHE_DIR"):
+        os.environ["TRITON_CACHE_DIR"] = str(cache_dir() / "triton")
+
+
 def register_all(registry) -> None:
     """Register every kernel of the pack (triton_<op>) above the references."""
+    use_persistent_cache()
     try:
         importlib.import_module("triton")
     except ImportError as exc:
