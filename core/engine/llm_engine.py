@@ -32,7 +32,7 @@ from tessera.engine.request import Request
 from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.engine.stopping import limit_params, stop_reason
-from tessera.errors import ConfigError, PlatformError
+from tessera.errors import ConfigError, PlatformError, WorkerError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
@@ -67,7 +67,7 @@ class LLMEngine:
         self.eos_token_id = self.eos_token_ids[0] if self.eos_token_ids else None
         self.generation_defaults = default_values(generation)
         self.tokenizer = load_tokenizer(self.spec.path, self.eos_token_id)
-        self.runner = ModelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
+        self.runner = self._make_runner()
         plan = self.runner.plan
         hybrid = plan.num_state_slots > 0
         if hybrid and config.enable_prefix_caching:
@@ -81,6 +81,17 @@ class LLMEngine:
         self._prev: StepHandle | None = None
         self._aborted: list[Request] = []
         self._counter = 0
+
+    def _make_runner(self):
+        """The model runner here, or (tensor_parallel_size > 1) the workers, checked before any starts."""
+        config = self.config
+        if config.tensor_parallel_size == 1:
+            return ModelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
+        from tessera.engine.tp_runner import ParallelRunner
+        from tessera.models.sharding import check_tensor_parallel
+
+        check_tensor_parallel(self.spec, self.platform, config)
+        return ParallelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
 
     def _max_model_len(self) -> int:
         limit = self.spec.max_position
@@ -196,6 +207,8 @@ class LLMEngine:
             s.request.metrics.first_scheduled_time = s.request.metrics.first_scheduled_time or now
         try:
             handle = self.runner.execute(sched, self._prev if self.config.async_scheduling else None)
+        except WorkerError:
+            raise  # a dead worker ends the engine, not one step
         except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
             return None, self._fail(sched.scheduled, exc)
         for s in handle.rows:
@@ -206,6 +219,8 @@ class LLMEngine:
         """Read a step's tokens and process them; a read that raises fails the step (and its consumers)."""
         try:
             tokens = handle.tokens()
+        except WorkerError:
+            raise
         except Exception as exc:  # noqa: BLE001
             rows = list(handle.rows)
             if in_flight is not None:
