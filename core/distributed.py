@@ -56,6 +56,13 @@ def backend_status(platform: Platform, device_index: int = 0) -> tuple[str, bool
     """(backend, usable, why): whether torch.distributed can run the platform's backend here."""
     import torch.distributed as dist
 
+    available = platform.availability()
+    if not available.available:
+        try:
+            backend = platform.capabilities(device_index).dist_backend
+        except Exception:  # noqa: BLE001 - an unavailable platform may not answer
+            backend = "?"
+        return backend, False, f"the platform is not available here: {available.reason}"
     backend = platform.capabilities(device_index).dist_backend
     if not dist.is_available():
         return backend, False, "this torch build has no torch.distributed"
@@ -65,9 +72,6 @@ def backend_status(platform: Platform, device_index: int = 0) -> tuple[str, bool
         return backend, False, f"torch.distributed cannot check backend {backend!r}: {exc}"
     if not built:
         return backend, False, f"this torch build has no {backend} backend"
-    available = platform.availability()
-    if not available.available:
-        return backend, False, f"the platform is not available here: {available.reason}"
     devices = len(platform.devices())
     if platform.capabilities(device_index).ranks_share_device:
         return backend, True, f"{backend}: any number of ranks share the {platform.name} device"

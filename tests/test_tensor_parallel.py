@@ -120,3 +120,26 @@ def test_more_ranks_than_devices_is_refused(tmp_path):
     config = type("C", (), {"tensor_parallel_size": 2, "enable_expert_parallel": False, "device_index": 0})()
     with pytest.raises(ConfigError, match="needs 2 cpu devices .* this host has 1"):
         check_tensor_parallel(spec, TwoDevices(), config)
+
+
+def test_platform_show_prints_the_dist_backend_and_whether_it_is_usable(fresh_discovery):
+    import json
+
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    result = CliRunner().invoke(app, ["platform", "show", "cpu"])
+    assert result.exit_code == 0 and "distributed backend: gloo, usable" in result.stdout
+    data = json.loads(CliRunner().invoke(app, ["platform", "show", "cpu", "--json"]).stdout)
+    assert data["distributed"]["backend"] == "gloo" and data["distributed"]["usable"] is True
+
+
+def test_generate_cli_takes_tensor_parallel_size(tmp_path, fresh_discovery):
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    path = write_random_checkpoint("llama", tmp_path, **{**SMALL, **MODELS["llama"]})
+    result = CliRunner().invoke(app, ["generate", "--model", str(path), "-tp", "3", "--dtype", "float32"])
+    assert result.exit_code != 0 and "4 attention heads do not divide by 3" in " ".join(result.output.split())

@@ -92,7 +92,8 @@ def kernels(
         console.print(f"wrote {out}")
 
 
-def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label, extras=None) -> dict:
+def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs, label, extras=None,
+         tensor_parallel_size: int = 1) -> dict:  # fmt: skip
     from tessera.bench.e2e import (
         copy_weights,
         decode_traffic,
@@ -110,12 +111,15 @@ def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs
 
     if bool(model) == bool(preset):
         raise ConfigError("give exactly one of --model DIR and --preset NAME")
+    if tensor_parallel_size > 1 and compare == "hf":
+        raise ConfigError("--compare hf needs --tensor-parallel-size 1 (the weights live in the workers)")
     path, load_format = (str(preset_dir(preset)), "random") if preset else (model, "safetensors")
     vocab = ModelSpec.from_dir(path).vocab_size
     workload = workload_fn(vocab)
     longest = max(len(p) + o for p, o in workload)
     llm = LLM(path, dtype=dtype, platform=platform, load_format=load_format, max_num_seqs=max_num_seqs,
-              max_model_len=longest + 8, gpu_memory_utilization=0.45 if compare == "hf" else 0.9)  # fmt: skip
+              max_model_len=longest + 8, gpu_memory_utilization=0.45 if compare == "hf" else 0.9,
+              tensor_parallel_size=tensor_parallel_size)  # fmt: skip
     engine = llm.engine
     device = engine.runner.device
     result: dict = {"benchmark": label, "model": preset or model, "platform": engine.platform.name,
@@ -132,12 +136,16 @@ def _e2e(workload_fn, model, preset, compare, dtype, platform, out, max_num_seqs
     limits = measure_limits(engine.platform, device)
     result["limits"] = {k: v for k, v in limits.items() if isinstance(v, float)}
     result["tessera"] = run_tessera(llm, workload, extras)
-    weight_bytes, params, traffic = decode_traffic(engine.runner)
-    kv_per_token = engine.runner.plan.bytes_per_block // max(engine.runner.plan.block_size, 1)
-    floor = floor_seconds(
-        workload, weight_bytes, params, kv_per_token, result["limits"], max_num_seqs, traffic
-    )
-    result.update({"floor_seconds": floor, "floor_share": floor / result["tessera"]["seconds"]})
+    result["tensor_parallel_size"] = tensor_parallel_size
+    if (
+        engine.runner.model is not None
+    ):  # with tensor parallelism the weights (and the floor's bytes) live in the workers
+        weight_bytes, params, traffic = decode_traffic(engine.runner)
+        kv_per_token = engine.runner.plan.bytes_per_block // max(engine.runner.plan.block_size, 1)
+        floor = floor_seconds(
+            workload, weight_bytes, params, kv_per_token, result["limits"], max_num_seqs, traffic
+        )
+        result.update({"floor_seconds": floor, "floor_share": floor / result["tessera"]["seconds"]})
     if hf is not None:
         try:
             result["hf"] = run_hf(hf, workload, max_num_seqs)
@@ -172,6 +180,9 @@ def throughput(
     dtype: str = typer.Option("auto", "--dtype"),
     platform: str | None = typer.Option(None, "--platform", "-p"),
     max_num_seqs: int = typer.Option(256, "--max-num-seqs"),
+    tensor_parallel_size: int = typer.Option(
+        1, "--tensor-parallel-size", "-tp", help="Worker processes (devices) the model is split over."
+    ),
     out: Path | None = typer.Option(None, "--out"),
     logprobs: int | None = typer.Option(None, "--logprobs", help="Return the top N logprobs of every token."),
     penalties: bool = typer.Option(
@@ -201,6 +212,7 @@ def throughput(
             min(max_num_seqs, num_prompts),
             "throughput",
             extras,
+            tensor_parallel_size=tensor_parallel_size,
         )
 
 
@@ -214,6 +226,9 @@ def latency(
     compare: str | None = typer.Option(None, "--compare"),
     dtype: str = typer.Option("auto", "--dtype"),
     platform: str | None = typer.Option(None, "--platform", "-p"),
+    tensor_parallel_size: int = typer.Option(
+        1, "--tensor-parallel-size", "-tp", help="Worker processes (devices) the model is split over."
+    ),
     out: Path | None = typer.Option(None, "--out"),
 ) -> None:
     """Time per output token of one batch (default batch 1), against the weight-bytes floor."""
@@ -221,4 +236,5 @@ def latency(
 
     with user_errors():
         make = lambda vocab: fixed_workload(batch_size, input_len, output_len, vocab, 0)  # noqa: E731
-        _e2e(make, model, preset, compare, dtype, platform, out, batch_size, "latency")
+        _e2e(make, model, preset, compare, dtype, platform, out, batch_size, "latency",
+             tensor_parallel_size=tensor_parallel_size)  # fmt: skip
