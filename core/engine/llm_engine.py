@@ -27,11 +27,12 @@ from tessera.engine.generation_config import (
     read_generation_config,
 )
 from tessera.engine.kv_cache import KVCacheManager
-from tessera.engine.model_runner import ModelRunner, StepHandle
+from tessera.engine.model_runner import StepHandle
 from tessera.engine.request import Request
 from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.engine.stopping import limit_params, stop_reason
+from tessera.engine.tp_runner import make_runner
 from tessera.errors import ConfigError, PlatformError, WorkerError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
@@ -67,7 +68,7 @@ class LLMEngine:
         self.eos_token_id = self.eos_token_ids[0] if self.eos_token_ids else None
         self.generation_defaults = default_values(generation)
         self.tokenizer = load_tokenizer(self.spec.path, self.eos_token_id)
-        self.runner = self._make_runner()
+        self.runner = make_runner(config, self.spec, self.platform, self.dtype, self.max_model_len)
         plan = self.runner.plan
         hybrid = plan.num_state_slots > 0
         if hybrid and config.enable_prefix_caching:
@@ -81,17 +82,6 @@ class LLMEngine:
         self._prev: StepHandle | None = None
         self._aborted: list[Request] = []
         self._counter = 0
-
-    def _make_runner(self):
-        """The model runner here, or (tensor_parallel_size > 1) the workers, checked before any starts."""
-        config = self.config
-        if config.tensor_parallel_size == 1:
-            return ModelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
-        from tessera.engine.tp_runner import ParallelRunner
-        from tessera.models.sharding import check_tensor_parallel
-
-        check_tensor_parallel(self.spec, self.platform, config)
-        return ParallelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
 
     def _max_model_len(self) -> int:
         limit = self.spec.max_position

@@ -29,6 +29,18 @@ STARTUP_TIMEOUT_S = 600.0
 POLL_S = 0.5
 
 
+def make_runner(config: EngineConfig, spec, platform, dtype, max_model_len: int):
+    """The model runner in this process, or (``tensor_parallel_size > 1``) the workers: the size is checked
+    against the model and the platform before any worker starts."""
+    from tessera.engine.model_runner import ModelRunner
+    from tessera.models.sharding import check_tensor_parallel
+
+    if config.tensor_parallel_size == 1:
+        return ModelRunner(config, spec, platform, dtype, max_model_len)
+    check_tensor_parallel(spec, platform, config)
+    return ParallelRunner(config, spec, platform, dtype, max_model_len)
+
+
 class ParallelHandle:
     """One launched step: rows as the engine knows them; tokens read from rank 0 when asked."""
 
