@@ -41,6 +41,8 @@ class Certificate(BaseModel):
     #: op -> number of cases drawn from its shape space (absent in certificates made before spaces)
     generated: dict[str, int] = {}
     sanitized: bool = False
+    #: the ranks the collective ops were certified on (None: made before collectives, or none ran)
+    world_size: int | None = None
 
 
 def certificate_root() -> Path:
@@ -59,6 +61,7 @@ def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) 
         passed=counts["pass"] + counts["xfail"], total=total,
         verdict="conformant" if report.passed else "not conformant", report_sha256=sha256, report_path=str(report_path),
         generated={op: by.get("generated", 0) for op, by in report.drawn.items()}, sanitized=report.sanitized,
+        world_size=report.world_size,
     )  # fmt: skip
 
 

@@ -63,6 +63,8 @@ class ConformanceReport(BaseModel):
     drawn: dict[str, dict[str, int]] = Field(default_factory=dict)
     sanitized: bool = False  # op cases ran under the platform's memory checker (--sanitize)
     limits: dict[str, float] = Field(default_factory=dict)  # measured copy GB/s, matmul TFLOP/s (--perf)
+    #: the ranks the collective ops ran on (None: no collective case ran)
+    world_size: int | None = None
     results: list[CaseResult]
 
     def counts(self) -> dict[str, int]:
@@ -120,6 +122,8 @@ def markdown(report: ConformanceReport) -> str:
                 f"{op} " + ", ".join(f"{k} {v}" for k, v in by.items()) for op, by in report.drawn.items()
             ),
         ]
+    if report.world_size:
+        lines += ["", f"The collective ops ran on {report.world_size} ranks (one process each)."]
     if report.sanitized:
         lines += ["", "Every op case ran in its own process under the platform's memory checker."]
     if report.limits:

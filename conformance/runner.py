@@ -19,11 +19,12 @@ import torch
 
 from tessera.conformance import sanitize
 from tessera.conformance.cases import Case, all_cases
-from tessera.conformance.levels import contract, layers, models
+from tessera.conformance.levels import collectives, contract, layers, models
 from tessera.conformance.ops import run_op_case
 from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
 from tessera.discovery import get_discovery, select_platform
 from tessera.kernel_registry import get_registry, platform_facts
+from tessera.pluggable_layers.ops import OPS
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -150,6 +151,8 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
 
         limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
     work = op_work(options, registry, facts, caps, seed) if "op" in options.levels else []
+    distributed = [w for w in work if OPS[w[0].op].collective]
+    work = [w for w in work if not OPS[w[0].op].collective]
     prefix = sanitize.checker_command(platform) if options.sanitize and work else None
     if prefix is not None:
         results += [
@@ -162,6 +165,11 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
                              platform=platform, limits=limits)  # fmt: skip
         results.append(apply_expectations(result, expected))
+    if distributed:
+        if progress:
+            progress(f"collectives on {collectives.WORLD_SIZE} ranks", len(work), len(work) + 1)
+        found = collectives.check(platform, distributed, options.device_index, seed, options.full)
+        results += [apply_expectations(r, expected) for r in found]
     whole = not options.ops and not options.kernels and not options.cases and not options.origins
     if "layer" in options.levels and whole:
         results += [
@@ -182,6 +190,7 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         suite_version=SUITE_VERSION, platform=platform.name, device_index=options.device_index,
         device=DeviceSummary(name=d.name, canonical_name=d.canonical_name, arch=d.arch, driver=d.driver, runtime=d.runtime),
         plugins=plugins, torch=torch.__version__, mode="full" if options.full else "quick", scope=scope(options), seed=seed,
-        started=started, drawn=drawn_counts(work), sanitized=prefix is not None,
+        started=started, drawn=drawn_counts(work + distributed), sanitized=prefix is not None,
         duration_s=round(time.perf_counter() - t0, 2), limits=limits, results=results,
+        world_size=collectives.WORLD_SIZE if distributed else None,
     )  # fmt: skip

@@ -53,6 +53,15 @@ class EngineConfig(BaseModel):
     seed: int = 0
     kernel_overrides: dict[str, str] = Field(default_factory=dict)
     quantization: Literal["fp8"] | None = None
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="worker processes (one per device) the model is split over; 1 runs in this process",
+    )
+    enable_expert_parallel: bool = Field(
+        False,
+        description="with tensor_parallel_size > 1, MoE layers hold whole experts per rank (E / N each)",
+    )
     load_format: Literal["safetensors", "random"] = Field(
         "safetensors",
         description="random: seeded random weights created on the device (benchmarks; needs only config.json)",

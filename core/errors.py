@@ -22,3 +22,11 @@ __all__ = [
 def describe_validation_error(exc) -> str:
     """One line per problem of a pydantic ValidationError: ``field: message``."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
+class WorkerError(TesseraError):
+    """A tensor-parallel worker died or failed: the engine cannot go on (its message names the rank)."""
+
+    def __init__(self, rank: int, cause: str) -> None:
+        super().__init__(f"tensor-parallel worker rank {rank} failed: {cause}")
+        self.rank, self.cause = rank, cause

@@ -48,20 +48,40 @@ def safetensors_files(model_dir: Path) -> list[Path]:
     return files
 
 
+class LazySlice:
+    """One checkpoint tensor not read yet: ``shape``, and ``[slices]`` reads just those elements from the file
+    (safetensors' ``get_slice``), cast to the model dtype and moved to the device. Sharded layers read their
+    rank's part this way, so no rank reads the whole model."""
+
+    def __init__(self, handle, device: torch.device, dtype: torch.dtype) -> None:
+        self._handle, self._device, self._dtype = handle, device, dtype
+        self.shape = tuple(handle.get_shape())
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return _cast(self._handle[index], self._device, self._dtype)
+
+
+def _cast(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float8_e4m3fn,):
+        tensor = tensor.to(dtype)
+    return tensor.to(device)
+
+
 def iterate_weights(
-    model_dir: Path, device: torch.device, dtype: torch.dtype
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor of every safetensors file, floats cast to ``dtype`` on ``device``."""
+    model_dir: Path, device: torch.device, dtype: torch.dtype, lazy: bool = False
+) -> Iterator[tuple[str, torch.Tensor | LazySlice]]:
+    """(name, tensor) for every tensor of every safetensors file, floats cast to ``dtype`` on ``device``;
+    with ``lazy`` (tensor-parallel ranks) each tensor is a :class:`LazySlice` read only where indexed."""
     from safetensors import SafetensorError, safe_open
 
     for path in safetensors_files(model_dir):
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    tensor = f.get_tensor(name)
-                    if tensor.is_floating_point() and tensor.dtype not in (torch.float8_e4m3fn,):
-                        tensor = tensor.to(dtype)
-                    yield name, tensor.to(device)
+                    if lazy:
+                        yield name, LazySlice(f.get_slice(name), device, dtype)
+                    else:
+                        yield name, _cast(f.get_tensor(name), device, dtype)
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise ModelLoadError(
                 f"cannot read {path}: {exc} (is the file truncated or corrupt? re-download it)"

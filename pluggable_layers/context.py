@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from tessera.pluggable_layers.parallelism import Parallelism
 from tessera.pluggable_layers.registry import BoundKernel, KernelRegistry, PlatformFacts
 
 
@@ -33,6 +34,7 @@ class KernelContext:
     device: torch.device
     overrides: Mapping[str, str] = field(default_factory=dict)
     quantization: str | None = None
+    parallel: Parallelism = field(default_factory=Parallelism)
     choices: list[KernelChoice] = field(default_factory=list)
     _bound: dict[tuple, BoundKernel] = field(default_factory=dict)
 

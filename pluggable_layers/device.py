@@ -28,6 +28,11 @@ class Capabilities(BaseModel):
         "False where device tensors are host memory and are read where they are",
     )
     dist_backend: str = Field("gloo", description="torch.distributed backend between its devices")
+    ranks_share_device: bool = Field(
+        False,
+        description="several tensor-parallel ranks may run on one device (host memory: the CPU); "
+        "False where each rank needs a device of its own",
+    )
     triton_backend: bool = Field(
         False, description="Triton can compile and launch kernels on the device (or its interpreter is on)"
     )

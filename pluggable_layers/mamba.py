@@ -55,8 +55,7 @@ class Mamba2Mixer(nn.Module):
                 f"{prefix}: {shape.num_heads} heads are not divisible into {shape.n_groups} groups"
             )
         self.shape = s = shape
-        self.in_proj = Linear(s.hidden_size, s.intermediate + s.conv_dim + s.num_heads, s.proj_bias, ctx,
-                              f"{prefix}.in_proj", quantization=quantization)  # fmt: skip
+        self._build_in_proj(ctx, prefix, quantization)
         f32 = {"dtype": torch.float32, "device": ctx.device}
         self.conv_weight = nn.Parameter(
             torch.empty(s.conv_dim, s.conv_kernel, dtype=ctx.dtype, device=ctx.device), requires_grad=False
@@ -69,10 +68,7 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(torch.ones(s.num_heads, **f32), requires_grad=False)
         self.A_log = nn.Parameter(torch.zeros(s.num_heads, **f32), requires_grad=False)
         self.D = nn.Parameter(torch.ones(s.num_heads, **f32), requires_grad=False)
-        self.norm = GatedRMSNorm(s.intermediate, s.intermediate // s.n_groups, s.eps, ctx, f"{prefix}.norm")
-        self.out_proj = Linear(
-            s.intermediate, s.hidden_size, s.proj_bias, ctx, f"{prefix}.out_proj", quantization=quantization
-        )
+        self._build_norm_out_proj(ctx, prefix, quantization)
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
         facts = {
             "heads": s.num_heads,
@@ -84,6 +80,38 @@ class Mamba2Mixer(nn.Module):
         self._conv_update = ctx.kernel("causal_conv1d_update", prefix, **facts)
         self._scan = ctx.kernel("ssd_chunk_scan", prefix, chunk_size=s.chunk_size, **facts)
         self._step = ctx.kernel("selective_state_update", prefix, **facts)
+
+    def _build_in_proj(self, ctx: KernelContext, prefix: str, quantization: str | None) -> None:
+        """in_proj (the tensor-parallel mixer splits it, the norm and out_proj by heads)."""
+        s = self.shape
+        self.in_proj = Linear(s.hidden_size, s.intermediate + s.conv_dim + s.num_heads, s.proj_bias, ctx,
+                              f"{prefix}.in_proj", quantization=quantization)  # fmt: skip
+
+    def _build_norm_out_proj(self, ctx: KernelContext, prefix: str, quantization: str | None) -> None:
+        s = self.shape
+        self.norm = GatedRMSNorm(s.intermediate, s.intermediate // s.n_groups, s.eps, ctx, f"{prefix}.norm")
+        self.out_proj = Linear(
+            s.intermediate, s.hidden_size, s.proj_bias, ctx, f"{prefix}.out_proj", quantization=quantization
+        )
+
+    def load_param(self, name: str, tensor: torch.Tensor) -> None:
+        """Load a checkpoint tensor other than the projections: ``conv1d.weight`` ([C, 1, W] as in Hugging Face),
+        ``conv1d.bias``, ``dt_bias``, ``A_log``, ``D`` or ``norm.weight``."""
+        target = self.params_by_name(name)
+        if name == "conv1d.weight":
+            tensor = tensor.reshape(tensor.shape[0], -1)
+        if tuple(target.shape) != tuple(tensor.shape):
+            raise ConfigError(
+                f"{name}: checkpoint shape {tuple(tensor.shape)} does not match the mixer's {tuple(target.shape)}"
+            )
+        target.data.copy_(tensor)
+
+    def params_by_name(self, name: str) -> torch.Tensor:
+        found = {"conv1d.weight": self.conv_weight, "conv1d.bias": self.conv_bias, "dt_bias": self.dt_bias,
+                 "A_log": self.A_log, "D": self.D, "norm.weight": self.norm.weight}.get(name)  # fmt: skip
+        if found is None:
+            raise ConfigError(f"the Mamba2 mixer has no parameter {name!r}")
+        return found
 
     def forward(self, hidden: torch.Tensor, meta: MambaMetadata) -> torch.Tensor:
         if self.state is None:

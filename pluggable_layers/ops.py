@@ -45,6 +45,9 @@ class OpSpec:
     #: A kernel declares the ones it implements (``register(..., features=...)``); a query whose facts ask for a
     #: feature (a truthy ``facts[feature]``) refuses every kernel that did not declare it.
     features: tuple[tuple[str, str, str], ...] = ()
+    #: a collective: runs on every rank of a process group (``group`` argument) and is certified by the
+    #: conformance suite's distributed cases (world size 2), not by single-process cases
+    collective: bool = False
 
     def budget(self, dtype: str) -> float:
         return TOLERANCES[self.tolerance][dtype]
@@ -54,10 +57,16 @@ class OpSpec:
 
 
 def _spec(
-    name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=()
+    name: str,
+    signature: str,
+    summary: str,
+    tolerance: str,
+    dtypes=FLOAT_DTYPES,
+    features=(),
+    collective=False,
 ) -> OpSpec:
     return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance,
-                  features=tuple(features))  # fmt: skip
+                  features=tuple(features), collective=collective)  # fmt: skip
 
 
 #: The sample op's optional inputs (plugin API 1.1). Penalties and the bias act on the logits before the
@@ -194,8 +203,33 @@ OPS: dict[str, OpSpec] = {
             dtypes=("float32", "float16", "bfloat16"),
             features=SAMPLE_FEATURES,
         ),
+        _spec(
+            "all_reduce",
+            "all_reduce(x[T,H], group) -> out[T,H]",
+            "the element-wise sum of x over the ranks of the process group, on every rank (x may be reduced in"
+            " place and returned)",
+            "reduction",
+            collective=True,
+        ),
+        _spec(
+            "all_gather",
+            "all_gather(x[T,N], group, dim=-1) -> out[T,W*N]",
+            "every rank's x concatenated along dim in rank order, on every rank",
+            "exact",
+            collective=True,
+        ),
+        _spec(
+            "reduce_scatter",
+            "reduce_scatter(x[T,W*N], group, dim=-1) -> out[T,N]",
+            "the sum of x over the ranks, split into W equal chunks along dim; rank r gets chunk r",
+            "reduction",
+            collective=True,
+        ),
     )
 }
+
+#: the collective ops (tensor and expert parallelism): kernels run on every rank of a group
+COLLECTIVE_OPS = tuple(name for name, spec in OPS.items() if spec.collective)
 
 
 def op_spec(name: str) -> OpSpec:

@@ -53,6 +53,7 @@ def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
     from tessera.pluggable_layers.ops import OPS
 
     assert ops == set(OPS)
+    assert cert["world_size"] == report["world_size"] == 2  # the collectives ran on two ranks (gloo)
     listing = json.loads(runner.invoke(app, ["platform", "list", "--json"]).stdout)
     cpu = next(p for p in listing["plugins"] if p["plugin"] == "cpu")["platforms"][0]
     assert (

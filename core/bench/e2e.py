@@ -190,7 +190,8 @@ def summarize(result: dict) -> str:
     line = f"tessera {t['output_tokens_per_s']:.1f} output tok/s ({t['seconds']:.2f}s)"
     if t.get("tpot_ms"):
         line += f", TPOT p50 {t['tpot_ms']['p50']:.2f} ms"
-    line += f", floor share {result['floor_share']:.2f} ({result['floor']['binding']}-bound)"
+    if "floor_share" in result:
+        line += f", floor share {result['floor_share']:.2f} ({result['floor']['binding']}-bound)"
     peer = result.get("hf")
     if peer and "output_tokens_per_s" in peer:
         line += f"; transformers {peer['output_tokens_per_s']:.1f} tok/s -> {result['speedup_vs_hf']:.2f}x"

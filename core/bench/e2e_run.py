@@ -22,6 +22,8 @@ class E2EOptions:
     first_request: bool = False
     #: host microseconds per step by phase (``tessera.bench.host_profile``)
     profile_host: bool = False
+    #: worker processes (devices) the model is split over
+    tensor_parallel_size: int = 1
 
 
 def run_e2e(workload_fn, opts: E2EOptions, say=print) -> dict:
@@ -35,6 +37,8 @@ def run_e2e(workload_fn, opts: E2EOptions, say=print) -> dict:
 
     if bool(opts.model) == bool(opts.preset):
         raise ConfigError("give exactly one of --model DIR and --preset NAME")
+    if opts.tensor_parallel_size > 1 and opts.compare == "hf":
+        raise ConfigError("--compare hf needs --tensor-parallel-size 1 (the weights live in the workers)")
     path, load_format = (
         (str(preset_dir(opts.preset)), "random") if opts.preset else (opts.model, "safetensors")
     )
@@ -42,13 +46,14 @@ def run_e2e(workload_fn, opts: E2EOptions, say=print) -> dict:
     workload = workload_fn(vocab)
     longest = max(len(p) + o for p, o in workload)
     llm = LLM(path, dtype=opts.dtype, platform=opts.platform, load_format=load_format, max_num_seqs=opts.max_num_seqs,
-              max_model_len=longest + 8, gpu_memory_utilization=0.45 if opts.compare == "hf" else 0.9)  # fmt: skip
+              max_model_len=longest + 8, gpu_memory_utilization=0.45 if opts.compare == "hf" else 0.9,
+              tensor_parallel_size=opts.tensor_parallel_size)  # fmt: skip
     engine = llm.engine
     device = engine.runner.device
     result: dict = {"benchmark": opts.label, "model": opts.preset or opts.model, "platform": engine.platform.name,
                     "device": engine.platform.devices()[0].name, "dtype": str(engine.dtype).removeprefix("torch."),
                     "num_prompts": len(workload), "max_num_seqs": opts.max_num_seqs, "sampling": opts.extras,
-                    "warmup_s": engine.runner.warmup_s}  # fmt: skip
+                    "warmup_s": getattr(engine.runner, "warmup_s", None)}  # fmt: skip
     if opts.first_request:
         result["first_request"] = first_request(llm, len(workload[0][0]))
     hf = None
@@ -62,12 +67,16 @@ def run_e2e(workload_fn, opts: E2EOptions, say=print) -> dict:
     limits = measure_limits(engine.platform, device)
     result["limits"] = {k: v for k, v in limits.items() if isinstance(v, float)}
     result["tessera"] = run_tessera(llm, workload, opts.extras, opts.profile_host)
-    floor = floor_terms(workload, model_cost(engine.runner), result["limits"], opts.max_num_seqs)
-    result.update({"floor": floor, "floor_seconds": floor["seconds"],
-                   "floor_share": floor["seconds"] / result["tessera"]["seconds"]})  # fmt: skip
-    tpot = result["tessera"].get("tpot_ms")
-    if tpot:
-        result["tpot_floor_share"] = floor["step_ms"] / tpot["p50"]
+    result["tensor_parallel_size"] = opts.tensor_parallel_size
+    if (
+        engine.runner.model is not None
+    ):  # with tensor parallelism the weights (and their bytes) live in the workers
+        floor = floor_terms(workload, model_cost(engine.runner), result["limits"], opts.max_num_seqs)
+        result.update({"floor": floor, "floor_seconds": floor["seconds"],
+                       "floor_share": floor["seconds"] / result["tessera"]["seconds"]})  # fmt: skip
+        tpot = result["tessera"].get("tpot_ms")
+        if tpot:
+            result["tpot_floor_share"] = floor["step_ms"] / tpot["p50"]
     if opts.first_request and result["tessera"].get("ttft_ms"):
         result["first_request"]["vs_warm_ttft"] = (
             result["first_request"]["ttft_ms"] / result["tessera"]["ttft_ms"]["p50"]

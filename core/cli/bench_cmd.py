@@ -123,6 +123,9 @@ def throughput(
     dtype: str = typer.Option("auto", "--dtype"),
     platform: str | None = typer.Option(None, "--platform", "-p"),
     max_num_seqs: int = typer.Option(256, "--max-num-seqs"),
+    tensor_parallel_size: int = typer.Option(
+        1, "--tensor-parallel-size", "-tp", help="Worker processes (devices) the model is split over."
+    ),
     out: Path | None = typer.Option(None, "--out"),
     logprobs: int | None = typer.Option(None, "--logprobs", help="Return the top N logprobs of every token."),
     penalties: bool = typer.Option(
@@ -153,7 +156,7 @@ def throughput(
             make = lambda vocab: fixed_workload(num_prompts, input_len, output_len, vocab, seed)  # noqa: E731
         _e2e(make, min(max_num_seqs, num_prompts), "throughput", model=model, preset=preset, compare=compare,
              dtype=dtype, platform=platform, out=out, extras=sampling_extras(logprobs, penalties),
-             profile_host=profile_host)  # fmt: skip
+             profile_host=profile_host, tensor_parallel_size=tensor_parallel_size)  # fmt: skip
 
 
 @app.command("latency")
@@ -166,6 +169,9 @@ def latency(
     compare: str | None = typer.Option(None, "--compare"),
     dtype: str = typer.Option("auto", "--dtype"),
     platform: str | None = typer.Option(None, "--platform", "-p"),
+    tensor_parallel_size: int = typer.Option(
+        1, "--tensor-parallel-size", "-tp", help="Worker processes (devices) the model is split over."
+    ),
     out: Path | None = typer.Option(None, "--out"),
     first: bool = typer.Option(
         False,
@@ -180,4 +186,5 @@ def latency(
     with user_errors():
         make = lambda vocab: fixed_workload(batch_size, input_len, output_len, vocab, 0)  # noqa: E731
         _e2e(make, batch_size, "latency", model=model, preset=preset, compare=compare, dtype=dtype,
-             platform=platform, out=out, first_request=first, profile_host=profile_host)  # fmt: skip
+             platform=platform, out=out, first_request=first, profile_host=profile_host,
+             tensor_parallel_size=tensor_parallel_size)  # fmt: skip

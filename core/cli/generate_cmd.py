@@ -38,6 +38,12 @@ def generate(
     quantization: str | None = typer.Option(
         None, "--quantization", help="fp8: quantize Linear weights on load."
     ),
+    tensor_parallel_size: int = typer.Option(
+        1, "--tensor-parallel-size", "-tp", help="Worker processes (one per device) the model is split over."
+    ),
+    enable_expert_parallel: bool = typer.Option(
+        False, "--enable-expert-parallel", help="With -tp N: MoE layers hold whole experts per rank."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Generate text for each prompt and print it with timings."""
@@ -55,6 +61,8 @@ def generate(
             platform=platform,
             enforce_eager=enforce_eager,
             quantization=quantization,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_expert_parallel=enable_expert_parallel,
             **extra,
         )
         load_s = time.perf_counter() - start

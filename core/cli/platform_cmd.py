@@ -175,8 +175,10 @@ def show_platform(
             for p in r.platforms
             if p.name == name
         )
+    distributed = _distributed(discovery.platforms.get(name))
     if as_json:
         data = report.model_dump(mode="json")
+        data["distributed"] = distributed
         data["plugin"] = owner.report.plugin
         data["distribution"], data["version"] = owner.report.distribution, owner.report.version
         print_json(data)
@@ -195,3 +197,21 @@ def show_platform(
         console.print("capabilities:")
         for line in capability_lines(report.capabilities):
             console.print(f"  {line}", highlight=False)
+    if distributed is not None:
+        usable = "usable" if distributed["usable"] else "[yellow]not usable[/]"
+        console.print(
+            f"distributed backend: {distributed['backend']}, {usable} ({escape(distributed['reason'])})"
+        )
+
+
+def _distributed(platform) -> dict | None:
+    """The platform's torch.distributed backend and whether tensor parallelism can use it here."""
+    from tessera.distributed import backend_status
+
+    if platform is None:
+        return None
+    try:
+        backend, usable, reason = backend_status(platform)
+    except Exception as exc:  # noqa: BLE001 - a platform that fails here is reported, not fatal
+        return {"backend": "?", "usable": False, "reason": f"{type(exc).__name__}: {exc}"}
+    return {"backend": backend, "usable": usable, "reason": reason}

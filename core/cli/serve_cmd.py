@@ -37,6 +37,12 @@ def serve(
     drain_timeout: float = typer.Option(
         5.0, "--drain-timeout", help="On shutdown, seconds to let running requests finish."
     ),  # fmt: skip
+    tensor_parallel_size: int = typer.Option(
+        1, "--tensor-parallel-size", "-tp", help="Worker processes (one per device) the model is split over."
+    ),
+    enable_expert_parallel: bool = typer.Option(
+        False, "--enable-expert-parallel", help="With -tp N: MoE layers hold whole experts per rank."
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve MODEL over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /metrics, ..."""
@@ -53,7 +59,9 @@ def serve(
         config = make_config(model=model, dtype=dtype, platform=platform, max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
                              gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                             quantization=quantization, load_format=load_format, **extra)  # fmt: skip
+                             quantization=quantization, load_format=load_format,
+                             tensor_parallel_size=tensor_parallel_size, enable_expert_parallel=enable_expert_parallel,
+                             **extra)  # fmt: skip
         template = load_chat_template(model, chat_template)
         engine = LLMEngine(config)
         name = served_model_name or Path(model).resolve().name

@@ -27,12 +27,13 @@ from tessera.engine.generation_config import (
     read_generation_config,
 )
 from tessera.engine.kv_cache import KVCacheManager
-from tessera.engine.model_runner import ModelRunner, StepHandle
+from tessera.engine.model_runner import StepHandle
 from tessera.engine.request import Request
 from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.engine.stopping import limit_params, stop_reason
-from tessera.errors import ConfigError, PlatformError
+from tessera.engine.tp_runner import make_runner
+from tessera.errors import ConfigError, PlatformError, WorkerError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
@@ -67,7 +68,7 @@ class LLMEngine:
         self.eos_token_id = self.eos_token_ids[0] if self.eos_token_ids else None
         self.generation_defaults = default_values(generation)
         self.tokenizer = load_tokenizer(self.spec.path, self.eos_token_id)
-        self.runner = ModelRunner(config, self.spec, self.platform, self.dtype, self.max_model_len)
+        self.runner = make_runner(config, self.spec, self.platform, self.dtype, self.max_model_len)
         plan = self.runner.plan
         hybrid = plan.num_state_slots > 0
         if hybrid and config.enable_prefix_caching:
@@ -204,6 +205,8 @@ class LLMEngine:
             s.request.metrics.first_scheduled_time = s.request.metrics.first_scheduled_time or now
         try:
             handle = self.runner.execute(sched, self._prev if self.config.async_scheduling else None)
+        except WorkerError:
+            raise  # a dead worker ends the engine, not one step
         except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
             return None, self._fail(sched.scheduled, exc)
         for s in handle.rows:
@@ -214,6 +217,8 @@ class LLMEngine:
         """Read a step's tokens and process them; a read that raises fails the step (and its consumers)."""
         try:
             tokens = handle.tokens()
+        except WorkerError:
+            raise
         except Exception as exc:  # noqa: BLE001
             rows = list(handle.rows)
             if in_flight is not None:

@@ -31,6 +31,7 @@ from tessera.models.spec import ModelSpec
 from tessera.platform import Platform
 from tessera.pluggable_layers.checks import trusted_indices
 from tessera.pluggable_layers.context import KernelContext
+from tessera.pluggable_layers.parallelism import Parallelism
 from tessera.pluggable_layers.sampler import Sampler
 from tessera.weights import iterate_weights
 
@@ -88,7 +89,9 @@ class ModelRunner:
         platform: Platform,
         dtype: torch.dtype,
         max_model_len: int,
+        parallel: Parallelism | None = None,
     ) -> None:
+        parallel = parallel or Parallelism()
         self.config, self.spec, self.platform, self.dtype = config, spec, platform, dtype
         self.max_model_len = max_model_len
         self.device = platform.torch_device(config.device_index)
@@ -97,13 +100,13 @@ class ModelRunner:
         self.caps = platform.capabilities(config.device_index)
         facts = platform_facts(platform, config.device_index)
         self.ctx = KernelContext(get_registry(), facts, dtype, self.device, dict(config.kernel_overrides),
-                                 quantization=config.quantization)  # fmt: skip
+                                 quantization=config.quantization, parallel=parallel)  # fmt: skip
         with torch.device(self.device):
             self.model = model_class(spec)(spec, self.ctx)
         if config.load_format == "random":
             init_random_weights(self.model, config.seed)
         else:
-            self.model.load_weights(iterate_weights(spec.path, self.device, dtype))
+            self.model.load_weights(iterate_weights(spec.path, self.device, dtype, lazy=parallel.sharded))
         self.model.eval()
         self.sampler = Sampler(self.ctx)
         self.counts = TokenCounts(config.max_num_seqs, spec.vocab_size, self.device, self.caps.pinned_memory)

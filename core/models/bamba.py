@@ -8,13 +8,14 @@ import re
 from torch import nn
 
 from tessera.models.base import CausalLM, layer_index
-from tessera.models.common import DecoderAttention, GatedMLP, linear_loader, param_loader
+from tessera.models.common import DecoderAttention, GatedMLP, linear_loader, slicing
 from tessera.models.llama import L, attention_rules, mlp_rules, norm_rules
 from tessera.models.spec import ModelSpec
 from tessera.pluggable_layers.batch import BatchMetadata
 from tessera.pluggable_layers.context import KernelContext
-from tessera.pluggable_layers.mamba import Mamba2Mixer, Mamba2Shape
+from tessera.pluggable_layers.mamba import Mamba2Shape
 from tessera.pluggable_layers.norm import RMSNorm
+from tessera.pluggable_layers.parallel_mixers import mamba2_mixer
 
 
 def mamba_shape(spec: ModelSpec) -> Mamba2Shape:
@@ -43,7 +44,9 @@ class HybridLayer(nn.Module):
         self.kind = kind
         self.input_layernorm = RMSNorm(spec.hidden_size, eps, ctx, f"{prefix}.input_layernorm")
         if kind == "mamba":
-            self.mamba = Mamba2Mixer(mamba_shape(spec), ctx, f"{prefix}.mamba", quantization=ctx.quantization)
+            self.mamba = mamba2_mixer(
+                mamba_shape(spec), ctx, f"{prefix}.mamba", quantization=ctx.quantization
+            )
         else:
             bias = bool(spec.get("attention_bias", default=False))
             self.self_attn = DecoderAttention(spec, ctx, f"{prefix}.self_attn", qkv_bias=bias, o_bias=bias,
@@ -82,28 +85,17 @@ class BambaForCausalLM(CausalLM):
             block = mixer(m)
             return block and linear_loader(getattr(block, m.group("proj")), m.group("param"))
 
-        def conv(m):
+        def param(m):
             block = mixer(m)
-            if block is None:
+            name = m.group("name")
+            if block is None or (name == "conv1d.bias" and block.conv_bias is None):
                 return None
-            if m.group("param") == "weight":
-                return lambda t: param_loader(block.conv_weight, m.group(0))(t.reshape(t.shape[0], -1))
-            return param_loader(block.conv_bias, m.group(0)) if block.conv_bias is not None else None
-
-        def scalar(m):
-            block = mixer(m)
-            return block and param_loader(getattr(block, m.group("name")), m.group(0))
-
-        def gated_norm(m):
-            block = mixer(m)
-            return block and param_loader(block.norm.weight, m.group(0))
+            return slicing(lambda t: block.load_param(name, t), block)
 
         mp = L + r"mamba\."
         return [
             (re.compile(mp + r"(?P<proj>in_proj|out_proj)\.(?P<param>weight|bias)"), proj),
-            (re.compile(mp + r"conv1d\.(?P<param>weight|bias)"), conv),
-            (re.compile(mp + r"(?P<name>dt_bias|A_log|D)"), scalar),
-            (re.compile(mp + r"norm\.weight"), gated_norm),
+            (re.compile(mp + r"(?P<name>conv1d\.weight|conv1d\.bias|dt_bias|A_log|D|norm\.weight)"), param),
             *attention_rules(self.layers), *mlp_rules(self.layers, "feed_forward"),
             *norm_rules(self.layers, ("input_layernorm", "pre_ff_layernorm")),
         ]  # fmt: skip

@@ -8,14 +8,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from tessera.models.common import Rule, load_by_rules, param_loader
+from tessera.models.common import Rule, load_by_rules, param_loader, weight_loader
 from tessera.models.spec import ModelLoadError, ModelSpec
 from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import BatchMetadata
 from tessera.pluggable_layers.context import KernelContext
-from tessera.pluggable_layers.linear import Linear
 from tessera.pluggable_layers.mamba import Mamba2Mixer
 from tessera.pluggable_layers.norm import RMSNorm
+from tessera.pluggable_layers.parallel import lm_head, vocab_embedding
 
 
 class CausalLM(nn.Module):
@@ -26,16 +26,13 @@ class CausalLM(nn.Module):
     def __init__(self, spec: ModelSpec, ctx: KernelContext) -> None:
         super().__init__()
         self.spec = spec
-        self.embed_tokens = nn.Embedding(
-            spec.vocab_size, spec.hidden_size, dtype=ctx.dtype, device=ctx.device
-        )
-        self.embed_tokens.weight.requires_grad_(False)
+        self.embed_tokens = vocab_embedding(spec.vocab_size, spec.hidden_size, ctx, "model.embed_tokens")
         self.layers = nn.ModuleList()
         self.norm = RMSNorm(
             spec.hidden_size, float(spec.get("rms_norm_eps", default=1e-6)), ctx, "model.norm"
         )
         self.tie_word_embeddings = bool(spec.get("tie_word_embeddings", default=False))
-        self.lm_head = Linear(spec.hidden_size, spec.vocab_size, False, ctx, "lm_head")
+        self.lm_head = lm_head(spec.hidden_size, spec.vocab_size, ctx, "lm_head")
         if self.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
@@ -73,13 +70,13 @@ class CausalLM(nn.Module):
         rules = [
             (
                 re.compile(r"model\.embed_tokens\.weight"),
-                lambda m: param_loader(self.embed_tokens.weight, "embed_tokens"),
+                lambda m: weight_loader(self.embed_tokens, "embed_tokens"),
             ),
             (
                 re.compile(re.escape(self.final_norm_name) + r"\.weight"),
                 lambda m: param_loader(self.norm.weight, "norm"),
             ),
-            (re.compile(r"lm_head\.weight"), lambda m: param_loader(self.lm_head.weight, "lm_head")),
+            (re.compile(r"lm_head\.weight"), lambda m: weight_loader(self.lm_head, "lm_head")),
             *self.weight_rules(),
         ]
         loaded = load_by_rules(rules, weights, self.ignored_weights())

@@ -15,6 +15,7 @@ from tessera.pluggable_layers.batch import AttentionMetadata
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.linear import Linear
 from tessera.pluggable_layers.norm import RMSNorm
+from tessera.pluggable_layers.parallel import column_linear, row_linear
 from tessera.pluggable_layers.rotary import RotaryEmbedding
 
 
@@ -24,12 +25,18 @@ class DecoderAttention(nn.Module):
     def __init__(self, spec: ModelSpec, ctx: KernelContext, prefix: str, qk_norm: bool = False, qkv_bias: bool = False,
                  o_bias: bool = False, sliding_window: int | None = None, default_partial_rotary: float = 1.0) -> None:  # fmt: skip
         super().__init__()
-        hq, hk, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
-        q_cfg = ctx.quantization
+        full_q, full_k, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        q_cfg, par = ctx.quantization, ctx.parallel
+        self.qkv_proj = column_linear(spec.hidden_size, [full_q * d, full_k * d, full_k * d], qkv_bias, ctx,
+                                      f"{prefix}.qkv_proj", shard_names=("q", "k", "v"), quantization=q_cfg,
+                                      units=[full_q, full_k, full_k])  # fmt: skip
+        self.o_proj = row_linear(full_q * d, spec.hidden_size, o_bias, ctx, f"{prefix}.o_proj", quantization=q_cfg,
+                                 units=full_q)  # fmt: skip
+        hq, hk = (
+            par.local(full_q),
+            par.local(full_k),
+        )  # this rank's heads (kv heads replicated when fewer than ranks)
         self.q_size, self.kv_size = hq * d, hk * d
-        self.qkv_proj = Linear(spec.hidden_size, [hq * d, hk * d, hk * d], qkv_bias, ctx, f"{prefix}.qkv_proj",
-                               shard_names=("q", "k", "v"), quantization=q_cfg)  # fmt: skip
-        self.o_proj = Linear(hq * d, spec.hidden_size, o_bias, ctx, f"{prefix}.o_proj", quantization=q_cfg)
         eps = float(spec.get("rms_norm_eps", default=1e-6))
         self.q_norm = RMSNorm(d, eps, ctx, f"{prefix}.q_norm") if qk_norm else None
         self.k_norm = RMSNorm(d, eps, ctx, f"{prefix}.k_norm") if qk_norm else None
@@ -61,10 +68,10 @@ class GatedMLP(nn.Module):
         self, hidden: int, intermediate: int, ctx: KernelContext, prefix: str, bias: bool = False
     ) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(hidden, [intermediate, intermediate], bias, ctx, f"{prefix}.gate_up_proj",
-                                   shard_names=("gate", "up"), quantization=ctx.quantization)  # fmt: skip
+        self.gate_up_proj = column_linear(hidden, [intermediate, intermediate], bias, ctx, f"{prefix}.gate_up_proj",
+                                          shard_names=("gate", "up"), quantization=ctx.quantization)  # fmt: skip
         self.act = SiluAndMul(ctx, f"{prefix}.act")
-        self.down_proj = Linear(
+        self.down_proj = row_linear(
             intermediate, hidden, bias, ctx, f"{prefix}.down_proj", quantization=ctx.quantization
         )
 
@@ -95,7 +102,7 @@ def load_by_rules(
                     raise ModelLoadError(
                         f"checkpoint tensor {name!r} has no place in this model (index out of range?)"
                     )
-                loader(tensor)
+                loader(tensor if getattr(loader, "reads_slices", False) else whole(tensor))
                 loaded.add(name)
                 break
         else:
@@ -103,8 +110,26 @@ def load_by_rules(
     return loaded
 
 
+def whole(tensor) -> torch.Tensor:
+    """A checkpoint tensor read in full (a lazy slice of a sharded load is read here; a tensor is itself)."""
+    return tensor if isinstance(tensor, torch.Tensor) else tensor[tuple(slice(None) for _ in tensor.shape)]
+
+
+def slicing(loader: Loader, module: nn.Module | None) -> Loader:
+    """Mark ``loader`` as reading only its slice of a lazy checkpoint tensor when ``module`` is sharded."""
+    loader.reads_slices = bool(getattr(module, "reads_slices", False))
+    return loader
+
+
 def linear_loader(layer: Linear, param: str, shard: str | None = None) -> Loader:
-    return lambda t: layer.load_shard(param, t, shard)
+    return slicing(lambda t: layer.load_shard(param, t, shard), layer)
+
+
+def weight_loader(module: nn.Module, name: str) -> Loader:
+    """The loader of a module's ``weight``: its own ``load_weight`` when it has one (sharded), else a copy."""
+    if hasattr(module, "load_weight"):
+        return slicing(lambda t: module.load_weight(t), module)
+    return param_loader(module.weight, name)
 
 
 def param_loader(param: nn.Parameter | torch.Tensor, name: str) -> Loader:

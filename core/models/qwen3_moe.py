@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from tessera.models.base import CausalLM, layer_index
-from tessera.models.common import DecoderAttention, GatedMLP, linear_loader
+from tessera.models.common import DecoderAttention, GatedMLP, linear_loader, slicing
 from tessera.models.llama import DenseDecoderLayer, L, attention_rules, mlp_rules, norm_rules
 from tessera.models.spec import ModelSpec
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.linear import Linear
-from tessera.pluggable_layers.moe import FusedMoE
+from tessera.pluggable_layers.parallel_mixers import fused_moe
 
 
 class SparseMoeBlock(nn.Module):
@@ -21,7 +21,7 @@ class SparseMoeBlock(nn.Module):
         super().__init__()
         num_experts = int(spec.require("num_experts", "num_local_experts"))
         self.gate = Linear(spec.hidden_size, num_experts, False, ctx, f"{prefix}.gate")
-        self.experts = FusedMoE(
+        self.experts = fused_moe(
             num_experts, int(spec.require("num_experts_per_tok")), spec.hidden_size,
             int(spec.require("moe_intermediate_size")), ctx, f"{prefix}.experts",
             renormalize=bool(spec.get("norm_topk_prob", default=True)), quantization=ctx.quantization,
@@ -59,7 +59,10 @@ class Qwen3MoeForCausalLM(CausalLM):
             block = moe(m)
             if block is None:
                 return None
-            return lambda t: block.experts.load_expert(int(m.group("expert")), m.group("shard"), t)
+            return slicing(
+                lambda t: block.experts.load_expert(int(m.group("expert")), m.group("shard"), t),
+                block.experts,
+            )
 
         def fused(m):
             block = moe(m)

@@ -145,6 +145,7 @@ class CpuPlatform(Platform):
             pinned_memory=False,
             async_host_copy=False,  # tensors are host memory: results are read where they are
             dist_backend="gloo",
+            ranks_share_device=True,  # ranks are processes on the host: any number share its memory
             triton_backend=interpret,
         )
 
