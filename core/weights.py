@@ -11,6 +11,8 @@ import torch
 from tessera.models.spec import ModelLoadError
 
 INDEX = "model.safetensors.index.json"
+#: tensors kept in their stored dtype: fp8 weights, and the float32 scales of pre-quantized checkpoints
+KEEP_DTYPE_SUFFIXES = (".weight_scale", ".input_scale")
 
 
 def indexed_files(model_dir: Path) -> list[Path] | None:
@@ -59,7 +61,8 @@ def iterate_weights(
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
                     tensor = f.get_tensor(name)
-                    if tensor.is_floating_point() and tensor.dtype not in (torch.float8_e4m3fn,):
+                    keep = tensor.dtype == torch.float8_e4m3fn or name.endswith(KEEP_DTYPE_SUFFIXES)
+                    if tensor.is_floating_point() and not keep:
                         tensor = tensor.to(dtype)
                     yield name, tensor.to(device)
         except (SafetensorError, OSError, RuntimeError) as exc:

@@ -23,6 +23,7 @@ class KernelChoice:
     provider: str
     graph_safe: bool
     fallback: bool
+    weights: str | None = None  # "prepared by X as Y" when the kernel prepares its weights (plugin API 1.2)
 
 
 @dataclass
@@ -33,6 +34,8 @@ class KernelContext:
     device: torch.device
     overrides: Mapping[str, str] = field(default_factory=dict)
     quantization: str | None = None
+    #: how the checkpoint stores its linear weights (a :class:`tessera.pluggable_layers.quant.CheckpointQuant`)
+    checkpoint_quant: Any = None
     choices: list[KernelChoice] = field(default_factory=list)
     _bound: dict[tuple, BoundKernel] = field(default_factory=dict)
 
@@ -51,7 +54,8 @@ class KernelContext:
         fallback = bool(bound.selection and bound.selection.fallback)
         self.choices.append(
             KernelChoice(
-                layer, op, bound.kernel.name, bound.kernel.provider, bound.kernel.graph_safe, fallback
+                layer, op, bound.kernel.name, bound.kernel.provider, bound.kernel.graph_safe, fallback,
+                bound.kernel.weights_line(),
             )
         )
         return bound

@@ -45,6 +45,11 @@ class OpSpec:
     #: A kernel declares the ones it implements (``register(..., features=...)``); a query whose facts ask for a
     #: feature (a truthy ``facts[feature]``) refuses every kernel that did not declare it.
     features: tuple[tuple[str, str, str], ...] = ()
+    #: the arguments that are weights (plugin API 1.2): a kernel's ``prepare`` receives these once, as the
+    #: checkpoint holds them, and returns them in the kernel's own form, which the layer then passes instead
+    weights: tuple[str, ...] = ()
+    #: the plugin API version that added the op ("1.0" for the first ops)
+    since: str = "1.0"
 
     def budget(self, dtype: str) -> float:
         return TOLERANCES[self.tolerance][dtype]
@@ -54,10 +59,11 @@ class OpSpec:
 
 
 def _spec(
-    name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=()
+    name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=(), weights=(),
+    since="1.0",
 ) -> OpSpec:
     return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance,
-                  features=tuple(features))  # fmt: skip
+                  features=tuple(features), weights=tuple(weights), since=since)  # fmt: skip
 
 
 #: The sample op's optional inputs (plugin API 1.1). Penalties and the bias act on the logits before the
@@ -111,6 +117,7 @@ OPS: dict[str, OpSpec] = {
             "linear(x[T,K], weight[N,K], bias[N]|None, out=None) -> out[T,N]",
             "x @ weight.T + bias",
             "matmul",
+            weights=("weight",),
         ),
         _spec(
             "linear_fp8",
@@ -118,6 +125,18 @@ OPS: dict[str, OpSpec] = {
             "x quantized per token to weight's fp8 dtype, times the per-channel-scaled fp8 weight",
             "fp8",
             dtypes=("float16", "bfloat16", "float32"),
+            weights=("weight", "weight_scale"),
+        ),
+        _spec(
+            "linear_wna16",
+            "linear_wna16(x[T,K], qweight int32, scales[G,N], qzeros int32, bias[N]|None, weight_format,"
+            " out=None) -> out[T,N]",
+            "x @ dequantize(qweight, scales, qzeros).T + bias: 4-bit weights in groups of K/G input channels,"
+            " as a GPTQ ('gptq' v1 zeros stored minus one, 'gptq_v2') or AWQ ('awq', GEMM layout) checkpoint"
+            " stores them",
+            "matmul",
+            weights=("qweight", "scales", "qzeros"),
+            since="1.2",
         ),
         _spec(
             "moe_route",

@@ -25,6 +25,7 @@ from tessera.engine.stopping import mask_stops
 from tessera.engine.token_counts import TokenCounts
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.models.architectures import model_class
+from tessera.models.quant_config import check_architecture, checkpoint_quant
 from tessera.models.spec import ModelSpec
 from tessera.platform import Platform
 from tessera.pluggable_layers.checks import trusted_indices
@@ -94,8 +95,10 @@ class ModelRunner:
         platform.manual_seed(config.seed)
         self.caps = platform.capabilities(config.device_index)
         facts = platform_facts(platform, config.device_index)
+        scheme = checkpoint_quant(spec)
+        check_architecture(spec, model_class(spec), scheme)
         self.ctx = KernelContext(get_registry(), facts, dtype, self.device, dict(config.kernel_overrides),
-                                 quantization=config.quantization)  # fmt: skip
+                                 quantization=config.quantization, checkpoint_quant=scheme)  # fmt: skip
         with torch.device(self.device):
             self.model = model_class(spec)(spec, self.ctx)
         if config.load_format == "random":

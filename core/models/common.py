@@ -14,6 +14,7 @@ from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import AttentionMetadata
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.linear import Linear
+from tessera.pluggable_layers.quant import make_linear
 from tessera.pluggable_layers.norm import RMSNorm
 from tessera.pluggable_layers.rotary import RotaryEmbedding
 
@@ -27,9 +28,9 @@ class DecoderAttention(nn.Module):
         hq, hk, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
         q_cfg = ctx.quantization
         self.q_size, self.kv_size = hq * d, hk * d
-        self.qkv_proj = Linear(spec.hidden_size, [hq * d, hk * d, hk * d], qkv_bias, ctx, f"{prefix}.qkv_proj",
+        self.qkv_proj = make_linear(spec.hidden_size, [hq * d, hk * d, hk * d], qkv_bias, ctx, f"{prefix}.qkv_proj",
                                shard_names=("q", "k", "v"), quantization=q_cfg)  # fmt: skip
-        self.o_proj = Linear(hq * d, spec.hidden_size, o_bias, ctx, f"{prefix}.o_proj", quantization=q_cfg)
+        self.o_proj = make_linear(hq * d, spec.hidden_size, o_bias, ctx, f"{prefix}.o_proj", quantization=q_cfg)
         eps = float(spec.get("rms_norm_eps", default=1e-6))
         self.q_norm = RMSNorm(d, eps, ctx, f"{prefix}.q_norm") if qk_norm else None
         self.k_norm = RMSNorm(d, eps, ctx, f"{prefix}.k_norm") if qk_norm else None
@@ -61,10 +62,10 @@ class GatedMLP(nn.Module):
         self, hidden: int, intermediate: int, ctx: KernelContext, prefix: str, bias: bool = False
     ) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(hidden, [intermediate, intermediate], bias, ctx, f"{prefix}.gate_up_proj",
+        self.gate_up_proj = make_linear(hidden, [intermediate, intermediate], bias, ctx, f"{prefix}.gate_up_proj",
                                    shard_names=("gate", "up"), quantization=ctx.quantization)  # fmt: skip
         self.act = SiluAndMul(ctx, f"{prefix}.act")
-        self.down_proj = Linear(
+        self.down_proj = make_linear(
             intermediate, hidden, bias, ctx, f"{prefix}.down_proj", quantization=ctx.quantization
         )
 
