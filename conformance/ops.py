@@ -18,10 +18,10 @@ from tessera.conformance.postconditions import (
     untouched_problem,
 )
 from tessera.conformance.report import CaseResult
+from tessera.pluggable_layers.kernel_types import prepare_weights
 from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
-from tessera.pluggable_layers.kernel_types import prepare_weights
 from tessera.pluggable_layers.registry import KernelImpl, KernelQuery, Selection
 
 CASTABLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

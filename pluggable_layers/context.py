@@ -54,7 +54,12 @@ class KernelContext:
         fallback = bool(bound.selection and bound.selection.fallback)
         self.choices.append(
             KernelChoice(
-                layer, op, bound.kernel.name, bound.kernel.provider, bound.kernel.graph_safe, fallback,
+                layer,
+                op,
+                bound.kernel.name,
+                bound.kernel.provider,
+                bound.kernel.graph_safe,
+                fallback,
                 bound.kernel.weights_line(),
             )
         )

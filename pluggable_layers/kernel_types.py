@@ -75,7 +75,7 @@ class KernelImpl:
     prepared_layout: str = ""  # what ``prepare`` makes, in words ("qweight int32 [K/8, N] ...")
 
     def weights_line(self) -> str | None:
-        """"prepared by X as Y" for a kernel with a prepare step, else None (it reads the checkpoint's form)."""
+        """ "prepared by X as Y" for a kernel with a prepare step, else None (it reads the checkpoint's form)."""
         if self.prepare is None:
             return None
         return f"prepared by {self.name} as {self.prepared_layout or 'its own layout'}"
@@ -147,7 +147,9 @@ class BoundKernel:
         return f"<BoundKernel {self.kernel.op}:{self.kernel.name} from {self.kernel.provider}>"
 
 
-def prepare_weights(kernel: KernelImpl, weights: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
+def prepare_weights(
+    kernel: KernelImpl, weights: Mapping[str, Any], facts: Mapping[str, Any]
+) -> dict[str, Any]:
     """Run ``kernel``'s prepare on ``weights``; it must return exactly the names it was given."""
     from tessera.pluggable_layers.errors import KernelError
 

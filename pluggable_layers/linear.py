@@ -74,7 +74,11 @@ class Linear(PreparedWeights, nn.Module):
 
     def load_shard(self, param_name: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         """Copy a checkpoint tensor into ``weight`` or ``bias`` (into the rows of ``shard`` if given)."""
-        if param_name not in ("weight", "bias") or not tensor.is_floating_point() or tensor.element_size() == 1:
+        if (
+            param_name not in ("weight", "bias")
+            or not tensor.is_floating_point()
+            or tensor.element_size() == 1
+        ):
             raise ConfigError(f"{self.prefix}: checkpoint tensor {param_name} ({tensor.dtype}) is quantized, but this "
                               "layer loads unquantized weights; is config.json's quantization_config missing?")  # fmt: skip
         self.unprepare()

@@ -59,7 +59,13 @@ class OpSpec:
 
 
 def _spec(
-    name: str, signature: str, summary: str, tolerance: str, dtypes=FLOAT_DTYPES, features=(), weights=(),
+    name: str,
+    signature: str,
+    summary: str,
+    tolerance: str,
+    dtypes=FLOAT_DTYPES,
+    features=(),
+    weights=(),
     since="1.0",
 ) -> OpSpec:
     return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance,

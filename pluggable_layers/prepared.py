@@ -36,7 +36,7 @@ class PreparedWeights:
 
     @property
     def weights_line(self) -> str | None:
-        """"prepared by X as Y" when the kernel prepares its weights, else None."""
+        """ "prepared by X as Y" when the kernel prepares its weights, else None."""
         return self._kernel.kernel.weights_line()
 
     def prepare_weights(self) -> None:

@@ -25,7 +25,9 @@ from tessera.pluggable_layers.reference.linear_wna16 import WEIGHT_FORMATS, chec
 class CheckpointQuant:
     """How a checkpoint stores its linear weights (read from config.json's ``quantization_config``)."""
 
-    method: str  # "wna16" (4-bit weights, 16-bit activations) or "fp8" (fp8 weights, per-token fp8 activations)
+    method: (
+        str  # "wna16" (4-bit weights, 16-bit activations) or "fp8" (fp8 weights, per-token fp8 activations)
+    )
     weight_format: str | None = None  # wna16: gptq, gptq_v2 or awq
     group_size: int = 128  # wna16: input channels per scale, -1 for one group (per output channel)
     source: str = ""  # what config.json said, for messages
@@ -34,7 +36,9 @@ class CheckpointQuant:
         if self.method not in ("wna16", "fp8"):
             raise ConfigError(f"unknown checkpoint quantization method {self.method!r}")
         if self.method == "wna16" and self.weight_format not in WEIGHT_FORMATS:
-            raise ConfigError(f"wna16 weight_format must be one of {WEIGHT_FORMATS}, got {self.weight_format!r}")
+            raise ConfigError(
+                f"wna16 weight_format must be one of {WEIGHT_FORMATS}, got {self.weight_format!r}"
+            )
 
 
 class _ShardedLoad(PreparedWeights, nn.Module):
@@ -125,7 +129,9 @@ class WNA16Linear(_ShardedLoad):
         self.prepare_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._kernel(x, self.qweight, self.scales, self.qzeros, self.bias, weight_format=self.weight_format)
+        return self._kernel(
+            x, self.qweight, self.scales, self.qzeros, self.bias, weight_format=self.weight_format
+        )
 
 
 class Fp8CheckpointLinear(_ShardedLoad):
@@ -140,7 +146,9 @@ class Fp8CheckpointLinear(_ShardedLoad):
         self._init_shards(input_size, output_sizes, bias, ctx, prefix, shard_names)
         self.fp8_dtype = ctx.platform.capabilities.fp8_dtype or "float8_e4m3fn"
         if self.fp8_dtype not in ("float8_e4m3fn", "float8_e4m3fnuz"):
-            raise ConfigError(f"{prefix}: the platform's fp8 dtype {self.fp8_dtype} cannot hold e4m3 checkpoints")
+            raise ConfigError(
+                f"{prefix}: the platform's fp8 dtype {self.fp8_dtype} cannot hold e4m3 checkpoints"
+            )
         self.allocate_checkpoint_weights()
         self.bias = empty_weight((sum(self.output_sizes),), ctx.dtype, ctx.device) if bias else None
         self._kernel = ctx.kernel("linear_fp8", prefix, fp8_dtype=self.fp8_dtype)
@@ -160,7 +168,9 @@ class Fp8CheckpointLinear(_ShardedLoad):
         self.unprepare()
         if param_name == "weight":
             if tensor.dtype != torch.float8_e4m3fn:
-                raise ConfigError(f"{self.prefix}.weight is {tensor.dtype}; fp8 checkpoints must store float8_e4m3fn")
+                raise ConfigError(
+                    f"{self.prefix}.weight is {tensor.dtype}; fp8 checkpoints must store float8_e4m3fn"
+                )
             return self._copy("weight", tensor, self.weight.data[start:end], shard)
         if param_name != "weight_scale":
             raise ConfigError(f"{self.prefix}: an fp8 checkpoint has no {param_name!r} tensor here")
@@ -189,7 +199,9 @@ def make_linear(input_size: int, output_sizes: int | Sequence[int], bias: bool, 
     """The linear layer for the checkpoint: :class:`Linear` unless ``ctx.checkpoint_quant`` says otherwise."""
     scheme: CheckpointQuant | None = ctx.checkpoint_quant
     if scheme is None:
-        return Linear(input_size, output_sizes, bias, ctx, prefix, shard_names=shard_names, quantization=quantization)
+        return Linear(
+            input_size, output_sizes, bias, ctx, prefix, shard_names=shard_names, quantization=quantization
+        )
     if quantization is not None:
         raise ConfigError(f"quantization={quantization!r} quantizes a 16-bit checkpoint on load, but this checkpoint "
                           f"is quantized already ({scheme.source}); leave quantization unset")  # fmt: skip

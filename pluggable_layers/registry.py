@@ -109,7 +109,9 @@ class KernelRegistry:
     ) -> KernelImpl:
         spec = op_spec(op)
         if prepare is not None and not spec.weights:
-            raise KernelError(f"kernel {name!r} for {op} declares a prepare step, but {op} has no weight arguments")
+            raise KernelError(
+                f"kernel {name!r} for {op} declares a prepare step, but {op} has no weight arguments"
+            )
         unknown = sorted(set(features) - set(spec.feature_names()))
         if unknown:
             raise KernelError(f"kernel {name!r} for {op} declares unknown features {unknown}; "

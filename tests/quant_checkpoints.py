@@ -93,7 +93,9 @@ def _hf_model(arch: str, seed: int):
     return model
 
 
-def _write(model, tensors: dict, quant_dir: Path, dense_dir: Path, quantization_config: dict) -> tuple[Path, Path]:
+def _write(
+    model, tensors: dict, quant_dir: Path, dense_dir: Path, quantization_config: dict
+) -> tuple[Path, Path]:
     from safetensors.torch import save_file
 
     model.save_pretrained(dense_dir, safe_serialization=True)
@@ -118,11 +120,20 @@ def write_int4_checkpoint(arch: str, root: Path, method: str, group_size: int = 
                 continue
             q, zeros, scales = quantize_rtn(p, group_size, sym and method != "awq")
             model.get_parameter(name).copy_(dequantized(q, zeros, scales, group_size))
-            packed = pack_awq(q, zeros, scales) if method == "awq" else pack_gptq(
-                q, zeros, scales, group_size, v1=checkpoint_format == "gptq")
+            packed = (
+                pack_awq(q, zeros, scales)
+                if method == "awq"
+                else pack_gptq(q, zeros, scales, group_size, v1=checkpoint_format == "gptq")
+            )
             tensors.update({f"{stem}.{k}": v for k, v in packed.items()})
     if method == "awq":
-        cfg = {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True, "version": "gemm"}
+        cfg = {
+            "quant_method": "awq",
+            "bits": 4,
+            "group_size": group_size,
+            "zero_point": True,
+            "version": "gemm",
+        }
     else:
         cfg = {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False, "sym": sym,
                "checkpoint_format": checkpoint_format}  # fmt: skip

@@ -55,10 +55,16 @@ def test_explain_and_inspect_show_the_prepared_layout(tmp_path, fresh_discovery)
     from tests.quant_checkpoints import write_int4_checkpoint
 
     runner = CliRunner()
-    shown = runner.invoke(app, ["kernels", "explain", "linear_wna16", "--platform", "cpu", "--dtype", "float32"])
+    shown = runner.invoke(
+        app, ["kernels", "explain", "linear_wna16", "--platform", "cpu", "--dtype", "float32"]
+    )
     assert shown.exit_code == 0, shown.output
-    assert "weights: prepared by cpu_torch_linear_wna16 as dense weight [N, K]" in " ".join(shown.output.split())
-    as_json = runner.invoke(app, ["kernels", "explain", "linear_wna16", "-p", "cpu", "--dtype", "float32", "--json"])
+    assert "weights: prepared by cpu_torch_linear_wna16 as dense weight [N, K]" in " ".join(
+        shown.output.split()
+    )
+    as_json = runner.invoke(
+        app, ["kernels", "explain", "linear_wna16", "-p", "cpu", "--dtype", "float32", "--json"]
+    )
     assert json.loads(as_json.output)["weights"].startswith("prepared by cpu_torch_linear_wna16 as ")
     quant, _ = write_int4_checkpoint("llama", tmp_path, "awq", 128)
     inspected = runner.invoke(app, ["inspect", "--model", str(quant), "--dtype", "float32"])
@@ -84,7 +90,9 @@ def test_plugins_written_against_1_0_and_1_1_load_register_and_run(install_fixtu
     assert registry.select("sample", cpu, "float32").kernel.name == "vendor_sample_1_0"
     assert registry.select("linear", cpu, "float32").kernel.name == "vendor_linear_1_1"
     llm = LLM(str(checkpoints_dir_llama), dtype="float32")
-    out = llm.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    out = llm.generate(
+        [[3, 4, 5]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False
+    )
     assert len(out[0].outputs[0].token_ids) == 4
     assert fixture_api_1_0.CALLS and fixture_api_1_1.CALLS
     assert all(w[1] == x[1] for x, w in fixture_api_1_1.CALLS)  # weight [N, K] as the checkpoint holds it

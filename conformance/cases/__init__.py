@@ -6,7 +6,17 @@ run's seed), adversarial inputs (NaN and inf where ids come out), and the model-
 
 from __future__ import annotations
 
-from tessera.conformance.cases import attention, elementwise, linear, mamba, moe, norms, quant, sample, sample_space
+from tessera.conformance.cases import (
+    attention,
+    elementwise,
+    linear,
+    mamba,
+    moe,
+    norms,
+    quant,
+    sample,
+    sample_space,
+)
 from tessera.conformance.cases.common import Case, Inputs
 
 MODULES = (norms, elementwise, linear, quant, moe, attention, mamba, sample)

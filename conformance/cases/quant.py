@@ -65,7 +65,11 @@ def zoo_cases(hidden: int, intermediate: int, heads: int, kv_heads: int, head_di
     qkv = (heads + 2 * kv_heads) * head_dim
     shapes = [("wna16_qkv", hidden, qkv, "gptq"), ("wna16_o", heads * head_dim, hidden, "gptq"),
               ("wna16_gate_up", hidden, 2 * intermediate, "awq"), ("wna16_down", intermediate, hidden, "gptq")]  # fmt: skip
-    return [wna16_case(f"{name}_m{m}", m, k, n, 128, fmt, full=True) for name, k, n, fmt in shapes for m in (1, 64)]
+    return [
+        wna16_case(f"{name}_m{m}", m, k, n, 128, fmt, full=True)
+        for name, k, n, fmt in shapes
+        for m in (1, 64)
+    ]
 
 
 def _make(p: dict) -> Case:

@@ -121,7 +121,9 @@ def inspect(
         table.add_column(column, overflow="fold")
     for c in ctx.choices:
         kernel = f"[yellow]{c.kernel} (fallback)[/]" if c.fallback else c.kernel
-        table.add_row(c.layer, c.op, kernel, c.provider, "yes" if c.graph_safe else "no", c.weights or "as stored")
+        table.add_row(
+            c.layer, c.op, kernel, c.provider, "yes" if c.graph_safe else "no", c.weights or "as stored"
+        )
     console.print(table)
     prepared: dict[tuple[str, str], int] = {}
     for c in ctx.choices:

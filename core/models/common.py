@@ -14,8 +14,8 @@ from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import AttentionMetadata
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.linear import Linear
-from tessera.pluggable_layers.quant import make_linear
 from tessera.pluggable_layers.norm import RMSNorm
+from tessera.pluggable_layers.quant import make_linear
 from tessera.pluggable_layers.rotary import RotaryEmbedding
 
 
@@ -30,7 +30,9 @@ class DecoderAttention(nn.Module):
         self.q_size, self.kv_size = hq * d, hk * d
         self.qkv_proj = make_linear(spec.hidden_size, [hq * d, hk * d, hk * d], qkv_bias, ctx, f"{prefix}.qkv_proj",
                                shard_names=("q", "k", "v"), quantization=q_cfg)  # fmt: skip
-        self.o_proj = make_linear(hq * d, spec.hidden_size, o_bias, ctx, f"{prefix}.o_proj", quantization=q_cfg)
+        self.o_proj = make_linear(
+            hq * d, spec.hidden_size, o_bias, ctx, f"{prefix}.o_proj", quantization=q_cfg
+        )
         eps = float(spec.get("rms_norm_eps", default=1e-6))
         self.q_norm = RMSNorm(d, eps, ctx, f"{prefix}.q_norm") if qk_norm else None
         self.k_norm = RMSNorm(d, eps, ctx, f"{prefix}.k_norm") if qk_norm else None

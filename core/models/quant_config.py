@@ -23,7 +23,9 @@ def checkpoint_quant(spec: ModelSpec) -> CheckpointQuant | None:
     if cfg is None:
         return None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("quant_method"), str):
-        raise ModelLoadError(f"{spec.path}/config.json: quantization_config must be an object with a quant_method")
+        raise ModelLoadError(
+            f"{spec.path}/config.json: quantization_config must be an object with a quant_method"
+        )
     method = cfg["quant_method"].lower()
     parse = {"gptq": _gptq, "awq": _awq, "fp8": _fp8, "compressed-tensors": _compressed}.get(method)
     if parse is None:
@@ -32,7 +34,9 @@ def checkpoint_quant(spec: ModelSpec) -> CheckpointQuant | None:
 
 
 def _unsupported(spec: ModelSpec, what: str) -> ModelLoadError:
-    return ModelLoadError(f"{spec.path}: the checkpoint is quantized as {what}, which Tessera does not read; {READ}")
+    return ModelLoadError(
+        f"{spec.path}: the checkpoint is quantized as {what}, which Tessera does not read; {READ}"
+    )
 
 
 def _bits4_group(spec: ModelSpec, cfg: dict, method: str) -> int:
@@ -53,7 +57,9 @@ def _gptq(spec: ModelSpec, cfg: dict) -> CheckpointQuant:
         raise _unsupported(spec, f"gptq with checkpoint_format {fmt!r} (gptq or gptq_v2)")
     if cfg.get("lm_head"):
         raise _unsupported(spec, "gptq with a quantized lm_head")
-    return CheckpointQuant("wna16", fmt, group, source=f"gptq {fmt}, group size {group}, sym={cfg.get('sym', True)}")
+    return CheckpointQuant(
+        "wna16", fmt, group, source=f"gptq {fmt}, group size {group}, sym={cfg.get('sym', True)}"
+    )
 
 
 def _awq(spec: ModelSpec, cfg: dict) -> CheckpointQuant:
@@ -86,7 +92,9 @@ def _compressed(spec: ModelSpec, cfg: dict) -> CheckpointQuant:
     ignored = cfg.get("ignore") or []
     if any(i not in ("lm_head", "re:.*lm_head") for i in ignored):
         raise _unsupported(spec, f"compressed-tensors ignoring {ignored} (only lm_head may stay unquantized)")
-    return CheckpointQuant("fp8", source=f"compressed-tensors fp8, {'/'.join(sorted(strategies))} weight scales")
+    return CheckpointQuant(
+        "fp8", source=f"compressed-tensors fp8, {'/'.join(sorted(strategies))} weight scales"
+    )
 
 
 def _weights_strategy(spec: ModelSpec, group: Any) -> str:
@@ -96,7 +104,9 @@ def _weights_strategy(spec: ModelSpec, group: Any) -> str:
         raise _unsupported(spec, f"compressed-tensors weights {kind} {bits}-bit by {strategy}")
     acts = group.get("input_activations")
     if acts and (acts.get("type"), acts.get("num_bits")) != ("float", 8):
-        raise _unsupported(spec, f"compressed-tensors activations {acts.get('type')} {acts.get('num_bits')}-bit")
+        raise _unsupported(
+            spec, f"compressed-tensors activations {acts.get('type')} {acts.get('num_bits')}-bit"
+        )
     return strategy
 
 

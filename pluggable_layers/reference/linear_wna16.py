@@ -53,7 +53,9 @@ def checkpoint_shape(weight_format: str, k: int, n: int, groups: int) -> dict[st
     return {"qweight": qweight, "qzeros": (groups, n // 8), "scales": (groups, n)}
 
 
-def unpacked(qweight: torch.Tensor, qzeros: torch.Tensor, weight_format: str) -> tuple[torch.Tensor, torch.Tensor]:
+def unpacked(
+    qweight: torch.Tensor, qzeros: torch.Tensor, weight_format: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(q[K, N], z[G, N]) as int32 0..15, the real zero points (the v1 offset undone)."""
     awq = weight_format == "awq"
     q = unpack_cols(qweight, awq_order=True) if awq else unpack_rows(qweight)

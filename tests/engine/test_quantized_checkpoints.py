@@ -36,7 +36,9 @@ def test_int4_greedy_matches_transformers_on_dequantized_weights(tmp_path, arch,
     quant, dense = write_int4_checkpoint(arch, tmp_path, method, group, sym, checkpoint_format=fmt)
     llm = LLM(str(quant), dtype="float32", max_num_batched_tokens=64)
     layer = llm.engine.runner.model.layers[0].self_attn.qkv_proj
-    assert type(layer).__name__ == "WNA16Linear" and layer.weight_format == (fmt if method == "gptq" else "awq")
+    assert type(layer).__name__ == "WNA16Linear" and layer.weight_format == (
+        fmt if method == "gptq" else "awq"
+    )
     choice = next(c for c in llm.engine.runner.ctx.choices if c.op == "linear_wna16")
     assert choice.weights.startswith(f"prepared by {choice.kernel} as ")
     ours = greedy(llm, PROMPTS)
@@ -79,7 +81,9 @@ def test_fp8_checkpoint_loads_as_stored(tmp_path, arch, per_channel):
     with torch.no_grad():
         ref = hf_model(dense)
         for name, module in ref.named_modules():
-            if name.endswith(PROJECTIONS):  # the op's dynamic per-token activation quantization, in transformers
+            if name.endswith(
+                PROJECTIONS
+            ):  # the op's dynamic per-token activation quantization, in transformers
                 module.register_forward_pre_hook(lambda m, args: (fake_quantize_per_token(args[0]),))
         ref = ref(torch.tensor([tokens])).logits[0].float()
     rel = float((ours - ref).norm() / ref.norm())

@@ -12,7 +12,9 @@ import torch
 from tessera.pluggable_layers.checks import FLOATS, check_dtype, check_out, fail, write
 from tessera.pluggable_layers.reference.linear_wna16 import dequantize
 
-PREPARED_LAYOUT = "dense weight [N, K] in the scales' dtype (dequantized once at load; scales, qzeros dropped)"
+PREPARED_LAYOUT = (
+    "dense weight [N, K] in the scales' dtype (dequantized once at load; scales, qzeros dropped)"
+)
 
 
 def prepare(weights, weight_format: str = "gptq", **facts):
@@ -24,8 +26,13 @@ def linear_wna16(x, qweight, scales, qzeros, bias=None, weight_format="gptq", ou
     op = "linear_wna16"
     check_dtype(op, "x", x, FLOATS)
     if scales is not None or not qweight.is_floating_point():
-        fail(op, "the cpu kernel takes the dense weight its prepare made; run its prepare on the checkpoint weights")
+        fail(
+            op,
+            "the cpu kernel takes the dense weight its prepare made; run its prepare on the checkpoint weights",
+        )
     if qweight.shape[1] != x.shape[1]:
         fail(op, f"x has {x.shape[1]} input features but the prepared weight has {qweight.shape[1]}")
     check_out(op, out, (x.shape[0], qweight.shape[0]), x.dtype)
-    return write(out, torch.nn.functional.linear(x, qweight.to(x.dtype), None if bias is None else bias.to(x.dtype)))
+    return write(
+        out, torch.nn.functional.linear(x, qweight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+    )

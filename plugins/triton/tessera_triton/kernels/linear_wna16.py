@@ -21,7 +21,13 @@ import triton.language as tl
 from tessera.pluggable_layers.checks import check_dtype, check_out, fail
 from tessera.pluggable_layers.reference.linear_wna16 import unpacked
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
-from tessera_triton.common import BACKEND_OPTIONS, constants, fast_fp32_dot_precision, launch_options, next_pow2
+from tessera_triton.common import (
+    BACKEND_OPTIONS,
+    constants,
+    fast_fp32_dot_precision,
+    launch_options,
+    next_pow2,
+)
 
 OP = "linear_wna16"
 PREPARED_LAYOUT = ("qweight int32 [K/8, N] packed along K (GPTQ order), qzeros and scales [G, N] in the scales' "
@@ -44,7 +50,7 @@ SHAPE_KEY = ShapeKey(
 def narrow_for(key) -> dict:
     """The candidates worth timing: split K and small tiles at decode, large tiles for prefill."""
     if key["tokens"] <= 64:
-        return {"BLOCK_M": [16, 32, 64], "BLOCK_N": [32, 64, 128], "BLOCK_K": [64, 128, 256],
+        return {"BLOCK_M": [16] if key["tokens"] <= 16 else [32, 64], "BLOCK_N": [64, 128], "BLOCK_K": [128, 256],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [4], "num_stages": [3, 4]}  # fmt: skip
     return {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256], "BLOCK_K": [64, 128], "SPLIT_K": [1],
             "num_warps": [4, 8], "num_stages": [3, 4]}  # fmt: skip
@@ -96,7 +102,12 @@ def _linear_wna16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
     out_mask = mask_m[:, None] & mask_n[None, :]
     if PARTIAL:
-        ptrs = out_ptr + pid_k.to(tl.int64) * stride_os + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :]
+        ptrs = (
+            out_ptr
+            + pid_k.to(tl.int64) * stride_os
+            + offs_m[:, None].to(tl.int64) * stride_om
+            + offs_n[None, :]
+        )
         tl.store(ptrs, acc, mask=out_mask)
     else:
         if HAS_BIAS:
