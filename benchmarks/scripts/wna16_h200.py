@@ -9,7 +9,7 @@ replays, with input sets rotated past the L2. The int4 floor is the bytes of the
 zeros at the measured copy bandwidth. ``--sweep`` also times the kernel's narrowed config space per
 shape and writes the best configs as a tuned-config file.
 
-    python benchmarks/scripts/wna16_h200.py OUT_DIR [--sweep]
+    python benchmarks/scripts/wna16_h200.py OUT_DIR [--sweep all|"qkv/o,down"]
 
 JSON goes to OUT_DIR/wna16_h200.json; the table is printed last.
 """
@@ -117,19 +117,23 @@ def sweep_configs(bound, xs, prepared_sets, m, k, n, platform) -> dict:
 
 
 def tuned_file(rows, kernel_name, device_name) -> dict:
+    from tessera_triton.kernels.linear_wna16 import CONFIG_SPACE
+
+    config_default = CONFIG_SPACE.default
     configs = {
         r["sweep"]["key"]: r["sweep"]["best"]["config"] for r in rows if r.get("sweep", {}).get("best")
     }
     return {"schema_version": 1, "kernel": kernel_name, "device": device_name, "key_fields": ["tokens", "k", "n"],
-            "configs": configs, "default": {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 0,
-            "num_warps": 4, "num_stages": 3}, "meta": {"dtype": "bfloat16", "torch": torch.__version__,
+            "configs": configs, "default": dict(config_default), "meta": {"dtype": "bfloat16", "torch": torch.__version__,
             "timed_with": ["graph replay medians, wna16_h200.py --sweep"]}}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument(
+        "--sweep", default="", help="comma-separated shape names to sweep configs on ('all': every shape)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     platform = select_platform()

@@ -7,6 +7,9 @@ scales' dtype, the zero points real (GPTQ v1's minus-one undone). A [BLOCK_K, BL
 [BLOCK_K/8, BLOCK_N] words read along N, unpacked with shifts, ``(q - z) * s`` in float32, cast to x's
 dtype and fed to ``tl.dot`` with float32 accumulation.
 
+Two unpackings (config ``UNPACK``): 0 reads each word once per row it holds (the repeats hit the L1)
+and shifts per row; 1 reads [BLOCK_K/8, BLOCK_N] words once and reshapes the unpacked [BLOCK_K/8, 8, BLOCK_N].
+
 Decode-sized M (1..64) has too few [BLOCK_M, BLOCK_N] tiles to fill the device: ``SPLIT_K`` > 1 splits
 K across programs, each writing float32 partial sums that a second kernel adds (with the bias) into
 ``out``; ``SPLIT_K = 0`` picks the split from the tile count (about 256 programs in all).
@@ -37,8 +40,9 @@ TARGET_PROGRAMS = 256
 CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
     params={"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": [32, 64, 128, 256],
-            "SPLIT_K": [0, 1, 2, 4, 8, 16], "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5]},
-    default={"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 0, "num_warps": 4, "num_stages": 3},
+            "SPLIT_K": [0, 1, 2, 4, 8, 16], "UNPACK": [0, 1], "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5]},
+    default={"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 0, "UNPACK": 0, "num_warps": 4,
+             "num_stages": 3},
     narrow=lambda key: narrow_for(key),
 )  # fmt: skip
 SHAPE_KEY = ShapeKey(
@@ -51,9 +55,9 @@ def narrow_for(key) -> dict:
     """The candidates worth timing: split K and small tiles at decode, large tiles for prefill."""
     if key["tokens"] <= 64:
         return {"BLOCK_M": [16] if key["tokens"] <= 16 else [32, 64], "BLOCK_N": [64, 128], "BLOCK_K": [128, 256],
-                "SPLIT_K": [1, 2, 4, 8], "num_warps": [4], "num_stages": [3, 4]}  # fmt: skip
-    return {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256], "BLOCK_K": [64, 128], "SPLIT_K": [1],
-            "num_warps": [4, 8], "num_stages": [3, 4]}  # fmt: skip
+                "SPLIT_K": [1, 2, 4, 8], "UNPACK": [0, 1], "num_warps": [4], "num_stages": [4]}  # fmt: skip
+    return {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256], "BLOCK_K": [64, 128], "SPLIT_K": [1], "UNPACK": [0, 1],
+            "num_warps": [4, 8], "num_stages": [3]}  # fmt: skip
 
 
 def prepare(weights, weight_format: str = "gptq", **facts):
@@ -70,7 +74,7 @@ def prepare(weights, weight_format: str = "gptq", **facts):
 @triton.jit
 def _linear_wna16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, K_SPLIT, GROUP, stride_xm,
                          stride_om, stride_os, HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr,
-                         ONE_GROUP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                         ONE_GROUP: tl.constexpr, PRECISION: tl.constexpr, UNPACK: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -83,12 +87,17 @@ def _linear_wna16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K
     k_start = pid_k * K_SPLIT
     for k0 in range(k_start, tl.minimum(k_start + K_SPLIT, K), BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        offs_w = k0 // 8 + tl.arange(0, BLOCK_K // 8)
         a = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * stride_xm + offs_k[None, :],
                     mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)  # fmt: skip
-        words = tl.load(qw_ptr + offs_w[:, None].to(tl.int64) * N + offs_n[None, :],
-                        mask=(offs_w[:, None] < K // 8) & mask_n[None, :], other=0)  # fmt: skip
-        q = tl.reshape((words[:, None, :] >> shifts) & 0xF, (BLOCK_K, BLOCK_N)).to(tl.float32)
+        if UNPACK == 1:  # [BLOCK_K/8, BLOCK_N] words, unpacked to [BLOCK_K/8, 8, BLOCK_N], reshaped
+            offs_w = k0 // 8 + tl.arange(0, BLOCK_K // 8)
+            words = tl.load(qw_ptr + offs_w[:, None].to(tl.int64) * N + offs_n[None, :],
+                            mask=(offs_w[:, None] < K // 8) & mask_n[None, :], other=0)  # fmt: skip
+            q = tl.reshape((words[:, None, :] >> shifts) & 0xF, (BLOCK_K, BLOCK_N)).to(tl.float32)
+        else:  # each word read by its eight rows (the repeats hit the L1), shifted per row
+            words = tl.load(qw_ptr + (offs_k[:, None] // 8).to(tl.int64) * N + offs_n[None, :],
+                            mask=(offs_k[:, None] < K) & mask_n[None, :], other=0)  # fmt: skip
+            q = ((words >> ((offs_k % 8) * 4)[:, None]) & 0xF).to(tl.float32)
         if ONE_GROUP:  # the whole tile lies in one group
             g = k0 // GROUP
             s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
