@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -29,8 +30,10 @@ from tessera.pluggable_layers.measure import measure_limits, median_ms, median_m
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
 
-SHAPES = [("qkv/o", 4096, 4096), ("qkv fused", 4096, 6144), ("gate|up", 4096, 14336),
+SHAPES_ALL = [("qkv/o", 4096, 4096), ("qkv fused", 4096, 6144), ("gate|up", 4096, 14336),
           ("gate_up fused", 4096, 28672), ("down", 14336, 4096)]  # (name, K, N)  # fmt: skip
+#: TESSERA_WNA16_SHAPES="qkv/o,down" runs those shapes only
+SHAPES = [s for s in SHAPES_ALL if s[0] in os.environ.get("TESSERA_WNA16_SHAPES", s[0]).split(",")]
 MS = [1, 16, 64]
 GROUP = 128
 L2_PAST = 256 << 20  # bytes of weights cycled per timing, well past the L2

@@ -28,9 +28,9 @@ def checkpoint(k, n, group, fmt, sym=False, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("m", "k", "n", "group", "fmt", "config"), [
     (1, 256, 64, 128, "gptq", {"BLOCK_K": 64, "BLOCK_N": 32, "SPLIT_K": 0, "UNPACK": 1}),
-    (5, 256, 96, -1, "awq", {"BLOCK_K": 64, "BLOCK_N": 64, "SPLIT_K": 2}),
+    (5, 256, 96, -1, "awq", {"BLOCK_K": 64, "BLOCK_N": 64, "SPLIT_K": 2, "DEQUANT": 1}),
     (33, 128, 64, 32, "gptq_v2", {"BLOCK_K": 64, "BLOCK_N": 32, "SPLIT_K": 1, "UNPACK": 1}),
-    (17, 384, 40, 128, "awq", {"BLOCK_K": 128, "BLOCK_N": 32, "BLOCK_M": 32, "SPLIT_K": 1}),
+    (17, 384, 40, 128, "awq", {"BLOCK_K": 128, "BLOCK_N": 32, "BLOCK_M": 32, "SPLIT_K": 1, "UNPACK": 0}),
 ])  # fmt: skip
 def test_prepared_gemm_matches_reference(dtype, m, k, n, group, fmt, config):
     weights = checkpoint(k, n, group, fmt)

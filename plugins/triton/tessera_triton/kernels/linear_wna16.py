@@ -35,14 +35,15 @@ from tessera_triton.common import (
 OP = "linear_wna16"
 PREPARED_LAYOUT = ("qweight int32 [K/8, N] packed along K (GPTQ order), qzeros and scales [G, N] in the scales' "
                    "dtype (real zero points)")  # fmt: skip
-TARGET_PROGRAMS = 256
+TARGET_PROGRAMS = 512  # on the H200 (132 SMs) split K won up to 4-7 programs an SM at M <= 16
 
 CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
     params={"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": [32, 64, 128, 256],
-            "SPLIT_K": [0, 1, 2, 4, 8, 16], "UNPACK": [0, 1], "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5]},
-    default={"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 0, "UNPACK": 0, "num_warps": 4,
-             "num_stages": 3},
+            "SPLIT_K": [0, 1, 2, 4, 8, 16], "UNPACK": [0, 1], "DEQUANT": [0, 1], "num_warps": [2, 4, 8],
+            "num_stages": [2, 3, 4, 5]},
+    default={"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 0, "UNPACK": 1, "DEQUANT": 0, "num_warps": 4,
+             "num_stages": 4},
     narrow=lambda key: narrow_for(key),
 )  # fmt: skip
 SHAPE_KEY = ShapeKey(
@@ -55,9 +56,9 @@ def narrow_for(key) -> dict:
     """The candidates worth timing: split K and small tiles at decode, large tiles for prefill."""
     if key["tokens"] <= 64:
         return {"BLOCK_M": [16] if key["tokens"] <= 16 else [32, 64], "BLOCK_N": [64, 128], "BLOCK_K": [128, 256],
-                "SPLIT_K": [1, 2, 4, 8], "UNPACK": [0, 1], "num_warps": [4], "num_stages": [4]}  # fmt: skip
-    return {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256], "BLOCK_K": [64, 128], "SPLIT_K": [1], "UNPACK": [0, 1],
-            "num_warps": [4, 8], "num_stages": [3]}  # fmt: skip
+                "SPLIT_K": [4, 8], "UNPACK": [1], "DEQUANT": [0, 1], "num_warps": [4], "num_stages": [3, 4]}  # fmt: skip
+    return {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256], "BLOCK_K": [64, 128], "SPLIT_K": [1], "UNPACK": [1],
+            "DEQUANT": [0, 1], "num_warps": [4, 8], "num_stages": [3]}  # fmt: skip
 
 
 def prepare(weights, weight_format: str = "gptq", **facts):
@@ -74,7 +75,7 @@ def prepare(weights, weight_format: str = "gptq", **facts):
 @triton.jit
 def _linear_wna16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, K_SPLIT, GROUP, stride_xm,
                          stride_om, stride_os, HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr,
-                         ONE_GROUP: tl.constexpr, PRECISION: tl.constexpr, UNPACK: tl.constexpr, BLOCK_M: tl.constexpr,
+                         ONE_GROUP: tl.constexpr, PRECISION: tl.constexpr, UNPACK: tl.constexpr, DEQUANT: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -107,7 +108,10 @@ def _linear_wna16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K
             gidx = g[:, None].to(tl.int64) * N + offs_n[None, :]
             s = tl.load(s_ptr + gidx, mask=mask_n[None, :], other=0.0).to(tl.float32)
             z = tl.load(z_ptr + gidx, mask=mask_n[None, :], other=0.0).to(tl.float32)
-        w = ((q - z) * s).to(a.dtype)
+        if DEQUANT == 1:  # in x's dtype: q * s - z * s, one multiply-add per weight
+            w = q.to(a.dtype) * s.to(a.dtype) + (-z * s).to(a.dtype)
+        else:  # in float32: (q - z) * s
+            w = ((q - z) * s).to(a.dtype)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
     out_mask = mask_m[:, None] & mask_n[None, :]
     if PARTIAL:
@@ -143,8 +147,22 @@ def split_for(m: int, n: int, k: int, config: dict) -> int:
     """The config's SPLIT_K, or (0) the split giving about TARGET_PROGRAMS programs, at least 2 K tiles each."""
     tiles = triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"])
     most = max(1, k // (2 * config["BLOCK_K"]))
-    split = config["SPLIT_K"] or next_pow2(triton.cdiv(TARGET_PROGRAMS, tiles))
+    split = config["SPLIT_K"] or min(8, next_pow2(triton.cdiv(TARGET_PROGRAMS, tiles)))
     return max(1, min(split, most, 16))
+
+
+def fit_shared_memory(config: dict, dtype: torch.dtype, group: int) -> dict:
+    """Smaller tiles where the config's would not fit: float32 tiles are twice the bytes, and a group smaller
+    than the K tile gathers [BLOCK_K, BLOCK_N] scales and zeros (the tile shrinks to the group, else stages go)."""
+    config = dict(config)
+    if group % config["BLOCK_K"] and group % 32 == 0:
+        config["BLOCK_K"] = min(config["BLOCK_K"], 1 << (group & -group).bit_length() - 1)
+    elif group % config["BLOCK_K"]:
+        config["num_stages"], config["BLOCK_K"] = 1, min(config["BLOCK_K"], 64)
+    if dtype == torch.float32:
+        config["num_stages"] = min(config.get("num_stages", 2), 2)
+        config["BLOCK_K"] = min(config["BLOCK_K"], 64)
+    return config
 
 
 def _check(x, qweight, scales, qzeros, bias) -> tuple[int, int, int]:
@@ -171,7 +189,7 @@ def linear_wna16(x, qweight, scales, qzeros, bias=None, weight_format="gptq", ou
     out = torch.empty((m, n), dtype=x.dtype, device=x.device) if out is None else out
     if m == 0:
         return out
-    config = {**CONFIG_SPACE.default, **(config or {})}
+    config = fit_shared_memory({**CONFIG_SPACE.default, **(config or {})}, x.dtype, k // groups)
     split = split_for(m, n, k, config)
     bk = config["BLOCK_K"]
     k_split = triton.cdiv(triton.cdiv(k, split), bk) * bk
