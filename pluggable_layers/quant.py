@@ -71,6 +71,10 @@ class _ShardedLoad(PreparedWeights, nn.Module):
         self.loaded.add((name, shard))
 
     def check_loaded(self, names: tuple[str, ...]) -> None:
+        """Every shard of ``names`` loaded, once anything was (a layer never loaded is seen by its NaNs, or is
+        filled by ``load_format="random"``)."""
+        if not self.loaded:
+            return
         shards = self.shard_names or [None]
         missing = [f"{n}[{s}]" if s else n for n in names for s in shards if (n, s) not in self.loaded]
         if missing:

@@ -67,7 +67,11 @@ def init_random_weights(model, seed: int) -> None:
     """Seeded random weights made on the device (``load_format="random"``): norms 1, A_log in log(0.5..4.5)."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for name, p in model.named_parameters():
-        if "norm" in name or name.endswith(("dt_bias", ".D")):
+        if not p.is_floating_point():  # packed 4-bit weights and zero points: random words
+            p.random_(generator=generator)
+        elif p.element_size() == 1:  # fp8 weights as a checkpoint stores them
+            p.copy_(torch.empty(p.shape, device=p.device).normal_(0.0, 1.0, generator=generator))
+        elif "norm" in name or name.endswith(("dt_bias", ".D")):
             p.fill_(1.0)
         elif name.endswith("A_log"):
             p.uniform_(0.5, 4.5, generator=generator).log_()

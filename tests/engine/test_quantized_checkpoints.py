@@ -138,3 +138,13 @@ def test_quantized_moe_checkpoint_is_refused(tmp_path, checkpoints):
     _with_quant_config(path, {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False})
     with pytest.raises(ModelLoadError, match="Qwen3MoeForCausalLM checkpoints quantized"):
         LLM(str(path), dtype="float32")
+
+
+def test_random_weights_fill_a_quantized_layout(tmp_path):
+    quant, _ = write_int4_checkpoint("llama", tmp_path, "awq", 128)
+    llm = LLM(str(quant), dtype="float32", load_format="random", max_num_batched_tokens=64)
+    layer = llm.engine.runner.model.layers[0].mlp.down_proj
+    assert (
+        layer.qweight.is_floating_point() and torch.isfinite(layer.qweight).all()
+    )  # prepared from random words
+    assert len(greedy(llm, PROMPTS[:1], 4)[0]) == 4
