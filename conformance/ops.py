@@ -18,6 +18,7 @@ from tessera.conformance.postconditions import (
     untouched_problem,
 )
 from tessera.conformance.report import CaseResult
+from tessera.pluggable_layers.kernel_types import prepare_weights
 from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
@@ -68,6 +69,8 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     start = time.perf_counter()
     try:
         expected = reference(case.op)(**ref)
+        # the kernel's own weight layout (plugin API 1.2), made from the checkpoint-form tensors the case drew
+        dev.update(prepare_weights(kernel, {w: dev[w] for w in spec.weights if w in dev}, case.facts))
         got = bound(**dev)
         if platform is not None:
             platform.synchronize()

@@ -12,7 +12,7 @@ import json
 from functools import cache
 from importlib import resources
 
-from tessera.conformance.cases import attention, elementwise, linear, mamba, moe, norms
+from tessera.conformance.cases import attention, elementwise, linear, mamba, moe, norms, quant
 from tessera.conformance.cases.common import Case
 from tessera.conformance.cases.sample import sample_case
 
@@ -78,6 +78,8 @@ def model_cases(name: str, m: dict, full: bool) -> list[Case]:
         out.append(elementwise.silu_case("silu_and_mul", 2, m["intermediate"]))
         if full:
             out.append(linear.linear_case("down_proj", 4, m["intermediate"], h, False, full=True))
+    if full and m.get("wna16"):  # 4-bit GPTQ/AWQ projections at the model's shapes
+        out += quant.zoo_cases(h, m["intermediate"], m["heads"], m["kv_heads"], m["head_dim"])
     if "heads" in m:
         out += attention_cases(m, full)
     if "experts" in m:

@@ -44,7 +44,19 @@ ENTRY_POINT_GROUP = "tessera.plugins"
 #: logprobs; see :data:`tessera.pluggable_layers.ops.SAMPLE_FEATURES`) and the
 #: ``features=`` registration argument that declares them. A 1.0 kernel keeps
 #: being selected for batches that use none of them.
-PLUGIN_API_VERSION = "1.1"
+#:
+#: 1.2 added prepared weights and quantized linear layers: ``register(..., prepare=, prepared_layout=)``
+#: lets a kernel of an op with weight arguments (``OpSpec.weights``: ``linear``, ``linear_fp8``,
+#: ``linear_wna16``) turn the checkpoint's tensors into its own layout once, after loading (and again
+#: after a reload); the layer keeps only the prepared form, and the conformance suite runs every op case
+#: through it. It also added the ``linear_wna16`` op (4-bit GPTQ/AWQ weights). A kernel without a
+#: ``prepare`` receives the weights as the checkpoint holds them, as before; 1.0 and 1.1 plugins load,
+#: register and are selected unchanged.
+#:
+#: The rule: a minor version only adds (a hook, an optional registration argument, an op, an optional
+#: op input); a plugin declares the lowest version whose additions it uses, and keeps working under every
+#: later minor version of the same major.
+PLUGIN_API_VERSION = "1.2"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -83,8 +95,9 @@ def tessera_register_kernels(registry: KernelRegistry) -> None:
     :param registry: the :class:`tessera.pluggable_layers.registry.KernelRegistry`
         to add to, through ``registry.register(op, impl, name=..., platforms=...,
         priority=..., supports=..., dtypes=..., graph_safe=..., provider=...,
-        features=...)`` (``features``: since 1.1, the op's optional features the
-        kernel implements)
+        features=..., prepare=..., prepared_layout=...)`` (``features``: since 1.1,
+        the op's optional features the kernel implements; ``prepare`` and
+        ``prepared_layout``: since 1.2, the kernel's own weight layout and how to make it)
         and ``registry.add_tuned_config_dir(platform, path)``.
     :return: nothing; the registry is changed in place.
     """

@@ -11,6 +11,8 @@ import torch
 from tessera.models.spec import ModelLoadError
 
 INDEX = "model.safetensors.index.json"
+#: tensors kept in their stored dtype: fp8 weights, and the float32 scales of pre-quantized checkpoints
+KEEP_DTYPE_SUFFIXES = (".weight_scale", ".input_scale")
 
 
 def indexed_files(model_dir: Path) -> list[Path] | None:
@@ -53,16 +55,18 @@ class LazySlice:
     (safetensors' ``get_slice``), cast to the model dtype and moved to the device. Sharded layers read their
     rank's part this way, so no rank reads the whole model."""
 
-    def __init__(self, handle, device: torch.device, dtype: torch.dtype) -> None:
-        self._handle, self._device, self._dtype = handle, device, dtype
+    def __init__(self, handle, device: torch.device, dtype: torch.dtype, name: str = "") -> None:
+        self._handle, self._device, self._dtype, self._name = handle, device, dtype, name
         self.shape = tuple(handle.get_shape())
 
     def __getitem__(self, index) -> torch.Tensor:
-        return _cast(self._handle[index], self._device, self._dtype)
+        return _cast(self._handle[index], self._device, self._dtype, self._name)
 
 
-def _cast(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    if tensor.is_floating_point() and tensor.dtype not in (torch.float8_e4m3fn,):
+def _cast(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype, name: str = "") -> torch.Tensor:
+    """Floats to the model dtype, except fp8 weights and the scales quantized checkpoints keep in float32."""
+    keep = tensor.dtype == torch.float8_e4m3fn or name.endswith(KEEP_DTYPE_SUFFIXES)
+    if tensor.is_floating_point() and not keep:
         tensor = tensor.to(dtype)
     return tensor.to(device)
 
@@ -79,9 +83,9 @@ def iterate_weights(
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
                     if lazy:
-                        yield name, LazySlice(f.get_slice(name), device, dtype)
+                        yield name, LazySlice(f.get_slice(name), device, dtype, name)
                     else:
-                        yield name, _cast(f.get_tensor(name), device, dtype)
+                        yield name, _cast(f.get_tensor(name), device, dtype, name)
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise ModelLoadError(
                 f"cannot read {path}: {exc} (is the file truncated or corrupt? re-download it)"

@@ -24,6 +24,7 @@ class KernelChoice:
     provider: str
     graph_safe: bool
     fallback: bool
+    weights: str | None = None  # "prepared by X as Y" when the kernel prepares its weights (plugin API 1.2)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class KernelContext:
     overrides: Mapping[str, str] = field(default_factory=dict)
     quantization: str | None = None
     parallel: Parallelism = field(default_factory=Parallelism)
+    #: how the checkpoint stores its linear weights (a :class:`tessera.pluggable_layers.quant.CheckpointQuant`)
+    checkpoint_quant: Any = None
     choices: list[KernelChoice] = field(default_factory=list)
     _bound: dict[tuple, BoundKernel] = field(default_factory=dict)
 
@@ -53,7 +56,13 @@ class KernelContext:
         fallback = bool(bound.selection and bound.selection.fallback)
         self.choices.append(
             KernelChoice(
-                layer, op, bound.kernel.name, bound.kernel.provider, bound.kernel.graph_safe, fallback
+                layer,
+                op,
+                bound.kernel.name,
+                bound.kernel.provider,
+                bound.kernel.graph_safe,
+                fallback,
+                bound.kernel.weights_line(),
             )
         )
         return bound

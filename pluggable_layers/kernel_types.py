@@ -46,6 +46,7 @@ class KernelQuery:
 
 
 SupportsFn = Callable[[KernelQuery], str | None]
+PrepareFn = Callable[..., Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,17 @@ class KernelImpl:
     tune_shapes: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
     features: tuple[str, ...] = ()  # the op's optional features this kernel implements (plugin API 1.1)
+    #: (plugin API 1.2) turns the op's weight arguments, as the checkpoint holds them, into this kernel's own form:
+    #: ``prepare(weights: dict[name, tensor], **facts) -> dict[name, tensor | None]`` with the same names; the
+    #: layer runs it once after loading (and after a reload) and keeps only what it returns
+    prepare: PrepareFn | None = None
+    prepared_layout: str = ""  # what ``prepare`` makes, in words ("qweight int32 [K/8, N] ...")
+
+    def weights_line(self) -> str | None:
+        """ "prepared by X as Y" for a kernel with a prepare step, else None (it reads the checkpoint's form)."""
+        if self.prepare is None:
+            return None
+        return f"prepared by {self.name} as {self.prepared_layout or 'its own layout'}"
 
     def refusal(self, query: KernelQuery) -> str | None:
         """Why this kernel cannot serve ``query``, or None when it can."""
@@ -121,6 +133,10 @@ class BoundKernel:
     def name(self) -> str:
         return self.kernel.name
 
+    def prepare(self, weights: Mapping[str, Any]) -> dict[str, Any]:
+        """The kernel's form of ``weights`` (the op's weight arguments by name); unchanged without a prepare."""
+        return prepare_weights(self.kernel, weights, self.selection.query.facts if self.selection else {})
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.lookup is None:
             return self.kernel.fn(*args, **kwargs)
@@ -129,3 +145,18 @@ class BoundKernel:
 
     def __repr__(self) -> str:
         return f"<BoundKernel {self.kernel.op}:{self.kernel.name} from {self.kernel.provider}>"
+
+
+def prepare_weights(
+    kernel: KernelImpl, weights: Mapping[str, Any], facts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Run ``kernel``'s prepare on ``weights``; it must return exactly the names it was given."""
+    from tessera.pluggable_layers.errors import KernelError
+
+    if kernel.prepare is None:
+        return dict(weights)
+    prepared = dict(kernel.prepare(dict(weights), **facts))
+    if set(prepared) != set(weights):
+        raise KernelError(f"{kernel.op} kernel {kernel.name!r} (from {kernel.provider}): prepare returned "
+                          f"{sorted(prepared)} for the weights {sorted(weights)}; it must return the same names")  # fmt: skip
+    return prepared

@@ -17,12 +17,13 @@ from torch import nn
 
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.errors import ConfigError
+from tessera.pluggable_layers.prepared import PreparedWeights, empty_weight
 from tessera.pluggable_layers.reference.linear_fp8 import quantize_per_channel
 
 QUANTIZATIONS = (None, "fp8")
 
 
-class Linear(nn.Module):
+class Linear(PreparedWeights, nn.Module):
     def __init__(
         self,
         input_size: int,
@@ -49,6 +50,7 @@ class Linear(nn.Module):
                 f"{prefix}: fp8 quantization needs a platform with an fp8 dtype; {ctx.platform.name} has none"
             )
         out = sum(sizes)
+        self._dtype, self._device = ctx.dtype, ctx.device
         self.weight = nn.Parameter(
             torch.empty(out, input_size, dtype=ctx.dtype, device=ctx.device), requires_grad=False
         )
@@ -78,6 +80,14 @@ class Linear(nn.Module):
 
     def load_shard(self, param_name: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         """Copy a checkpoint tensor into ``weight`` or ``bias`` (into the rows of ``shard`` if given)."""
+        if (
+            param_name not in ("weight", "bias")
+            or not tensor.is_floating_point()
+            or tensor.element_size() == 1
+        ):
+            raise ConfigError(f"{self.prefix}: checkpoint tensor {param_name} ({tensor.dtype}) is quantized, but this "
+                              "layer loads unquantized weights; is config.json's quantization_config missing?")  # fmt: skip
+        self.unprepare()
         param = getattr(self, param_name)
         target = param.data if shard is None else param.data[self.shard_rows(shard)]
         if tuple(target.shape) != tuple(tensor.shape):
@@ -86,11 +96,16 @@ class Linear(nn.Module):
         target.copy_(tensor)
 
     def finish_loading(self) -> None:
-        """Quantize the loaded weight when the layer is fp8 (idempotent)."""
+        """Quantize the loaded weight when the layer is fp8 (idempotent), then let the kernel prepare it."""
         if self.quantization == "fp8" and self.weight.dtype != getattr(torch, self.fp8_dtype):
             q, scale = quantize_per_channel(self.weight.data, getattr(torch, self.fp8_dtype))
             self.weight = nn.Parameter(q, requires_grad=False)
             self.weight_scale = scale
+        self.prepare_weights()
+
+    def allocate_checkpoint_weights(self) -> None:
+        self.weight = empty_weight((sum(self.output_sizes), self.input_size), self._dtype, self._device)
+        self.weight_scale = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantization == "fp8":

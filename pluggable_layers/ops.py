@@ -48,6 +48,11 @@ class OpSpec:
     #: a collective: runs on every rank of a process group (``group`` argument) and is certified by the
     #: conformance suite's distributed cases (world size 2), not by single-process cases
     collective: bool = False
+    #: the arguments that are weights (plugin API 1.2): a kernel's ``prepare`` receives these once, as the
+    #: checkpoint holds them, and returns them in the kernel's own form, which the layer then passes instead
+    weights: tuple[str, ...] = ()
+    #: the plugin API version that added the op ("1.0" for the first ops)
+    since: str = "1.0"
 
     def budget(self, dtype: str) -> float:
         return TOLERANCES[self.tolerance][dtype]
@@ -64,9 +69,11 @@ def _spec(
     dtypes=FLOAT_DTYPES,
     features=(),
     collective=False,
+    weights=(),
+    since="1.0",
 ) -> OpSpec:
     return OpSpec(name=name, signature=signature, summary=summary, dtypes=tuple(dtypes), tolerance=tolerance,
-                  features=tuple(features), collective=collective)  # fmt: skip
+                  features=tuple(features), collective=collective, weights=tuple(weights), since=since)  # fmt: skip
 
 
 #: The sample op's optional inputs (plugin API 1.1). Penalties and the bias act on the logits before the
@@ -120,6 +127,7 @@ OPS: dict[str, OpSpec] = {
             "linear(x[T,K], weight[N,K], bias[N]|None, out=None) -> out[T,N]",
             "x @ weight.T + bias",
             "matmul",
+            weights=("weight",),
         ),
         _spec(
             "linear_fp8",
@@ -127,6 +135,18 @@ OPS: dict[str, OpSpec] = {
             "x quantized per token to weight's fp8 dtype, times the per-channel-scaled fp8 weight",
             "fp8",
             dtypes=("float16", "bfloat16", "float32"),
+            weights=("weight", "weight_scale"),
+        ),
+        _spec(
+            "linear_wna16",
+            "linear_wna16(x[T,K], qweight int32, scales[G,N], qzeros int32, bias[N]|None, weight_format,"
+            " out=None) -> out[T,N]",
+            "x @ dequantize(qweight, scales, qzeros).T + bias: 4-bit weights in groups of K/G input channels,"
+            " as a GPTQ ('gptq' v1 zeros stored minus one, 'gptq_v2') or AWQ ('awq', GEMM layout) checkpoint"
+            " stores them",
+            "matmul",
+            weights=("qweight", "scales", "qzeros"),
+            since="1.2",
         ),
         _spec(
             "moe_route",

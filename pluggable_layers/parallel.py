@@ -29,6 +29,7 @@ from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.errors import ConfigError
 from tessera.pluggable_layers.linear import Linear
 from tessera.pluggable_layers.parallelism import Parallelism
+from tessera.pluggable_layers.quant import make_linear
 
 
 def take(t, dim: int, start: int, stop: int) -> torch.Tensor:
@@ -182,12 +183,19 @@ class ParallelLMHead(Linear):
 
 
 # -- factories: the plain layer on one rank ------------------------------------------------------
+def refuse_quantized_checkpoint(ctx: KernelContext, prefix: str) -> None:
+    if ctx.checkpoint_quant is not None:
+        raise ConfigError(f"{prefix}: a quantized checkpoint ({ctx.checkpoint_quant.source}) cannot be split over "
+                          "ranks yet; run it with tensor_parallel_size=1")  # fmt: skip
+
+
 def column_linear(input_size, output_sizes, bias, ctx: KernelContext, prefix, shard_names=None, quantization=None,
                   units=None) -> Linear:  # fmt: skip
     if not ctx.parallel.sharded:
-        return Linear(
+        return make_linear(
             input_size, output_sizes, bias, ctx, prefix, shard_names=shard_names, quantization=quantization
         )
+    refuse_quantized_checkpoint(ctx, prefix)
     return ColumnParallelLinear(input_size, output_sizes, bias, ctx, prefix, shard_names, quantization, units)
 
 
@@ -195,7 +203,8 @@ def row_linear(
     input_size, output_size, bias, ctx: KernelContext, prefix, quantization=None, units=None
 ) -> Linear:
     if not ctx.parallel.sharded:
-        return Linear(input_size, output_size, bias, ctx, prefix, quantization=quantization)
+        return make_linear(input_size, output_size, bias, ctx, prefix, quantization=quantization)
+    refuse_quantized_checkpoint(ctx, prefix)
     return RowParallelLinear(input_size, output_size, bias, ctx, prefix, quantization, units)
 
 

@@ -29,6 +29,7 @@ from tessera.pluggable_layers.kernel_types import (
     KernelImpl,
     KernelQuery,
     PlatformFacts,
+    PrepareFn,
     Selection,
     SupportsFn,
     Verdict,
@@ -103,8 +104,14 @@ class KernelRegistry:
         tune_shapes: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]] = (),
         description: str = "",
         features: tuple[str, ...] | list[str] = (),
+        prepare: PrepareFn | None = None,
+        prepared_layout: str = "",
     ) -> KernelImpl:
         spec = op_spec(op)
+        if prepare is not None and not spec.weights:
+            raise KernelError(
+                f"kernel {name!r} for {op} declares a prepare step, but {op} has no weight arguments"
+            )
         unknown = sorted(set(features) - set(spec.feature_names()))
         if unknown:
             raise KernelError(f"kernel {name!r} for {op} declares unknown features {unknown}; "
@@ -130,7 +137,8 @@ class KernelRegistry:
             platforms=tuple(platforms) if platforms is not None else None,
             priority=priority, dtypes=tuple(dtypes) if dtypes is not None else None, supports=supports,
             graph_safe=graph_safe, config_space=config_space, shape_key=shape_key, tune_inputs=tune_inputs,
-            tune_shapes=tuple(tune_shapes), description=description, features=tuple(features),
+            tune_shapes=tuple(tune_shapes), description=description, features=tuple(features), prepare=prepare,
+            prepared_layout=prepared_layout,
         )  # fmt: skip
         self._kernels[op][name] = kernel
         if self._owner is not None:

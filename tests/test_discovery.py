@@ -87,7 +87,7 @@ def test_plugin_with_incompatible_api(install_fixture):
     report = by_name(discover())["old_api"]
     assert report.status == "incompatible"
     assert report.plugin_api == "0.3"
-    assert "plugin API 0.3" in report.error and "implements plugin API 1.1" in report.error
+    assert "plugin API 0.3" in report.error and "implements plugin API 1.2" in report.error
 
 
 def test_two_plugins_claiming_one_platform_name(install_fixture):
@@ -131,7 +131,15 @@ def test_platform_from_environment(fresh_discovery, monkeypatch):
 
 @pytest.mark.parametrize(
     ("declared", "ok"),
-    [("1.0", True), ("1.1", True), ("1.2", False), ("0.9", False), ("2.0", False), ("one", False)],
+    [
+        ("1.0", True),
+        ("1.1", True),
+        ("1.2", True),
+        ("1.3", False),
+        ("0.9", False),
+        ("2.0", False),
+        ("one", False),
+    ],
 )
 def test_api_version_rule(declared, ok):
     assert api_compatible(declared) is ok

@@ -14,13 +14,14 @@ from tessera.conformance.cases import (
     mamba,
     moe,
     norms,
+    quant,
     sample,
     sample_space,
 )
 from tessera.conformance.cases.common import Case, Inputs
 
-MODULES = (norms, elementwise, linear, moe, attention, mamba, sample, collectives)
-SPACES = (norms, elementwise, linear, moe, attention, mamba, sample_space, collectives)
+MODULES = (norms, elementwise, linear, quant, moe, attention, mamba, sample, collectives)
+SPACES = (norms, elementwise, linear, quant, moe, attention, mamba, sample_space, collectives)
 ADVERSARIAL = (moe, sample_space)
 
 

@@ -125,12 +125,20 @@ def inspect(
     table = Table(
         title=f"{engine.spec.architecture} on {engine.platform.name} ({str(engine.dtype).removeprefix('torch.')})"
     )
-    for column in ("layer", "op", "kernel", "provider", "graph safe"):
+    for column in ("layer", "op", "kernel", "provider", "graph safe", "weights"):
         table.add_column(column, overflow="fold")
     for c in ctx.choices:
         kernel = f"[yellow]{c.kernel} (fallback)[/]" if c.fallback else c.kernel
-        table.add_row(c.layer, c.op, kernel, c.provider, "yes" if c.graph_safe else "no")
+        table.add_row(
+            c.layer, c.op, kernel, c.provider, "yes" if c.graph_safe else "no", c.weights or "as stored"
+        )
     console.print(table)
+    prepared: dict[tuple[str, str], int] = {}
+    for c in ctx.choices:
+        if c.weights:
+            prepared[(c.op, c.weights)] = prepared.get((c.op, c.weights), 0) + 1
+    for (op, line), count in prepared.items():
+        console.print(f"{op} weights: {line} ({count} layers)", highlight=False, soft_wrap=True)
     graphs = engine.runner.graphs is not None
     console.print(f"decode graphs: {'on' if graphs else 'off'} (inspect runs eager; generation captures graphs when "
                   "the platform offers them and every kernel is graph-safe)")  # fmt: skip

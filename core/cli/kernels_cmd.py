@@ -97,6 +97,7 @@ def selection_json(selection: Selection, config_info: dict | None) -> dict:
         "selected": selection.kernel.name,
         "override": selection.override,
         "fallback": selection.fallback,
+        "weights": selection.kernel.weights_line(),
         "candidates": [
             {
                 "kernel": c.kernel.name,
@@ -157,6 +158,8 @@ def _print_selection(selection: Selection, dtype_source: str, available, config_
     console.print(
         f"[bold]{q.op}[/] on {where}, dtype {dtype}: [green]{selection.kernel.name}[/] from {selection.kernel.provider}"
     )
+    if selection.kernel.weights_line():
+        console.print(f"weights: {selection.kernel.weights_line()}", highlight=False)
     if dtype_source != "given":
         console.print(f"[dim]dtype {dtype}: {dtype_source}; --dtype to choose another[/]", highlight=False)
     if not available.available:

@@ -27,6 +27,7 @@ from tessera.engine.token_counts import TokenCounts
 from tessera.engine.warmup import warm_up
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.models.architectures import model_class
+from tessera.models.quant_config import check_architecture, checkpoint_quant
 from tessera.models.spec import ModelSpec
 from tessera.platform import Platform
 from tessera.pluggable_layers.checks import trusted_indices
@@ -69,7 +70,11 @@ def init_random_weights(model, seed: int) -> None:
     """Seeded random weights made on the device (``load_format="random"``): norms 1, A_log in log(0.5..4.5)."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for name, p in model.named_parameters():
-        if "norm" in name or name.endswith(("dt_bias", ".D")):
+        if not p.is_floating_point():  # packed 4-bit weights and zero points: random words
+            p.random_(generator=generator)
+        elif p.element_size() == 1:  # fp8 weights as a checkpoint stores them
+            p.copy_(torch.empty(p.shape, device=p.device).normal_(0.0, 1.0, generator=generator))
+        elif "norm" in name or name.endswith(("dt_bias", ".D")):
             p.fill_(1.0)
         elif name.endswith("A_log"):
             p.uniform_(0.5, 4.5, generator=generator).log_()
@@ -99,8 +104,11 @@ class ModelRunner:
         platform.manual_seed(config.seed)
         self.caps = platform.capabilities(config.device_index)
         facts = platform_facts(platform, config.device_index)
+        scheme = checkpoint_quant(spec)
+        check_architecture(spec, model_class(spec), scheme)
         self.ctx = KernelContext(get_registry(), facts, dtype, self.device, dict(config.kernel_overrides),
-                                 quantization=config.quantization, parallel=parallel)  # fmt: skip
+                                 quantization=config.quantization, parallel=parallel,
+                                 checkpoint_quant=scheme)  # fmt: skip
         with torch.device(self.device):
             self.model = model_class(spec)(spec, self.ctx)
         if config.load_format == "random":

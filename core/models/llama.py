@@ -14,6 +14,8 @@ from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.norm import RMSNorm
 
 L = r"model\.layers\.(?P<layer>\d+)\."
+#: a linear layer's checkpoint tensors: dense, GPTQ/AWQ 4-bit, fp8 with scales
+P = r"(?P<param>weight|bias|qweight|qzeros|scales|g_idx|weight_scale|input_scale)"
 
 
 class DenseDecoderLayer(nn.Module):
@@ -65,10 +67,10 @@ def attention_rules(layers: nn.ModuleList, attn_name: str = "self_attn") -> list
 
     return [
         (
-            re.compile(a + r"(?P<shard>[qkv])_proj\.(?P<param>weight|bias)"),
+            re.compile(a + r"(?P<shard>[qkv])_proj\." + P),
             lambda m: proj(m, "qkv_proj", m.group("shard")),
         ),
-        (re.compile(a + r"o_proj\.(?P<param>weight|bias)"), lambda m: proj(m, "o_proj")),
+        (re.compile(a + r"o_proj\." + P), lambda m: proj(m, "o_proj")),
         (re.compile(a + r"(?P<which>[qk])_norm\.weight"), norm),
     ]
 
@@ -82,10 +84,10 @@ def mlp_rules(layers: nn.ModuleList, mlp_name: str = "mlp") -> list:
     p = L + re.escape(mlp_name) + r"\."
     return [
         (
-            re.compile(p + r"(?P<shard>gate|up)_proj\.(?P<param>weight|bias)"),
+            re.compile(p + r"(?P<shard>gate|up)_proj\." + P),
             lambda m: proj(m, "gate_up_proj", m.group("shard")),
         ),
-        (re.compile(p + r"down_proj\.(?P<param>weight|bias)"), lambda m: proj(m, "down_proj")),
+        (re.compile(p + r"down_proj\." + P), lambda m: proj(m, "down_proj")),
     ]
 
 
@@ -100,6 +102,7 @@ def norm_rules(layers: nn.ModuleList, names: tuple[str, ...]) -> list:
 
 class LlamaForCausalLM(CausalLM):
     qk_norm = False
+    quantized_checkpoints = True  # every linear layer is built by make_linear
 
     def __init__(self, spec: ModelSpec, ctx: KernelContext) -> None:
         super().__init__(spec, ctx)

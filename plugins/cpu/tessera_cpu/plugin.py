@@ -3,7 +3,7 @@
 from tessera.hookspecs import hookimpl
 from tessera_cpu.platform import CpuPlatform
 
-TESSERA_PLUGIN_API = "1.1"
+TESSERA_PLUGIN_API = "1.2"
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 from tessera.hookspecs import hookimpl
 
-TESSERA_PLUGIN_API = "1.1"
+TESSERA_PLUGIN_API = "1.2"
 
 
 @hookimpl

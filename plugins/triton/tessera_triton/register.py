@@ -31,6 +31,7 @@ KERNELS = {
     "ssd_chunk_scan": ("ssd_chunk_scan", "ssd_chunk_scan", "tune_inputs"),
     "selective_state_update": ("selective_state_update", "selective_state_update", "tune_inputs"),
     "gated_rms_norm": ("gated_rms_norm", "gated_rms_norm", "tune_inputs"),
+    "linear_wna16": ("linear_wna16", "linear_wna16", "tune_inputs"),
 }
 # ops whose module holds more than one kernel name their space and key explicitly
 SPACES = {"causal_conv1d_update": ("UPDATE_CONFIG_SPACE", "UPDATE_SHAPE_KEY")}
@@ -70,5 +71,6 @@ def register_all(registry) -> None:
             supports=requires_triton, graph_safe=op not in NOT_GRAPH_SAFE, config_space=getattr(module, space),
             shape_key=getattr(module, key),
             tune_inputs=getattr(module, inputs_name), description=(module.__doc__ or "").strip().splitlines()[0],
-            features=getattr(module, "FEATURES", ()),
+            features=getattr(module, "FEATURES", ()), prepare=getattr(module, "prepare", None),
+            prepared_layout=getattr(module, "PREPARED_LAYOUT", ""),
         )  # fmt: skip

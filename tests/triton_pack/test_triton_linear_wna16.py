@@ -1,0 +1,60 @@
+"""The pack's linear_wna16 under TRITON_INTERPRET=1: its prepare on GPTQ (v1, v2) and AWQ checkpoint tensors,
+then the GEMM, against the float64 reference on the checkpoint tensors: group size 128, 32 (a group
+smaller than the K tile) and per channel, one token and ragged M, split K, bias, fp32 and fp16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tessera.pluggable_layers.errors import KernelInputError
+from tessera.pluggable_layers.reference import reference
+from tests.quant_checkpoints import pack_awq, pack_gptq, quantize_rtn
+from tests.triton_pack.test_triton_elementwise import normalized_error
+
+pytest.importorskip("triton")
+
+from tessera_triton.kernels import linear_wna16 as wna16  # noqa: E402
+
+
+def checkpoint(k, n, group, fmt, sym=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * k**-0.5
+    q, zeros, scales = quantize_rtn(w, group, sym)
+    t = pack_awq(q, zeros, scales) if fmt == "awq" else pack_gptq(q, zeros, scales, group, v1=fmt == "gptq")
+    return {"qweight": t["qweight"], "scales": t["scales"], "qzeros": t["qzeros"]}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize(("m", "k", "n", "group", "fmt", "config"), [
+    (1, 256, 64, 128, "gptq", {"BLOCK_K": 64, "BLOCK_N": 32, "SPLIT_K": 0, "UNPACK": 1}),
+    (5, 256, 96, -1, "awq", {"BLOCK_K": 64, "BLOCK_N": 64, "SPLIT_K": 2, "DEQUANT": 1}),
+    (33, 128, 64, 32, "gptq_v2", {"BLOCK_K": 64, "BLOCK_N": 32, "SPLIT_K": 1, "UNPACK": 1}),
+    (17, 384, 40, 128, "awq", {"BLOCK_K": 128, "BLOCK_N": 32, "BLOCK_M": 32, "SPLIT_K": 1, "UNPACK": 0}),
+])  # fmt: skip
+def test_prepared_gemm_matches_reference(dtype, m, k, n, group, fmt, config):
+    weights = checkpoint(k, n, group, fmt)
+    weights["scales"] = weights["scales"].to(dtype)
+    x, bias = torch.randn(m, k).to(dtype), torch.randn(n).to(dtype)
+    prepared = wna16.prepare(dict(weights), weight_format=fmt)
+    assert prepared["qweight"].shape == (k // 8, n) and prepared["qzeros"].shape == weights["scales"].shape
+    out = torch.full((m, n), float("nan"), dtype=dtype)
+    got = wna16.linear_wna16(x, prepared["qweight"], prepared["scales"], prepared["qzeros"], bias,
+                             weight_format=fmt, out=out, config={**wna16.CONFIG_SPACE.default, **config})  # fmt: skip
+    ref = reference("linear_wna16")(x.double(), weights["qweight"], weights["scales"].double(),
+                                    weights["qzeros"], bias.double(), weight_format=fmt)  # fmt: skip
+    assert got is out and not torch.isnan(got).any()
+    assert normalized_error(got, ref) <= (2e-3 if dtype == torch.float32 else 5e-3)
+
+
+def test_awq_repack_gives_the_gptq_words():
+    gptq, awq = checkpoint(256, 64, 128, "gptq_v2"), checkpoint(256, 64, 128, "awq")
+    assert torch.equal(wna16.prepare(awq, weight_format="awq")["qweight"], gptq["qweight"])
+    v1 = wna16.prepare(checkpoint(256, 64, 128, "gptq"), weight_format="gptq")
+    assert torch.equal(v1["qzeros"], wna16.prepare(gptq, weight_format="gptq_v2")["qzeros"])
+
+
+def test_checkpoint_layout_is_refused_with_a_hint():
+    weights = checkpoint(128, 64, 128, "gptq")
+    with pytest.raises(KernelInputError, match="run this kernel's prepare"):
+        wna16.linear_wna16(torch.randn(2, 128), weights["qweight"], weights["scales"], weights["qzeros"])
