@@ -38,6 +38,14 @@ def serve(
         5.0, "--drain-timeout", help="On shutdown, seconds to let running requests finish."
     ),  # fmt: skip
     log_level: str = typer.Option("info", "--log-level"),
+    engine_in_thread: bool = typer.Option(
+        False,
+        "--engine-in-thread",
+        help="Run the engine in a thread of the server process (debugging; slower).",
+    ),  # fmt: skip
+    engine_start_timeout: float = typer.Option(
+        600.0, "--engine-start-timeout", help="Seconds the engine core may take to load the model."
+    ),  # fmt: skip
 ) -> None:
     """Serve MODEL over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /metrics, ..."""
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -45,7 +53,6 @@ def serve(
         import uvicorn
 
         from tessera.chat import load_chat_template
-        from tessera.engine.llm_engine import LLMEngine
         from tessera.llm import make_config
         from tessera.serve.app import build_app
 
@@ -55,12 +62,28 @@ def serve(
                              gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
                              quantization=quantization, load_format=load_format, **extra)  # fmt: skip
         template = load_chat_template(model, chat_template)
-        engine = LLMEngine(config)
+        if engine_in_thread:
+            from tessera.engine.llm_engine import LLMEngine
+
+            core = LLMEngine(config)
+            platform_name, context = core.platform.name, core.max_model_len
+        else:
+            from tessera.serve.core_client import CoreClient
+
+            core = CoreClient.start_process(config, engine_start_timeout)
+            platform_name, context = core.info.platform, core.info.max_model_len
         name = served_model_name or Path(model).resolve().name
-        app = build_app(engine, name, template, api_key, max_waiting, drain_timeout)
-    console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {engine.platform.name}, "
-                  f"max_model_len {engine.max_model_len}, chat template: {'yes' if template else 'none'})",
-                  highlight=False)  # fmt: skip
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=drain_timeout + 5
-    )
+        app = build_app(core, name, template, api_key, max_waiting, drain_timeout)
+    console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {platform_name}, max_model_len {context}, "
+                  f"chat template: {'yes' if template else 'none'})", highlight=False)  # fmt: skip
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=drain_timeout + 5,
+        )
+    finally:
+        if not engine_in_thread:
+            core.close()  # a no-op after the app's own shutdown; stops the core when the server never started

@@ -59,7 +59,7 @@ CoreInput = AddRequest | AbortRequests | Shutdown
 
 
 # -- core -> frontend --------------------------------------------------------------------
-class Ready(msgspec.Struct, tag="ready"):
+class Ready(msgspec.Struct, tag="ready", array_like=True):
     """What the frontend needs to admit requests and answer /v1/models without the engine."""
 
     model_dir: str
@@ -74,7 +74,7 @@ class Ready(msgspec.Struct, tag="ready"):
     pid: int
 
 
-class StartupFailed(msgspec.Struct, tag="startup_failed"):
+class StartupFailed(msgspec.Struct, tag="startup_failed", array_like=True):
     error_type: str  # the exception's class name
     message: str
     user_error: bool  # a TesseraError (bad model dir, platform, config): its message alone says what to do
@@ -134,11 +134,11 @@ class OutputBatch(msgspec.Struct, tag="outputs", array_like=True):
     stats: EngineStats
 
 
-class CoreFailed(msgspec.Struct, tag="failed"):
+class CoreFailed(msgspec.Struct, tag="failed", array_like=True):
     message: str
 
 
-class Stopped(msgspec.Struct, tag="stopped"):
+class Stopped(msgspec.Struct, tag="stopped", array_like=True):
     pass
 
 
@@ -148,7 +148,7 @@ CoreOutput = Ready | StartupFailed | OutputBatch | CoreFailed | Stopped
 class Codec:
     """One encoder and the decoder of what the other side sends (reuse it: both keep buffers)."""
 
-    def __init__(self, receives) -> None:
+    def __init__(self, receives=Any) -> None:
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(receives)
 
