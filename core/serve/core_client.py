@@ -137,6 +137,7 @@ class CoreClient:
     def exit_description(self) -> str:
         if self.process is None:
             return "the engine thread stopped"
+        self.process.join(1.0)  # its sentinel fires as it exits, a moment before it can be reaped
         code = self.process.exitcode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
         return f"the engine core process (pid {self.process.pid}) {how}"
