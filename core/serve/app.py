@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
@@ -108,13 +109,14 @@ def _chat_max_tokens(state: ServerState) -> int | None:
     return None if SamplingParams.model_fields["max_tokens"].default is None else state.max_model_len
 
 
-async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
+async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+    encode = msgspec.json.encode  # compact JSON, a few times faster than json.dumps: one call per chunk
     try:
         async for event in events:
-            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+            yield b"data: " + encode(event) + b"\n\n"
     except ServeError as exc:
-        yield f"data: {json.dumps(exc.body())}\n\n"
-    yield "data: [DONE]\n\n"
+        yield b"data: " + encode(exc.body()) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 async def _answer(state: ServerState, job: Job, prompts: list, params) -> Response:

@@ -15,7 +15,6 @@ the core dies, every request in flight and every later one fails with :class:`En
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,14 +26,14 @@ import zmq.asyncio
 
 from tessera.engine.admission import Limits, prepare
 from tessera.errors import ConfigError, TesseraError
-from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from tessera.outputs import RequestMetrics, RequestOutput
 from tessera.serve.core_client import CoreClient
+from tessera.serve.streams import OutputSlot, RequestStream
 from tessera.serve.wire import (
     AbortRequests,
     AddRequest,
     CoreFailed,
     OutputBatch,
-    RequestDelta,
     Shutdown,
     Stopped,
     to_wire_params,
@@ -45,51 +44,6 @@ log = logging.getLogger("tessera.serve")
 
 class EngineDeadError(TesseraError):
     """The engine core stopped (shut down, crashed or killed); no request can run."""
-
-
-@dataclasses.dataclass
-class _Stream:
-    queue: asyncio.Queue
-    prompt: str | None
-    prompt_token_ids: list[int]
-    arrival_time: float
-    num_tokens: int = 0
-
-    def output(self, d: RequestDelta) -> RequestOutput:
-        completions = [CompletionOutput(c.index, c.text, c.token_ids, c.finish_reason, c.stop_reason,
-                                        c.cumulative_logprob, c.logprobs) for c in d.outputs]  # fmt: skip
-        self.num_tokens += sum(len(c.token_ids) for c in d.outputs)
-        t = d.timing
-        metrics = (RequestMetrics(t.arrival_time, t.first_scheduled_time, t.first_token_time, t.finished_time,
-                                  t.num_output_tokens) if t is not None else RequestMetrics(self.arrival_time))  # fmt: skip
-        return RequestOutput(d.request_id, self.prompt, self.prompt_token_ids, completions, d.finished, metrics,
-                             d.error, d.prompt_logprobs, d.num_cached_tokens)  # fmt: skip
-
-
-class RequestStream:
-    """The outputs of one admitted request, as deltas; iterate it once. Closing it early aborts the request."""
-
-    def __init__(self, engine: AsyncLLM, request_id: str, stream: _Stream) -> None:
-        self.engine, self.request_id, self._stream = engine, request_id, stream
-        self.finished = False
-
-    def __aiter__(self) -> RequestStream:
-        return self
-
-    async def __anext__(self) -> RequestOutput:
-        if self.finished:
-            raise StopAsyncIteration
-        item = await self._stream.queue.get()
-        if isinstance(item, BaseException):
-            self.finished = True
-            raise item
-        self.finished = item.finished
-        return item
-
-    def abort(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.engine.abort(self.request_id)
 
 
 #: ``on_finished(prompt_tokens, output_tokens, finish_reasons, metrics)``, for each finished request
@@ -113,7 +67,7 @@ class AsyncLLM:
         self.loop = loop or asyncio.get_running_loop()
         self.stats: dict[str, Any] = {"num_blocks": info.num_blocks, "free_blocks": info.num_blocks}
         self.dead: str | None = None
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, OutputSlot] = {}
         self._num_sent = 0
         self._counter = 0
         self._stopping = False
@@ -141,7 +95,7 @@ class AsyncLLM:
             raise ConfigError(f"request id {request_id!r} is already in use")
         text, ids, params = prepare(prompt, params, self.limits, self.tokenizer)
         now = time.monotonic()
-        stream = _Stream(asyncio.Queue(), text, ids, now)
+        stream = OutputSlot(text, ids, now)
         self.client.send(AddRequest(request_id, text, ids, to_wire_params(params), now))
         self._streams[request_id] = stream
         self._num_sent += 1
@@ -191,7 +145,7 @@ class AsyncLLM:
                 if self.on_finished is not None:
                     reasons = [c.finish_reason for c in d.outputs]
                     self.on_finished(len(stream.prompt_token_ids), stream.num_tokens, reasons, out.metrics)
-            stream.queue.put_nowait(out)
+            stream.put(out)
 
     def _core_exited(self) -> None:
         self.loop.remove_reader(self.client.sentinel)
@@ -205,7 +159,7 @@ class AsyncLLM:
         self.dead = self.dead or why
         streams, self._streams = self._streams, {}
         for stream in streams.values():
-            stream.queue.put_nowait(exc)
+            stream.fail(exc)
 
     # -- shutdown -----------------------------------------------------------------------
     async def shutdown(self, drain_timeout: float = 0.0) -> None:

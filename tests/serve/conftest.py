@@ -18,7 +18,10 @@ import pytest
 from ..engine.conftest import deadline  # noqa: F401 - shared fixture
 from ..hf_checkpoints import write_tiny_checkpoint
 
-if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai", "jinja2", "httpx", "zmq", "msgspec")):
+if any(
+    importlib.util.find_spec(m) is None
+    for m in ("fastapi", "uvicorn", "openai", "jinja2", "httpx", "zmq", "msgspec")
+):
     collect_ignore_glob = ["test_*.py"]  # the serve extra is not installed: pip install -e ".[serve]"
 
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}

@@ -128,3 +128,41 @@ def test_every_wire_message_round_trips():
     assert decoded.outputs[0].logprobs[0][9] == Logprob(-1.5, 2, None) and decoded.prompt_logprobs[0] is None
     assert stats.as_dict()["blocks_in_use"] == 60
     assert core.encode(wire.Stopped()) == b"\x91\xa7stopped"  # msgpack: an array holding the tag
+
+
+def test_deltas_not_taken_yet_merge_into_one():
+    from tessera.serve import wire
+    from tessera.serve.streams import OutputSlot
+
+    slot = OutputSlot("w1", [1], arrival_time=5.0)
+    lp = [{7: Logprob(-0.5, 1, "w7")}]
+    steps = [wire.RequestDelta("r", [wire.CompletionDelta(0, "w7", [7], None, None, -0.5, lp),
+                                     wire.CompletionDelta(1, "w8", [8], None, None, -0.1, lp)], False),
+             wire.RequestDelta("r", [wire.CompletionDelta(0, " w9", [9], "length", None, -1.0, lp),
+                                     wire.CompletionDelta(1, "", [], None, None, -0.1, [])], False),
+             wire.RequestDelta("r", [wire.CompletionDelta(0, "", [], "length", None, -1.0, []),
+                                     wire.CompletionDelta(1, " w4", [4], "stop", 4, -0.3, lp)], True,
+                               timing=wire.Timing(5.0, 5.5, 6.0, 7.0, 3))]  # fmt: skip
+
+    async def run():
+        first_two = [slot.output(d) for d in steps[:2]]
+        for out in first_two:
+            slot.put(out)  # the reader is behind: one delta waits for it
+        merged = await slot.get()
+        waiter = asyncio.ensure_future(slot.get())
+        await asyncio.sleep(0)
+        assert not waiter.done()  # nothing pending: the reader waits
+        slot.put(slot.output(steps[2]))
+        last = await waiter
+        slot.fail(RuntimeError("gone"))
+        with pytest.raises(RuntimeError, match="gone"):
+            await slot.get()
+        return merged, last
+
+    merged, last = asyncio.run(run())
+    a, b = merged.outputs
+    assert (a.text, a.token_ids, a.finish_reason, a.logprobs) == ("w7 w9", [7, 9], "length", lp + lp)
+    assert (b.text, b.token_ids, b.finish_reason, b.logprobs) == ("w8", [8], None, lp)
+    assert not merged.finished and merged.prompt_token_ids == [1] and merged.metrics.arrival_time == 5.0
+    assert last.finished and last.outputs[1].stop_reason == 4 and last.metrics.finished_time == 7.0
+    assert slot.num_tokens == 4
