@@ -193,17 +193,19 @@ def serve_engine(engine: LLMEngine, context: zmq.Context, input_address: str, ou
                  parent_pid: int | None = None) -> None:  # fmt: skip
     """Say ready, run the loop, and report how it ended on ``output`` (then close it)."""
     core = EngineCore(engine, context, input_address, output, parent_pid)
+    linger = LINGER_MS
     try:
         core.send(ready(engine))
         core.run()
     except _FrontendGone:
         log.warning("the server's frontend process is gone; the engine core stops")
+        linger = 0  # nobody reads what is left
     except BaseException as exc:  # noqa: BLE001 - the frontend fails every request with it
         log.exception("the engine core failed")
         core.send(CoreFailed(f"{type(exc).__name__}: {exc}"))
     finally:
         core.close()
-        output.close(linger=LINGER_MS)
+        output.close(linger=linger)
 
 
 def run_engine_core(

@@ -166,3 +166,31 @@ def test_deltas_not_taken_yet_merge_into_one():
     assert not merged.finished and merged.prompt_token_ids == [1] and merged.metrics.arrival_time == 5.0
     assert last.finished and last.outputs[1].stop_reason == 4 and last.metrics.finished_time == 7.0
     assert slot.num_tokens == 4
+
+
+def test_a_core_whose_frontend_dies_exits(chat_checkpoint, deadline, tmp_path):
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to watch the orphaned process")
+    script = (f"import os; from tessera.llm import make_config; from tessera.serve.core_client import CoreClient; "
+              f"c = CoreClient.start_process(make_config(model={str(chat_checkpoint)!r}, **{ENGINE!r}), timeout=120); "
+              "print(c.info.pid, flush=True); os._exit(0)")  # fmt: skip
+    with deadline(150):
+        out, err = tmp_path / "out", tmp_path / "err"  # files, not pipes: the orphan holds them open
+        with out.open("w") as stdout, err.open("w") as stderr:
+            done = subprocess.run([sys.executable, "-c", script], stdout=stdout, stderr=stderr, timeout=140)
+        assert done.returncode == 0, err.read_text()
+        pid = int(out.read_text().split()[-1])
+        until = time.monotonic() + 15
+        while time.monotonic() < until:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                break
+            if state in ("Z", "X"):  # exited; only its parent (now init) has not reaped it yet
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the engine core {pid} outlived its frontend by 15 s")
