@@ -62,16 +62,7 @@ def serve(
                              gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
                              quantization=quantization, load_format=load_format, **extra)  # fmt: skip
         template = load_chat_template(model, chat_template)
-        if engine_in_thread:
-            from tessera.engine.llm_engine import LLMEngine
-
-            core = LLMEngine(config)
-            platform_name, context = core.platform.name, core.max_model_len
-        else:
-            from tessera.serve.core_client import CoreClient
-
-            core = CoreClient.start_process(config, engine_start_timeout)
-            platform_name, context = core.info.platform, core.info.max_model_len
+        core, platform_name, context = _start_engine(config, engine_in_thread, engine_start_timeout)
         name = served_model_name or Path(model).resolve().name
         app = build_app(core, name, template, api_key, max_waiting, drain_timeout)
     console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {platform_name}, max_model_len {context}, "
@@ -87,3 +78,16 @@ def serve(
     finally:
         if not engine_in_thread:
             core.close()  # a no-op after the app's own shutdown; stops the core when the server never started
+
+
+def _start_engine(config, in_thread: bool, timeout: float):
+    """(the engine core for build_app, its platform's name, its max_model_len)."""
+    if in_thread:
+        from tessera.engine.llm_engine import LLMEngine
+
+        engine = LLMEngine(config)
+        return engine, engine.platform.name, engine.max_model_len
+    from tessera.serve.core_client import CoreClient
+
+    client = CoreClient.start_process(config, timeout)
+    return client, client.info.platform, client.info.max_model_len
