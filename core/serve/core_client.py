@@ -2,8 +2,9 @@
 
 ``CoreClient.start_process(config)`` spawns the core (multiprocessing's spawn context: the parent
 may already hold torch or CUDA state, which fork would copy); ``CoreClient.start_thread(engine)``
-runs the same loop over an engine of this process. Both bind two ZeroMQ sockets on ipc addresses
-in a private temporary folder: PUSH for requests, PULL for outputs. The first output is
+runs the same loop over an engine of this process. Two ZeroMQ sockets on ipc addresses in a private
+temporary folder join them: requests go out on a PUSH socket (the core binds its end), outputs come
+back on a PULL socket (the frontend binds it). The first output is
 :class:`~tessera.serve.wire.Ready` or :class:`~tessera.serve.wire.StartupFailed`; a core that
 says neither within ``timeout`` seconds, or exits first, is a clear :class:`EngineStartupError`.
 """
@@ -39,9 +40,11 @@ class CoreClient:
         self.folder = tempfile.mkdtemp(prefix="tessera-core-")
         self.input_address = f"ipc://{self.folder}/input"
         self.output_address = f"ipc://{self.folder}/output"
+        # the core binds the input and the frontend connects: a connecting PUSH queues what it sends until the
+        # core is there, so a send never blocks nor fails (a dead core is seen by its process sentinel)
         self.input = self.context.socket(zmq.PUSH)
         self.input.setsockopt(zmq.SNDHWM, 0)
-        self.input.bind(self.input_address)
+        self.input.connect(self.input_address)
         self.output = self.context.socket(zmq.PULL)
         self.output.setsockopt(zmq.RCVHWM, 0)
         self.output.bind(self.output_address)

@@ -69,7 +69,7 @@ class EngineCore:
         self.engine = engine
         self.inputs = context.socket(zmq.PULL)
         self.inputs.setsockopt(zmq.RCVHWM, 0)
-        self.inputs.connect(input_address)
+        self.inputs.bind(input_address)
         self.output = output
         self.parent_pid = parent_pid
         self.codec = Codec(CoreInput)
