@@ -44,6 +44,14 @@ def serve(
         False, "--enable-expert-parallel", help="With -tp N: MoE layers hold whole experts per rank."
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    engine_in_thread: bool = typer.Option(
+        False,
+        "--engine-in-thread",
+        help="Run the engine in a thread of the server process (debugging; slower).",
+    ),  # fmt: skip
+    engine_start_timeout: float = typer.Option(
+        600.0, "--engine-start-timeout", help="Seconds the engine core may take to load the model."
+    ),  # fmt: skip
 ) -> None:
     """Serve MODEL over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /metrics, ..."""
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -51,7 +59,6 @@ def serve(
         import uvicorn
 
         from tessera.chat import load_chat_template
-        from tessera.engine.llm_engine import LLMEngine
         from tessera.llm import make_config
         from tessera.serve.app import build_app
 
@@ -63,12 +70,32 @@ def serve(
                              tensor_parallel_size=tensor_parallel_size, enable_expert_parallel=enable_expert_parallel,
                              **extra)  # fmt: skip
         template = load_chat_template(model, chat_template)
-        engine = LLMEngine(config)
+        core, platform_name, context = _start_engine(config, engine_in_thread, engine_start_timeout)
         name = served_model_name or Path(model).resolve().name
-        app = build_app(engine, name, template, api_key, max_waiting, drain_timeout)
-    console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {engine.platform.name}, "
-                  f"max_model_len {engine.max_model_len}, chat template: {'yes' if template else 'none'})",
-                  highlight=False)  # fmt: skip
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=drain_timeout + 5
-    )
+        app = build_app(core, name, template, api_key, max_waiting, drain_timeout)
+    console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {platform_name}, max_model_len {context}, "
+                  f"chat template: {'yes' if template else 'none'})", highlight=False)  # fmt: skip
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=drain_timeout + 5,
+        )
+    finally:
+        if not engine_in_thread:
+            core.close()  # a no-op after the app's own shutdown; stops the core when the server never started
+
+
+def _start_engine(config, in_thread: bool, timeout: float):
+    """(the engine core for build_app, its platform's name, its max_model_len)."""
+    if in_thread:
+        from tessera.engine.llm_engine import LLMEngine
+
+        engine = LLMEngine(config)
+        return engine, engine.platform.name, engine.max_model_len
+    from tessera.serve.core_client import CoreClient
+
+    client = CoreClient.start_process(config, timeout)
+    return client, client.info.platform, client.info.max_model_len

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tessera.engine.generation_config import apply_defaults
+from tessera.engine.stopping import limit_params
 from tessera.errors import ConfigError
+from tessera.sampling_params import SamplingParams, to_sampling_params
 from tessera.tokenizer import Tokenizer, require_tokenizer
 
 PROMPT_FORMS = 'a string, a list of token ids, {"prompt_token_ids": [...]} or {"prompt": "..."}'
@@ -72,3 +76,30 @@ def check_params_tokens(params, vocab_size: int) -> None:
             raise ConfigError(f"{what} holds token ids outside the vocabulary [0, {vocab_size}): {bad[:8]}")
     if params.logprobs is not None and params.logprobs > vocab_size:
         raise ConfigError(f"logprobs is {params.logprobs}, more than the vocabulary ({vocab_size})")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What admission checks a request against: the model's, the context's and the KV cache's sizes."""
+
+    model_dir: Path
+    vocab_size: int
+    max_model_len: int
+    num_blocks: int
+    block_size: int
+    generation_defaults: dict = field(default_factory=dict)
+
+
+def prepare(
+    prompt, params, limits: Limits, tokenizer: Tokenizer | None
+) -> tuple[str | None, list[int], SamplingParams]:
+    """(prompt text or None, prompt token ids, sampling params with the checkpoint's defaults and ``max_tokens``
+    clamped to the context) of a valid request; an invalid one raises ConfigError. Needs no engine: the server's
+    frontend runs it too."""
+    params = apply_defaults(to_sampling_params(params), limits.generation_defaults)
+    text, ids = parse_prompt(prompt, tokenizer, limits.model_dir)
+    check_prompt(ids, limits.vocab_size, limits.max_model_len)
+    check_params_tokens(params, limits.vocab_size)
+    wanted = limits.max_model_len if params.max_tokens is None else len(ids) + params.max_tokens
+    check_fits(min(wanted, limits.max_model_len), limits.num_blocks, limits.block_size)
+    return text, ids, limit_params(params, len(ids), limits.max_model_len)

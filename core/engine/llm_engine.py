@@ -19,25 +19,20 @@ import torch
 from tessera.config import EngineConfig, auto_dtype
 from tessera.discovery import select_platform
 from tessera.engine import request_outputs as ro
-from tessera.engine.admission import check_fits, check_params_tokens, check_prompt, parse_prompt
-from tessera.engine.generation_config import (
-    apply_defaults,
-    default_values,
-    eos_token_ids,
-    read_generation_config,
-)
+from tessera.engine.admission import Limits, prepare
+from tessera.engine.generation_config import default_values, eos_token_ids, read_generation_config
 from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import StepHandle
 from tessera.engine.request import Request
 from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
-from tessera.engine.stopping import limit_params, stop_reason
+from tessera.engine.stopping import stop_reason
 from tessera.engine.tp_runner import make_runner
 from tessera.errors import ConfigError, PlatformError, WorkerError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
-from tessera.sampling_params import SamplingParams, to_sampling_params
+from tessera.sampling_params import SamplingParams
 from tessera.tokenizer import IncrementalDetokenizer, load_tokenizer
 
 log = logging.getLogger("tessera.engine")
@@ -76,6 +71,8 @@ class LLMEngine:
         self.kv = KVCacheManager(plan.num_blocks, plan.block_size, config.enable_prefix_caching and not hybrid,
                                  config.prefix_hash, plan.num_state_slots - 1 if hybrid else 0)  # fmt: skip
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
+        self.limits = Limits(self.spec.path, self.spec.vocab_size, self.max_model_len, self.kv.pool.num_blocks,
+                             self.kv.block_size, self.generation_defaults)  # fmt: skip
         self.requests: dict[str, Request] = {}
         self.families: dict[str, list[str]] = {}  # id the caller knows -> its n sibling requests' ids
         self.detok: dict[str, IncrementalDetokenizer] = {}
@@ -102,19 +99,20 @@ class LLMEngine:
     ) -> str:
         """Validate and queue a request (``params.n`` sibling sequences); invalid input raises ConfigError here
         and leaves the engine untouched. Fields of ``params`` left unset take generation_config.json's values."""
-        params = apply_defaults(to_sampling_params(params), self.generation_defaults)
-        text, ids = parse_prompt(prompt, self.tokenizer, self.spec.path)
-        check_prompt(ids, self.spec.vocab_size, self.max_model_len)
-        check_params_tokens(params, self.spec.vocab_size)
-        wanted = self.max_model_len if params.max_tokens is None else len(ids) + params.max_tokens
-        check_fits(min(wanted, self.max_model_len), self.kv.pool.num_blocks, self.kv.block_size)
+        text, ids, params = prepare(prompt, params, self.limits, self.tokenizer)
+        return self.add_prepared(text, ids, params, request_id)
+
+    def add_prepared(self, text: str | None, ids: list[int], params: SamplingParams, request_id: str | None = None,
+                     arrival_time: float | None = None) -> str:  # fmt: skip
+        """Queue a request that :func:`~tessera.engine.admission.prepare` accepted (with these limits)."""
         request_id = request_id or self.new_request_id()
         if request_id in self.families:
             raise ConfigError(f"request id {request_id!r} is already in use")
-        params = limit_params(params, len(ids), self.max_model_len)
         children = [self._child(request_id, i, ids, params, text) for i in range(params.n)]
         self.families[request_id] = [c.request_id for c in children]
         for child in children:
+            if arrival_time is not None:
+                child.metrics.arrival_time = arrival_time
             self.requests[child.request_id] = child
             self.detok[child.request_id] = IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens)
             self.scheduler.add(child)

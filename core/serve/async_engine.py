@@ -1,97 +1,86 @@
-"""AsyncLLM: an LLMEngine driven by its own thread, streamed to asyncio callers.
+"""AsyncLLM: an engine core (its own process, or a thread) streamed to asyncio callers.
 
-The engine is not thread-safe, so only the engine thread touches it: callers put
-commands (add, abort, stop) on a queue, the thread applies them between steps and
-hands each step's outputs back to the event loop in one ``call_soon_threadsafe``.
-HTTP parsing, JSON and the network never run on the engine thread, and the device
-never waits for them.
+Requests are validated and tokenized here, with the engine's own admission checks and the limits
+the core reported when it was ready, then sent to the core; one asyncio task reads the core's
+output socket (one message per engine step) and hands each request its delta. HTTP parsing, JSON
+and the network run in this process; the engine's step loop in the core never waits for them.
 
-``async for out in engine.generate(prompt, params, request_id)`` yields one
-RequestOutput per step that moved the request, holding only what is new (text,
-token ids, logprobs: deltas, as vLLM's ``RequestOutputKind.DELTA``); the last one is
-finished. A caller that stops iterating (a client that disconnects) aborts the
-request, and the engine frees its KV blocks at its next step.
+``async for out in engine.generate(prompt, params, request_id)`` yields one RequestOutput per step
+that moved the request, holding only what is new (text, token ids, logprobs: deltas, as vLLM's
+``RequestOutputKind.DELTA``); the last one is finished. A caller that stops iterating (a client
+that disconnects) aborts the request, and the engine frees its KV blocks at its next step. When
+the core dies, every request in flight and every later one fails with :class:`EngineDeadError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
-from tessera.engine.llm_engine import LLMEngine
-from tessera.errors import TesseraError
-from tessera.outputs import RequestOutput
+import zmq
+import zmq.asyncio
+
+from tessera.engine.admission import Limits, prepare
+from tessera.errors import ConfigError, TesseraError
+from tessera.outputs import RequestMetrics, RequestOutput
+from tessera.serve.core_client import CoreClient
+from tessera.serve.streams import OutputSlot, RequestStream
+from tessera.serve.wire import (
+    AbortRequests,
+    AddRequest,
+    CoreFailed,
+    OutputBatch,
+    Shutdown,
+    Stopped,
+    to_wire_params,
+)
 
 log = logging.getLogger("tessera.serve")
 
 
 class EngineDeadError(TesseraError):
-    """The engine thread stopped (shut down or crashed); no request can run."""
+    """The engine core stopped (shut down, crashed or killed); no request can run."""
 
 
-@dataclasses.dataclass
-class _Stream:
-    queue: asyncio.Queue
-    sent: dict[int, tuple[int, int, int]] = dataclasses.field(default_factory=dict)  # index -> text, ids, lps
-
-
-class RequestStream:
-    """The outputs of one admitted request, as deltas; iterate it once. Closing it early aborts the request."""
-
-    def __init__(self, engine: AsyncLLM, request_id: str, stream: _Stream) -> None:
-        self.engine, self.request_id, self._stream = engine, request_id, stream
-        self.finished = False
-
-    def __aiter__(self) -> RequestStream:
-        return self
-
-    async def __anext__(self) -> RequestOutput:
-        if self.finished:
-            raise StopAsyncIteration
-        item = await self._stream.queue.get()
-        if isinstance(item, BaseException):
-            self.finished = True
-            raise item
-        self.finished = item.finished
-        return item
-
-    def abort(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.engine.abort(self.request_id)
+#: ``on_finished(prompt_tokens, output_tokens, finish_reasons, metrics)``, for each finished request
+OnFinished = Callable[[int, int, list, RequestMetrics], None]
 
 
 class AsyncLLM:
-    """``AsyncLLM(engine)`` (inside the event loop it serves): start the engine thread; ``await shutdown()``
-    (or ``close()``) stops it."""
+    """``AsyncLLM(core)`` inside the event loop it serves; ``core`` is a started CoreClient, or an LLMEngine
+    (then its loop runs in a thread of this process). ``await shutdown()`` (or ``close()``) stops it."""
 
-    def __init__(self, engine: LLMEngine, loop: asyncio.AbstractEventLoop | None = None,
-                 on_finished: Callable[[RequestOutput], None] | None = None) -> None:  # fmt: skip
-        """``on_finished`` sees every finished request's whole output, on the engine thread (metrics)."""
-        self.engine = engine
+    def __init__(self, core, loop: asyncio.AbstractEventLoop | None = None, on_finished: OnFinished | None = None,
+                 ) -> None:  # fmt: skip
+        self.client = core if isinstance(core, CoreClient) else CoreClient.start_thread(core)
+        info = self.client.info
+        self.tokenizer = self.client.tokenizer
+        self.model_dir, self.platform, self.max_model_len = info.model_dir, info.platform, info.max_model_len
+        self.vocab_size = info.vocab_size
+        self.limits = Limits(Path(info.model_dir), info.vocab_size, info.max_model_len, info.num_blocks, info.block_size,
+                             info.generation_defaults)  # fmt: skip
         self.on_finished = on_finished
         self.loop = loop or asyncio.get_running_loop()
-        self.stats: dict[str, Any] = {}
+        self.stats: dict[str, Any] = {"num_blocks": info.num_blocks, "free_blocks": info.num_blocks}
         self.dead: str | None = None
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._streams: dict[str, _Stream] = {}
-        self._pending_adds = 0
+        self._streams: dict[str, OutputSlot] = {}
+        self._num_sent = 0
         self._counter = 0
-        self._thread = threading.Thread(target=self._run, name="tessera-engine", daemon=True)
-        self._snapshot()
-        self._thread.start()
+        self._stopping = False
+        self._socket = zmq.asyncio.Socket.from_socket(self.client.output)
+        self._reader = self.loop.create_task(self._read())
+        if self.client.sentinel is not None:
+            self.loop.add_reader(self.client.sentinel, self._core_exited)
 
-    # -- the caller's side (event loop) -----------------------------------------------------
+    # -- requests ---------------------------------------------------------------------
     @property
     def num_waiting(self) -> int:
-        """Requests admitted or being admitted that do not run yet."""
-        return self.stats.get("waiting", 0) + self._pending_adds
+        """Requests admitted that do not run yet (on their way to the core, or waiting in it)."""
+        return self.stats.get("waiting", 0) + self._num_sent - self.stats.get("num_added", 0)
 
     def new_request_id(self, prefix: str = "req") -> str:
         self._counter += 1
@@ -102,14 +91,14 @@ class AsyncLLM:
         if self.dead:
             raise EngineDeadError(f"the engine is not running: {self.dead}")
         request_id = request_id or self.new_request_id()
-        future = self.loop.create_future()
-        stream = _Stream(asyncio.Queue())
-        self._pending_adds += 1
-        try:
-            self._commands.put(("add", (prompt, params, request_id, stream, future)))
-            await future
-        finally:
-            self._pending_adds -= 1
+        if request_id in self._streams:
+            raise ConfigError(f"request id {request_id!r} is already in use")
+        text, ids, params = prepare(prompt, params, self.limits, self.tokenizer)
+        now = time.monotonic()
+        stream = OutputSlot(text, ids, now)
+        self.client.send(AddRequest(request_id, text, ids, to_wire_params(params), now))
+        self._streams[request_id] = stream
+        self._num_sent += 1
         return RequestStream(self, request_id, stream)
 
     async def generate(self, prompt, params, request_id: str | None = None) -> AsyncIterator[RequestOutput]:
@@ -121,128 +110,76 @@ class AsyncLLM:
             stream.abort()  # a no-op once finished; frees the request when the caller stopped early
 
     def abort(self, request_id: str) -> None:
-        self._commands.put(("abort", request_id))
+        if not self.dead and request_id in self._streams:
+            self.client.send(AbortRequests([request_id]))
 
+    # -- outputs ------------------------------------------------------------------------
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = await self._socket.recv(copy=False)
+                message = self.client.codec.decode(frame.buffer)
+                if isinstance(message, OutputBatch):
+                    self._dispatch(message)
+                elif isinstance(message, Stopped):
+                    return self._fail_all("shut down", EngineDeadError("the server shut down"))
+                elif isinstance(message, CoreFailed):
+                    return self._fail_all(
+                        message.message, EngineDeadError(f"the engine failed: {message.message}")
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing more can be read: every request learns of it
+            log.exception("reading the engine core's outputs failed")
+            self._fail_all(str(exc), EngineDeadError(f"the engine's outputs cannot be read: {exc}"))
+
+    def _dispatch(self, batch: OutputBatch) -> None:
+        self.stats = batch.stats.as_dict()
+        for d in batch.outputs:
+            stream = self._streams.get(d.request_id)
+            if stream is None:
+                continue
+            out = stream.output(d)
+            if d.finished:
+                del self._streams[d.request_id]
+                if self.on_finished is not None:
+                    reasons = [c.finish_reason for c in d.outputs]
+                    self.on_finished(len(stream.prompt_token_ids), stream.num_tokens, reasons, out.metrics)
+            stream.put(out)
+
+    def _core_exited(self) -> None:
+        self.loop.remove_reader(self.client.sentinel)
+        if not self._stopping and not self.dead:
+            why = self.client.exit_description()
+            log.error("%s; every request fails until the server is restarted", why)
+            self._fail_all(why, EngineDeadError(f"the engine is not running: {why}"))
+            self._reader.cancel()
+
+    def _fail_all(self, why: str, exc: Exception) -> None:
+        self.dead = self.dead or why
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream.fail(exc)
+
+    # -- shutdown -----------------------------------------------------------------------
     async def shutdown(self, drain_timeout: float = 0.0) -> None:
-        """Let in-flight requests finish for up to ``drain_timeout`` seconds, abort the rest, stop the thread."""
-        if self._thread.is_alive():
-            self._commands.put(("stop", drain_timeout))
-            await asyncio.to_thread(self._thread.join)
+        """Let in-flight requests finish for up to ``drain_timeout`` seconds, abort the rest, stop the core."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if not self.dead:
+            self.client.send(Shutdown(drain_timeout))
+            await asyncio.wait({self._reader}, timeout=drain_timeout + 30)
+        self._reader.cancel()
+        self._fail_all("shut down", EngineDeadError("the server shut down"))
+        if self.client.sentinel is not None:
+            self.loop.remove_reader(self.client.sentinel)
+        await asyncio.to_thread(self.client.close)
 
     def close(self) -> None:
         """Synchronous shutdown (aborting in-flight work), for callers outside the event loop."""
-        if self._thread.is_alive():
-            self._commands.put(("stop", 0.0))
-            self._thread.join()
-
-    # -- the engine thread ------------------------------------------------------------------
-    def _run(self) -> None:
-        stop_at: float | None = None
-        try:
-            while True:
-                busy = self.engine.has_unfinished()
-                stop_at = self._apply_commands(block=not busy and stop_at is None, stop_at=stop_at)
-                if stop_at is not None and (time.monotonic() >= stop_at or not self.engine.has_unfinished()):
-                    self._abort_all("the server is shutting down")
-                    while self.engine.has_unfinished():
-                        self._deliver(self.engine.step())
-                    break
-                if self.engine.has_unfinished():
-                    self._deliver(self.engine.step())
-                self._snapshot()
-        except BaseException as exc:  # noqa: BLE001 - every stream learns of it, the server reports it
-            log.exception("the engine thread failed")
-            self.dead = f"{type(exc).__name__}: {exc}"
-            self.loop.call_soon_threadsafe(self._fail_all, EngineDeadError(f"the engine failed: {self.dead}"))
-            return
-        self.dead = "shut down"
-        self.loop.call_soon_threadsafe(self._fail_all, EngineDeadError("the server shut down"))
-
-    def _apply_commands(self, block: bool, stop_at: float | None) -> float | None:
-        try:
-            command = self._commands.get(timeout=0.5) if block else self._commands.get_nowait()
-        except queue.Empty:
-            return stop_at
-        while True:
-            kind, arg = command
-            if kind == "add":
-                self._add(*arg)
-            elif kind == "abort":
-                self.engine.abort(arg)
-            elif kind == "stop" and stop_at is None:
-                stop_at = time.monotonic() + arg
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return stop_at
-
-    def _add(self, prompt, params, request_id, stream: _Stream, future: asyncio.Future) -> None:
-        try:
-            self.engine.add_request(prompt, params, request_id)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller: a bad request, a 400
-            self.loop.call_soon_threadsafe(_resolve, future, exc)
-            return
-        self._streams[request_id] = stream
-        self._snapshot()
-        self.loop.call_soon_threadsafe(_resolve, future, None)
-
-    def _abort_all(self, why: str) -> None:
-        log.info("%s: aborting %d requests", why, len(self._streams))
-        for request_id in list(self._streams):
-            self.engine.abort(request_id)
-
-    def _deliver(self, outputs: list[RequestOutput]) -> None:
-        batch = []
-        for out in outputs:
-            stream = self._streams.get(out.request_id)
-            if out.finished:
-                self.engine.release(out.request_id)
-                if self.on_finished is not None:
-                    self.on_finished(out)
-                self._streams.pop(out.request_id, None)
-            if stream is not None:
-                batch.append((stream, _delta(out, stream)))
-        if batch:
-            self.loop.call_soon_threadsafe(_put_all, batch)
-
-    def _snapshot(self) -> None:
-        sched, stats = self.engine.scheduler, self.engine.stats
-        self.stats = {**stats, "running": len(sched.running), "waiting": len(sched.waiting),
-                      "blocks_in_use": stats["num_blocks"] - stats["free_blocks"]}  # fmt: skip
-
-    def _fail_all(self, exc: Exception) -> None:
-        streams, self._streams = self._streams, {}
-        for stream in streams.values():
-            stream.queue.put_nowait(exc)
-
-
-def _resolve(future: asyncio.Future, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
-
-
-def _put_all(batch) -> None:
-    for stream, out in batch:
-        stream.queue.put_nowait(out)
-
-
-def _delta(out: RequestOutput, stream: _Stream) -> RequestOutput:
-    """``out`` with each completion holding only what the stream has not been sent yet."""
-    completions = []
-    for c in out.outputs:
-        text_n, ids_n, lps_n = stream.sent.get(c.index, (0, 0, 0))
-        lps = getattr(c, "logprobs", None)
-        text = c.text[text_n:]
-        stream.sent[c.index] = (len(c.text), len(c.token_ids), len(lps) if lps else 0)
-        changes: dict[str, Any] = {"text": text, "token_ids": list(c.token_ids[ids_n:])}
-        if lps:
-            changes["logprobs"] = lps[lps_n:]
-        completions.append(dataclasses.replace(c, **changes))
-    return dataclasses.replace(out, outputs=completions)
+        self._stopping = True
+        self.client.close()
 
 
 __all__ = ["AsyncLLM", "EngineDeadError", "RequestStream"]

@@ -36,11 +36,11 @@ class ServerState:
 
     @property
     def tokenizer(self):
-        return self.engine.engine.tokenizer
+        return self.engine.tokenizer
 
     @property
     def max_model_len(self) -> int:
-        return self.engine.engine.max_model_len
+        return self.engine.max_model_len
 
 
 async def admit(state: ServerState, prompts: list, params) -> list[RequestStream]:
@@ -65,8 +65,28 @@ async def admit(state: ServerState, prompts: list, params) -> list[RequestStream
     return streams
 
 
+def _checked(item: RequestOutput | Exception) -> RequestOutput:
+    if isinstance(item, Exception):
+        raise ServeError(503 if isinstance(item, EngineDeadError) else 500, str(item))
+    if item.error is not None and item.finished:
+        raise ServeError(500, f"the request failed: {item.error}", code="engine_error")
+    return item
+
+
 async def merged(streams: list[RequestStream]) -> AsyncIterator[tuple[int, RequestOutput]]:
     """(prompt index, delta output) of every stream as they come; closing this aborts what is left."""
+    if len(streams) == 1:  # the common case, without a task in between
+        try:
+            while True:
+                try:
+                    out = await streams[0].__anext__()
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:  # noqa: BLE001 - shaped as the reader's error
+                    out = exc
+                yield 0, _checked(out)
+        finally:
+            streams[0].abort()
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(i: int, stream: RequestStream) -> None:
@@ -84,12 +104,8 @@ async def merged(streams: list[RequestStream]) -> AsyncIterator[tuple[int, Reque
             i, item = await queue.get()
             if item is None:
                 remaining -= 1
-            elif isinstance(item, Exception):
-                raise ServeError(503 if isinstance(item, EngineDeadError) else 500, str(item))
             else:
-                if item.error is not None and item.finished:
-                    raise ServeError(500, f"the request failed: {item.error}", code="engine_error")
-                yield i, item
+                yield i, _checked(item)
     finally:
         for t in tasks:
             t.cancel()

@@ -1,7 +1,7 @@
 """Server metrics in the Prometheus text format (version 0.0.4), written by hand: no extra dependency.
 
-Gauges are read from the engine thread's last snapshot; counters and latency
-histograms are fed with every finished request (on the engine thread, under a lock).
+Gauges are the engine core's figures of its last step; counters and latency histograms are fed
+with every finished request (by the frontend's output reader, under a lock).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import threading
 
-from tessera.outputs import RequestOutput
+from tessera.outputs import RequestMetrics
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                    20.0, 40.0, 80.0)  # fmt: skip
@@ -52,14 +52,15 @@ class Metrics:
         self.finished: dict[str, int] = {}
         self.rejected = 0
 
-    def observe(self, out: RequestOutput) -> None:
-        """Record one finished request (its cumulative output)."""
-        m = out.metrics
+    def observe(
+        self, prompt_tokens: int, output_tokens: int, finish_reasons: list, m: RequestMetrics
+    ) -> None:
+        """Record one finished request: its token counts, each completion's finish reason, its timings."""
         with self.lock:
-            self.prompt_tokens += len(out.prompt_token_ids)
-            self.generation_tokens += sum(len(c.token_ids) for c in out.outputs)
-            for c in out.outputs:
-                reason = c.finish_reason or "unknown"
+            self.prompt_tokens += prompt_tokens
+            self.generation_tokens += output_tokens
+            for reason in finish_reasons:
+                reason = reason or "unknown"
                 self.finished[reason] = self.finished.get(reason, 0) + 1
             if m.time_to_first_token is not None:
                 self.ttft.observe(m.time_to_first_token)

@@ -1,7 +1,8 @@
 """A tiny checkpoint with a word-level tokenizer.json and a chat template, and a real server over it.
 
-The server is uvicorn on 127.0.0.1 with an ephemeral port, in a thread of the test process, so that tests
-can look at the engine behind it; ``test_cli_serve`` starts ``tessera serve`` as a subprocess too.
+The server is uvicorn on 127.0.0.1 with an ephemeral port, in a thread of the test process, over an engine-core
+process as ``tessera serve`` runs it (tests look at the frontend's state); ``test_cli_serve`` starts
+``tessera serve`` as a subprocess too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import pytest
 from ..engine.conftest import deadline  # noqa: F401 - shared fixture
 from ..hf_checkpoints import write_tiny_checkpoint
 
-if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai", "jinja2", "httpx")):
+if any(
+    importlib.util.find_spec(m) is None
+    for m in ("fastapi", "uvicorn", "openai", "jinja2", "httpx", "zmq", "msgspec")
+):
     collect_ignore_glob = ["test_*.py"]  # the serve extra is not installed: pip install -e ".[serve]"
 
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -72,13 +76,13 @@ class Server:
         import uvicorn
 
         from tessera.chat import load_chat_template
-        from tessera.engine.llm_engine import LLMEngine
         from tessera.llm import make_config
         from tessera.serve.app import build_app
+        from tessera.serve.core_client import CoreClient
 
         engine_options = {**ENGINE, **options.pop("engine", {})}
-        self.engine = LLMEngine(make_config(model=str(model), **engine_options))
-        app = build_app(self.engine, MODEL_NAME, load_chat_template(model), **options)
+        self.core = CoreClient.start_process(make_config(model=str(model), **engine_options), timeout=120)
+        app = build_app(self.core, MODEL_NAME, load_chat_template(model), **options)
         self.app = app
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -108,6 +112,7 @@ class Server:
         self.server.should_exit = True
         self.thread.join(30)
         assert not self.thread.is_alive(), "the server did not stop"
+        assert not self.core.alive(), "the engine core did not stop"
 
 
 @pytest.fixture(scope="session")
