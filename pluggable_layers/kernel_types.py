@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tessera.pluggable_layers import kv_layout as kvl
 from tessera.pluggable_layers.device import Capabilities
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
@@ -67,6 +68,9 @@ class KernelImpl:
     tune_shapes: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
     features: tuple[str, ...] = ()  # the op's optional features this kernel implements (plugin API 1.1)
+    kv_layouts: tuple[
+        str, ...
+    ] = ()  # KV ops: the cache layouts it reads / writes, () = "nhd" (plugin API 1.2)
 
     def refusal(self, query: KernelQuery) -> str | None:
         """Why this kernel cannot serve ``query``, or None when it can."""
@@ -78,6 +82,8 @@ class KernelImpl:
         if missing:
             return (f"does not declare the {self.op} feature(s) {', '.join(missing)} this call uses (plugin API 1.1:"
                     f" register with features=(...)); declared: {', '.join(self.features) or 'none'}")  # fmt: skip
+        if (layout := kvl.layout_refusal(self, query)) is not None:
+            return layout
         if self.supports is not None:
             try:
                 return self.supports(query)
@@ -116,12 +122,23 @@ class BoundKernel:
         self.kernel = kernel
         self.lookup = lookup
         self.selection = selection
+        self.extra = kvl.call_kwargs(kernel, selection.query if selection else None)
+
+    @property
+    def kv_layout(self) -> str | None:
+        """The KV-cache layout this kernel runs in (KV ops only)."""
+        if self.kernel.op not in kvl.KV_OPS:
+            return None
+        if self.selection is None:
+            return kvl.layouts_of(self.kernel)[0]
+        return kvl.selected_layout(self.kernel, self.selection.query)
 
     @property
     def name(self) -> str:
         return self.kernel.name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs = {**self.extra, **kwargs} if self.extra else kwargs
         if self.lookup is None:
             return self.kernel.fn(*args, **kwargs)
         config = self.lookup.get(self.kernel.shape_key.of_call(*args, **kwargs))
