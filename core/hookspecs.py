@@ -44,7 +44,14 @@ ENTRY_POINT_GROUP = "tessera.plugins"
 #: logprobs; see :data:`tessera.pluggable_layers.ops.SAMPLE_FEATURES`) and the
 #: ``features=`` registration argument that declares them. A 1.0 kernel keeps
 #: being selected for batches that use none of them.
-PLUGIN_API_VERSION = "1.1"
+#:
+#: 1.2 added KV-cache layouts: ``register(..., kv_layout="hnd")`` (or a tuple) on a
+#: ``paged_attention`` or ``kv_cache_write`` kernel names the cache block layout it
+#: reads or writes (:data:`tessera.pluggable_layers.kv_layout.KV_LAYOUTS`); the
+#: writer selected with an attention kernel must write the layout it reads, and the
+#: engine allocates the cache in it. Omitted, a kernel reads / writes ``"nhd"``, the
+#: only layout of 1.0 and 1.1, so their plugins load and run unchanged.
+PLUGIN_API_VERSION = "1.2"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -83,8 +90,9 @@ def tessera_register_kernels(registry: KernelRegistry) -> None:
     :param registry: the :class:`tessera.pluggable_layers.registry.KernelRegistry`
         to add to, through ``registry.register(op, impl, name=..., platforms=...,
         priority=..., supports=..., dtypes=..., graph_safe=..., provider=...,
-        features=...)`` (``features``: since 1.1, the op's optional features the
-        kernel implements)
+        features=..., kv_layout=...)`` (``features``: since 1.1, the op's optional
+        features the kernel implements; ``kv_layout``: since 1.2, the KV-cache
+        layout(s) a paged_attention / kv_cache_write kernel reads or writes)
         and ``registry.add_tuned_config_dir(platform, path)``.
     :return: nothing; the registry is changed in place.
     """

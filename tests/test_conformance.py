@@ -47,7 +47,7 @@ def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
     )
     report = json.loads(open(cert["report_path"]).read())
     levels = {r["level"] for r in report["results"]}
-    assert levels == {"platform", "op", "layer", "model"}
+    assert levels == {"platform", "op", "pair", "layer", "model"}
     assert report["seed"] == 7 and (home / "certificates" / "cpu").is_dir()
     ops = {r["op"] for r in report["results"] if r["level"] == "op"}
     from tessera.pluggable_layers.ops import OPS
@@ -105,11 +105,18 @@ def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monk
     ops = [r for r in report.results if r.level == "op"]
     assert {r.kernel for r in ops} == {"triton_rms_norm", "triton_add_rms_norm", "triton_silu_and_mul",
                                       "triton_rotary_embedding", "triton_kv_cache_write", "triton_paged_attention",
+                                      "triton_kv_cache_write_hnd", "triton_paged_attention_hnd",
                                       "triton_sample", "triton_moe_route", "triton_moe_experts", "triton_causal_conv1d",
                                       "triton_causal_conv1d_update", "triton_ssd_chunk_scan",
                                       "triton_selective_state_update", "triton_gated_rms_norm"}  # fmt: skip
     assert {r.dtype for r in ops} == {"float32", "float16"}
     assert all(r.status == "pass" for r in ops), [(r.case_id, r.message) for r in ops if r.status != "pass"]
+    pairs = [r for r in report.results if r.level == "pair"]
+    assert {"kv_pair/triton_kv_cache_write+triton_paged_attention/float16/nhd",
+            "kv_pair/triton_kv_cache_write_hnd+triton_paged_attention_hnd/float16/hnd"} <= {r.case_id for r in pairs}  # fmt: skip
+    assert all(r.status == "pass" for r in pairs), [
+        (r.case_id, r.message) for r in pairs if r.status != "pass"
+    ]
     assert report.scope == "kernels=triton_*; dtypes=float32,float16; origins=fixed,generated,adversarial"
     drawn = report.drawn["moe_route"]
     assert drawn["adversarial"] >= 20 and drawn["generated"] >= 1 and "zoo" not in drawn

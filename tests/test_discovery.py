@@ -131,7 +131,15 @@ def test_platform_from_environment(fresh_discovery, monkeypatch):
 
 @pytest.mark.parametrize(
     ("declared", "ok"),
-    [("1.0", True), ("1.1", True), ("1.2", False), ("0.9", False), ("2.0", False), ("one", False)],
+    [
+        ("1.0", True),
+        ("1.1", True),
+        ("1.2", True),
+        ("1.3", False),
+        ("0.9", False),
+        ("2.0", False),
+        ("one", False),
+    ],
 )
 def test_api_version_rule(declared, ok):
     assert api_compatible(declared) is ok
