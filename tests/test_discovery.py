@@ -87,7 +87,7 @@ def test_plugin_with_incompatible_api(install_fixture):
     report = by_name(discover())["old_api"]
     assert report.status == "incompatible"
     assert report.plugin_api == "0.3"
-    assert "plugin API 0.3" in report.error and "implements plugin API 1.1" in report.error
+    assert "plugin API 0.3" in report.error and "implements plugin API 1.2" in report.error
 
 
 def test_two_plugins_claiming_one_platform_name(install_fixture):
