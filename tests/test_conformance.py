@@ -215,8 +215,12 @@ def test_shape_spaces_draw_edges_and_replay_by_seed():
     names = lambda seed: [c.case_id for c in all_cases(False, seed) if c.origin == "generated"]  # noqa: E731
     first = names(21)
     assert first == names(21) and first != names(22)  # --seed replays the draws
-    per_op = {op: sum(i.startswith(op + "/gen_") for i in first) for op in OPS}
+    drawn = [i for i in first if not i.endswith("_hnd")]  # the KV ops' cases come once more head-major
+    per_op = {op: sum(i.startswith(op + "/gen_") for i in drawn) for op in OPS}
     assert all(n == space.DRAWS["quick"] for n in per_op.values()), per_op
+    assert sorted(i for i in first if i.endswith("_hnd")) == sorted(
+        f"{i}_hnd" for i in drawn if i.split("/")[0] in ("kv_cache_write", "paged_attention")
+    )
     route = [c for c in all_cases(False, 21) if c.op == "moe_route" and c.origin == "generated"]
     assert all(c.params and f"e{c.params['e']}_" in c.name for c in route)
     zoo = {c.name for c in all_cases(False, None) if c.origin == "zoo"}
