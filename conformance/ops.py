@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from tessera.conformance.cases import Case
+from tessera.conformance.cases.kv_layouts import case_layout
 from tessera.conformance.graph_replay import graph_replay_problems
 from tessera.conformance.postconditions import (
     finite_problem,
@@ -19,6 +20,7 @@ from tessera.conformance.postconditions import (
 )
 from tessera.conformance.report import CaseResult
 from tessera.pluggable_layers.kernel_types import prepare_weights
+from tessera.pluggable_layers.kv_layout import FACT, KV_OPS
 from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
@@ -55,7 +57,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
                 provider=kernel.provider, dtype=dtype_name, case=case.name, budget=spec.budget(dtype_name))  # fmt: skip
     if case.params:
         base["extra"] = {"origin": case.origin, **{k: str(v) for k, v in case.params.items()}}
-    query = KernelQuery(case.op, facts, dtype_name, case.facts)
+    query = KernelQuery(case.op, facts, dtype_name, case_facts(case))
     refusal = kernel.refusal(query)
     if refusal:
         return CaseResult(status="skip", message=f"kernel refuses: {refusal}", **base)
@@ -68,7 +70,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     bound = registry.bind(Selection(query=query, kernel=kernel, candidates=[]))
     start = time.perf_counter()
     try:
-        expected = reference(case.op)(**ref)
+        expected = reference(case.op)(**ref, **layout_kwargs(case))
         # the kernel's own weight layout (plugin API 1.2), made from the checkpoint-form tensors the case drew
         dev.update(prepare_weights(kernel, {w: dev[w] for w in spec.weights if w in dev}, case.facts))
         got = bound(**dev)
@@ -92,6 +94,18 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
 
         result.extra.update(time_kernel(bound, dev, platform, limits or {}))
     return result
+
+
+def case_facts(case: Case) -> dict:
+    """The case's facts; a KV-cache case names its layout (the default one when it does not)."""
+    if case.op in KV_OPS:
+        return {FACT: case_layout(case), **case.facts}
+    return case.facts
+
+
+def layout_kwargs(case: Case) -> dict:
+    """``kv_layout=`` for the reference of a KV-cache case."""
+    return {FACT: case_layout(case)} if case.op in KV_OPS else {}
 
 
 def postcondition_problems(inputs, got, expected, dev, ref, before, guards) -> list[str]:

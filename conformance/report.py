@@ -15,7 +15,7 @@ Status = Literal["pass", "fail", "xfail", "xpass", "error", "skip"]
 
 
 class CaseResult(BaseModel):
-    level: Literal["platform", "op", "layer", "model", "perf"]
+    level: Literal["platform", "op", "pair", "layer", "model", "perf"]
     case_id: str  # op/kernel/dtype/case
     op: str = ""
     kernel: str = ""

@@ -1,7 +1,8 @@
 """Runs the suite's levels on one platform and device and assembles the report.
 
 (a) platform contract; (b) every op case on every kernel registered for the
-platform, at every dtype the platform and op share; (c) layers against
+platform, at every dtype the platform and op share, and every kv_cache_write /
+paged_attention pair of one KV layout end to end; (c) layers against
 reference-kernel layers; (d) tiny models against the reference platform.
 Expected failures come from the plugins' ``tessera_conformance_expectations``.
 """
@@ -19,11 +20,13 @@ import torch
 
 from tessera.conformance import sanitize
 from tessera.conformance.cases import Case, all_cases
-from tessera.conformance.levels import collectives, contract, layers, models
+from tessera.conformance.cases.kv_layouts import case_layout
+from tessera.conformance.levels import collectives, contract, kv_pairs, layers, models
 from tessera.conformance.ops import run_op_case
 from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
 from tessera.discovery import get_discovery, select_platform
 from tessera.kernel_registry import get_registry, platform_facts
+from tessera.pluggable_layers.kv_layout import KV_OPS, layouts_of
 from tessera.pluggable_layers.ops import OPS
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -77,10 +80,18 @@ def op_work(options: RunOptions, registry, facts, caps, seed: int) -> list[tuple
                 continue
             if options.origins and case.origin not in options.origins:
                 continue
+            if case.op in KV_OPS and case_layout(case) not in layouts_of(kernel):
+                continue  # the kernel runs the cases of the KV layouts it declares
             for dtype in FLOAT_DTYPES:
                 if dtype in (options.dtypes or caps.dtypes):
                     work.append((case, kernel, dtype))
     return work
+
+
+def pair_scope(options: RunOptions) -> bool:
+    """Whether the run covers the KV write / attention pairs (the KV ops and fixed cases in scope)."""
+    ops_ok = not options.ops or bool(set(options.ops) & set(KV_OPS))
+    return ops_ok and not options.cases and (not options.origins or "fixed" in options.origins)
 
 
 def case_seed(seed: int, case: Case) -> int:
@@ -165,6 +176,10 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         result = run_op_case(registry, facts, kernel, case, dtype, device, case_seed(seed, case), perf=options.perf,
                              platform=platform, limits=limits)  # fmt: skip
         results.append(apply_expectations(result, expected))
+    if "op" in options.levels and pair_scope(options):
+        dtypes = [d for d in FLOAT_DTYPES if d in (options.dtypes or caps.dtypes)]
+        pairs = kv_pairs.check(registry, facts, dtypes, device, seed, options.kernels, platform)
+        results += [apply_expectations(r, expected) for r in pairs]
     if distributed:
         if progress:
             progress(f"collectives on {collectives.WORLD_SIZE} ranks", len(work), len(work) + 1)

@@ -53,6 +53,13 @@ ENTRY_POINT_GROUP = "tessera.plugins"
 #: ``prepare`` receives the weights as the checkpoint holds them, as before; 1.0 and 1.1 plugins load,
 #: register and are selected unchanged.
 #:
+#: 1.2 added KV-cache layouts: ``register(..., kv_layout="hnd")`` (or a tuple) on a
+#: ``paged_attention`` or ``kv_cache_write`` kernel names the cache block layout it
+#: reads or writes (:data:`tessera.pluggable_layers.kv_layout.KV_LAYOUTS`); the
+#: writer selected with an attention kernel must write the layout it reads, and the
+#: engine allocates the cache in it. Omitted, a kernel reads / writes ``"nhd"``, the
+#: only layout of 1.0 and 1.1, so their plugins load and run unchanged.
+#:
 #: The rule: a minor version only adds (a hook, an optional registration argument, an op, an optional
 #: op input); a plugin declares the lowest version whose additions it uses, and keeps working under every
 #: later minor version of the same major.
@@ -95,9 +102,11 @@ def tessera_register_kernels(registry: KernelRegistry) -> None:
     :param registry: the :class:`tessera.pluggable_layers.registry.KernelRegistry`
         to add to, through ``registry.register(op, impl, name=..., platforms=...,
         priority=..., supports=..., dtypes=..., graph_safe=..., provider=...,
-        features=..., prepare=..., prepared_layout=...)`` (``features``: since 1.1,
-        the op's optional features the kernel implements; ``prepare`` and
-        ``prepared_layout``: since 1.2, the kernel's own weight layout and how to make it)
+        features=..., prepare=..., prepared_layout=..., kv_layout=...)`` (``features``:
+        since 1.1, the op's optional features the kernel implements; ``prepare`` and
+        ``prepared_layout``: since 1.2, the kernel's own weight layout and how to make it;
+        ``kv_layout``: since 1.2, the KV-cache layout(s) a paged_attention /
+        kv_cache_write kernel reads or writes)
         and ``registry.add_tuned_config_dir(platform, path)``.
     :return: nothing; the registry is changed in place.
     """

@@ -1,7 +1,9 @@
 """Paged attention layer: writes this step's keys and values to the cache, then attends.
 
-The engine binds ``kv_cache`` (key and value caches of
-``[num_blocks, block_size, num_kv_heads, head_dim]``) once it has allocated them.
+The paged_attention kernel is chosen first and fixes the KV-cache layout (``kv_layout``, see
+:mod:`tessera.pluggable_layers.kv_layout`); the kv_cache_write kernel is chosen to write that
+layout. The engine allocates the caches in it (:meth:`Attention.cache_shape`) and binds
+``kv_cache`` (key and value caches) once it has.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from torch import nn
 from tessera.pluggable_layers.batch import AttentionMetadata
 from tessera.pluggable_layers.context import KernelContext
 from tessera.pluggable_layers.errors import ConfigError
+from tessera.pluggable_layers.kv_layout import cache_shape
 
 
 class Attention(nn.Module):
@@ -39,8 +42,14 @@ class Attention(nn.Module):
             "num_kv_heads": num_kv_heads,
             "sliding_window": sliding_window,
         }
-        self._write = ctx.kernel("kv_cache_write", prefix, head_size=head_dim)
         self._attend = ctx.kernel("paged_attention", prefix, **facts)
+        self.kv_layout: str = self._attend.kv_layout
+        self._write = ctx.kernel("kv_cache_write", prefix, head_size=head_dim, kv_layout=self.kv_layout,
+                                 kv_layout_from=self._attend.name)  # fmt: skip
+
+    def cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
+        """The shape of this layer's key (and value) cache in the layout its kernels use."""
+        return cache_shape(self.kv_layout, num_blocks, block_size, self.num_kv_heads, self.head_dim)
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata

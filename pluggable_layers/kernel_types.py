@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tessera.pluggable_layers import kv_layout as kvl
 from tessera.pluggable_layers.device import Capabilities
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
@@ -68,6 +69,9 @@ class KernelImpl:
     tune_shapes: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
     features: tuple[str, ...] = ()  # the op's optional features this kernel implements (plugin API 1.1)
+    kv_layouts: tuple[
+        str, ...
+    ] = ()  # KV ops: the cache layouts it reads / writes, () = "nhd" (plugin API 1.2)
     #: (plugin API 1.2) turns the op's weight arguments, as the checkpoint holds them, into this kernel's own form:
     #: ``prepare(weights: dict[name, tensor], **facts) -> dict[name, tensor | None]`` with the same names; the
     #: layer runs it once after loading (and after a reload) and keeps only what it returns
@@ -90,6 +94,8 @@ class KernelImpl:
         if missing:
             return (f"does not declare the {self.op} feature(s) {', '.join(missing)} this call uses (plugin API 1.1:"
                     f" register with features=(...)); declared: {', '.join(self.features) or 'none'}")  # fmt: skip
+        if (layout := kvl.layout_refusal(self, query)) is not None:
+            return layout
         if self.supports is not None:
             try:
                 return self.supports(query)
@@ -128,6 +134,16 @@ class BoundKernel:
         self.kernel = kernel
         self.lookup = lookup
         self.selection = selection
+        self.extra = kvl.call_kwargs(kernel, selection.query if selection else None)
+
+    @property
+    def kv_layout(self) -> str | None:
+        """The KV-cache layout this kernel runs in (KV ops only)."""
+        if self.kernel.op not in kvl.KV_OPS:
+            return None
+        if self.selection is None:
+            return kvl.layouts_of(self.kernel)[0]
+        return kvl.selected_layout(self.kernel, self.selection.query)
 
     @property
     def name(self) -> str:
@@ -138,6 +154,7 @@ class BoundKernel:
         return prepare_weights(self.kernel, weights, self.selection.query.facts if self.selection else {})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs = {**self.extra, **kwargs} if self.extra else kwargs
         if self.lookup is None:
             return self.kernel.fn(*args, **kwargs)
         config = self.lookup.get(self.kernel.shape_key.of_call(*args, **kwargs))

@@ -164,7 +164,7 @@ OPS: dict[str, OpSpec] = {
         _spec(
             "kv_cache_write",
             "kv_cache_write(key[T,Hk,D], value[T,Hk,D], key_cache[NB,BS,Hk,D], value_cache[NB,BS,Hk,D],"
-            " slot_mapping[T] i64) -> None",
+            " slot_mapping[T] i64) -> None (caches [NB,Hk,BS,D] for kernels of kv_layout 'hnd', plugin API 1.2)",
             "key_cache.view(-1,Hk,D)[slot] = key[t] for each token whose slot >= 0; same for value",
             "exact",
         ),

@@ -34,6 +34,7 @@ from tessera.pluggable_layers.kernel_types import (
     SupportsFn,
     Verdict,
 )
+from tessera.pluggable_layers.kv_layout import KV_LAYOUTS, KV_OPS, normalize_layouts
 from tessera.pluggable_layers.ops import OPS, op_spec
 from tessera.pluggable_layers.overrides import OVERRIDE_ENV, check_overrides, parse_overrides
 from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
@@ -106,8 +107,10 @@ class KernelRegistry:
         features: tuple[str, ...] | list[str] = (),
         prepare: PrepareFn | None = None,
         prepared_layout: str = "",
+        kv_layout: str | tuple[str, ...] | list[str] | None = None,
     ) -> KernelImpl:
         spec = op_spec(op)
+        layouts = normalize_layouts(spec.name, name, kv_layout)
         if prepare is not None and not spec.weights:
             raise KernelError(
                 f"kernel {name!r} for {op} declares a prepare step, but {op} has no weight arguments"
@@ -138,7 +141,7 @@ class KernelRegistry:
             priority=priority, dtypes=tuple(dtypes) if dtypes is not None else None, supports=supports,
             graph_safe=graph_safe, config_space=config_space, shape_key=shape_key, tune_inputs=tune_inputs,
             tune_shapes=tuple(tune_shapes), description=description, features=tuple(features), prepare=prepare,
-            prepared_layout=prepared_layout,
+            prepared_layout=prepared_layout, kv_layouts=layouts,
         )  # fmt: skip
         self._kernels[op][name] = kernel
         if self._owner is not None:
@@ -295,5 +298,5 @@ def register_references(registry: KernelRegistry, provider: str) -> None:
         registry.register(
             op, reference(op), name="reference", platforms=None, priority=PRIORITY_REFERENCE, provider=provider,
             graph_safe=False, description="plain-torch reference (the conformance oracle)",
-            features=OPS[op].feature_names(),
+            features=OPS[op].feature_names(), kv_layout=tuple(KV_LAYOUTS) if op in KV_OPS else None,
         )  # fmt: skip

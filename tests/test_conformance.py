@@ -47,7 +47,7 @@ def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
     )
     report = json.loads(open(cert["report_path"]).read())
     levels = {r["level"] for r in report["results"]}
-    assert levels == {"platform", "op", "layer", "model"}
+    assert levels == {"platform", "op", "pair", "layer", "model"}
     assert report["seed"] == 7 and (home / "certificates" / "cpu").is_dir()
     ops = {r["op"] for r in report["results"] if r["level"] == "op"}
     from tessera.pluggable_layers.ops import OPS
@@ -106,11 +106,18 @@ def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monk
     ops = [r for r in report.results if r.level == "op"]
     assert {r.kernel for r in ops} == {"triton_rms_norm", "triton_add_rms_norm", "triton_silu_and_mul",
                                       "triton_rotary_embedding", "triton_kv_cache_write", "triton_paged_attention",
+                                      "triton_kv_cache_write_hnd", "triton_paged_attention_hnd",
                                       "triton_sample", "triton_moe_route", "triton_moe_experts", "triton_causal_conv1d",
                                       "triton_causal_conv1d_update", "triton_ssd_chunk_scan",
                                       "triton_selective_state_update", "triton_gated_rms_norm", "triton_linear_wna16"}  # fmt: skip
     assert {r.dtype for r in ops} == {"float32", "float16"}
     assert all(r.status == "pass" for r in ops), [(r.case_id, r.message) for r in ops if r.status != "pass"]
+    pairs = [r for r in report.results if r.level == "pair"]
+    assert {"kv_pair/triton_kv_cache_write+triton_paged_attention/float16/nhd",
+            "kv_pair/triton_kv_cache_write_hnd+triton_paged_attention_hnd/float16/hnd"} <= {r.case_id for r in pairs}  # fmt: skip
+    assert all(r.status == "pass" for r in pairs), [
+        (r.case_id, r.message) for r in pairs if r.status != "pass"
+    ]
     assert report.scope == "kernels=triton_*; dtypes=float32,float16; origins=fixed,generated,adversarial"
     drawn = report.drawn["moe_route"]
     assert drawn["adversarial"] >= 20 and drawn["generated"] >= 1 and "zoo" not in drawn
@@ -209,8 +216,12 @@ def test_shape_spaces_draw_edges_and_replay_by_seed():
     names = lambda seed: [c.case_id for c in all_cases(False, seed) if c.origin == "generated"]  # noqa: E731
     first = names(21)
     assert first == names(21) and first != names(22)  # --seed replays the draws
-    per_op = {op: sum(i.startswith(op + "/gen_") for i in first) for op in OPS}
+    drawn = [i for i in first if not i.endswith("_hnd")]  # the KV ops' cases come once more head-major
+    per_op = {op: sum(i.startswith(op + "/gen_") for i in drawn) for op in OPS}
     assert all(n == space.DRAWS["quick"] for n in per_op.values()), per_op
+    assert sorted(i for i in first if i.endswith("_hnd")) == sorted(
+        f"{i}_hnd" for i in drawn if i.split("/")[0] in ("kv_cache_write", "paged_attention")
+    )
     route = [c for c in all_cases(False, 21) if c.op == "moe_route" and c.origin == "generated"]
     assert all(c.params and f"e{c.params['e']}_" in c.name for c in route)
     zoo = {c.name for c in all_cases(False, None) if c.origin == "zoo"}

@@ -1,7 +1,8 @@
 """Conformance cases, one module per op family; every op of the contract has cases.
 
 A run's cases: each family's fixed cases, cases drawn from each op's shape space (seeded by the
-run's seed), adversarial inputs (NaN and inf where ids come out), and the model-shape zoo.
+run's seed), adversarial inputs (NaN and inf where ids come out), and the model-shape zoo; the
+KV-cache ops' cases once more in every other KV layout (:mod:`.kv_layouts`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from tessera.conformance.cases import (
     attention,
     collectives,
     elementwise,
+    kv_layouts,
     linear,
     mamba,
     moe,
@@ -34,6 +36,7 @@ def all_cases(full: bool = False, seed: int | None = None) -> list[Case]:
     cases += zoo.cases(full)
     if seed is not None:
         cases += space.generate([s for m in SPACES for s in m.space()], seed, full)
+    cases += kv_layouts.variants(cases)
     return [c for c in cases if full or not c.full_only]
 
 

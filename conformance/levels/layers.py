@@ -10,6 +10,7 @@ from tessera.conformance.report import CaseResult
 from tessera.pluggable_layers.attention import Attention
 from tessera.pluggable_layers.batch import AttentionMetadata, MambaMetadata
 from tessera.pluggable_layers.context import KernelContext
+from tessera.pluggable_layers.kv_layout import from_token_major
 from tessera.pluggable_layers.linear import Linear
 from tessera.pluggable_layers.mamba import Mamba2Mixer, Mamba2Shape
 from tessera.pluggable_layers.measure import error_figures
@@ -61,7 +62,9 @@ def run(kind: str, module, device, g: torch.Generator, dtype: torch.dtype):
         step = MambaMetadata(torch.arange(5, dtype=torch.int32, device=device), torch.tensor([0, 1, 2, 3], dtype=torch.int32, device=device),
                              torch.ones(4, dtype=torch.bool, device=device), 4)  # fmt: skip
         return torch.cat([first, module(torch.randn(4, 128, generator=g).to(device, dtype), step)])
-    module.kv_cache = tuple(torch.randn(8, 16, 2, 64, generator=g).to(device, dtype) for _ in range(2))
+    # drawn token-major, then stored in the layer's own layout, so layers of either layout see one cache
+    module.kv_cache = tuple(from_token_major(torch.randn(8, 16, 2, 64, generator=g), module.kv_layout).to(device, dtype)
+                            for _ in range(2))  # fmt: skip
     tables = torch.tensor([[3, 1, 0], [5, 2, 7]], dtype=torch.int32, device=device)
     meta = AttentionMetadata(torch.tensor([3 * 16 + 4, 1 * 16 + 0, 5 * 16 + 2, 5 * 16 + 3, 5 * 16 + 4], device=device),
                              torch.tensor([0, 2, 5], dtype=torch.int32, device=device),

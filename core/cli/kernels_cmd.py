@@ -9,6 +9,7 @@ from tessera.cli.common import console, print_json, user_errors
 from tessera.discovery import get_discovery
 from tessera.discovery_guard import probe
 from tessera.kernel_registry import get_registry, platform_facts
+from tessera.pluggable_layers.kv_layout import KV_OPS, layouts_of, selected_layout
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.registry import KernelImpl, Selection
 from tessera.pluggable_layers.tuning import parse_key
@@ -26,6 +27,7 @@ def kernel_json(k: KernelImpl) -> dict:
         "graph_safe": k.graph_safe,
         "tunable": k.config_space is not None,
         "description": k.description,
+        **({"kv_layouts": list(layouts_of(k))} if k.op in KV_OPS else {}),
     }
 
 
@@ -105,10 +107,12 @@ def selection_json(selection: Selection, config_info: dict | None) -> dict:
                 "priority": c.kernel.priority,
                 "verdict": c.verdict,
                 "reason": c.reason,
+                **({"kv_layouts": list(layouts_of(c.kernel))} if q.op in KV_OPS else {}),
             }
             for c in selection.candidates
         ],
         "config": config_info,
+        **({"kv_layout": selected_layout(selection.kernel, q)} if q.op in KV_OPS else {}),
     }
 
 
@@ -140,7 +144,7 @@ def explain(
         facts = platform_facts(target)
         dtype, dtype_source = (dtype, "given") if dtype else _engine_dtype(model, facts)
         registry = get_registry()
-        selection = registry.select(op, facts, dtype)
+        selection = registry.select(op, facts, dtype, **_pairing_facts(registry, op, facts, dtype))
         config_info = _config_info(registry, selection, shape)
         available = probe(target).availability
     if as_json:
@@ -148,6 +152,14 @@ def explain(
         print_json(selection_json(selection, config_info) | extra)
         return
     _print_selection(selection, dtype_source, available, config_info)
+
+
+def _pairing_facts(registry, op: str, facts, dtype: str | None) -> dict:
+    """kv_cache_write is explained as the engine selects it: to write the layout the chosen paged_attention reads."""
+    if op != "kv_cache_write":
+        return {}
+    attend = registry.select("paged_attention", facts, dtype)
+    return {"kv_layout": selected_layout(attend.kernel, attend.query), "kv_layout_from": attend.kernel.name}
 
 
 def _print_selection(selection: Selection, dtype_source: str, available, config_info: dict | None) -> None:
@@ -162,6 +174,11 @@ def _print_selection(selection: Selection, dtype_source: str, available, config_
         console.print(f"weights: {selection.kernel.weights_line()}", highlight=False)
     if dtype_source != "given":
         console.print(f"[dim]dtype {dtype}: {dtype_source}; --dtype to choose another[/]", highlight=False)
+    if q.op in KV_OPS:
+        by = q.get("kv_layout_from")
+        layout = selected_layout(selection.kernel, q)
+        console.print(f"KV-cache layout: {layout}" + (f" (read by the paged_attention kernel {by})" if by else ""),
+                      highlight=False)  # fmt: skip
     if not available.available:
         console.print(
             f"[yellow]note:[/] {facts.name} is not available here ({available.reason}); capabilities assumed default"

@@ -76,7 +76,7 @@ def dummy_forward(runner: RunnerParts, tokens: int, logit_rows: int) -> None:
         (m, m.state) for m in runner.model.mamba_layers()
     ]
     for a in runner.model.attention_layers():
-        shape = (blocks, bs, a.num_kv_heads, a.head_dim)
+        shape = a.cache_shape(blocks, bs)
         a.kv_cache = (
             torch.zeros(shape, dtype=runner.dtype, device=device),
             torch.zeros(shape, dtype=runner.dtype, device=device),
@@ -143,7 +143,7 @@ def plan_caches(runner: RunnerParts, config: EngineConfig) -> CachePlan:
             "KV block; lower max_num_seqs, or raise gpu_memory_utilization / kv_cache_bytes"
         )
     for a in runner.model.attention_layers():
-        shape = (num_blocks, bs, a.num_kv_heads, a.head_dim)
+        shape = a.cache_shape(num_blocks, bs)
         a.kv_cache = (torch.zeros(shape, dtype=runner.dtype, device=runner.device),
                       torch.zeros(shape, dtype=runner.dtype, device=runner.device))  # fmt: skip
     for m in mambas:

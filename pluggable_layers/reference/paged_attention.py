@@ -8,7 +8,8 @@ The query tokens are the last ``q_len`` of the context, so query row ``r`` sits 
 position ``p = seq_len - q_len + r`` and attends to context positions ``j <= p``
 (causal inside the query window), and with a sliding window ``W`` only to those
 with ``p - j < W``. Query head ``h`` reads KV head ``h // (Hq // Hk)`` (GQA).
-``out[T, Hq, D] = softmax(scale * q k^T + mask) v``.
+``out[T, Hq, D] = softmax(scale * q k^T + mask) v``. The caches are in ``kv_layout``
+(``"nhd"``: ``[num_blocks, block_size, Hk, D]``; ``"hnd"``: ``[num_blocks, Hk, block_size, D]``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ from tessera.pluggable_layers.checks import (
     fail,
     write,
 )
+from tessera.pluggable_layers.kv_layout import DEFAULT_KV_LAYOUT, check_layout, to_token_major
 
 
 def check_paged_attention_args(
-    op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables
+    op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, kv_layout=DEFAULT_KV_LAYOUT
 ) -> None:
+    check_layout(op, kv_layout)
     check_rank(op, "q", q, 3)
     check_dtype(op, "q", q, FLOATS)
     check_rank(op, "key_cache", key_cache, 4)
     check_shape(op, "value_cache", value_cache, tuple(key_cache.shape))
+    key_cache = to_token_major(key_cache, kv_layout)
     num_blocks, block_size, kv_heads, head_dim = key_cache.shape
     if q.shape[2] != head_dim:
         fail(op, f"q head size {q.shape[2]} differs from the cache's {head_dim}")
@@ -103,10 +107,14 @@ def paged_attention(
     scale: float,
     sliding_window: int | None = None,
     out: torch.Tensor | None = None,
+    kv_layout: str = DEFAULT_KV_LAYOUT,
 ) -> torch.Tensor:
     op = "paged_attention"
-    check_paged_attention_args(op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables)
+    check_paged_attention_args(
+        op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, kv_layout
+    )
     check_out(op, out, tuple(q.shape), q.dtype)
+    key_cache, value_cache = to_token_major(key_cache, kv_layout), to_token_major(value_cache, kv_layout)
     acc = acc_dtype(q)
     group = q.shape[1] // key_cache.shape[2]
     block_size = key_cache.shape[1]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from tessera.pluggable_layers.registry import PRIORITY_PORTABLE
+
+#: the KV-cache ops also come head-major (plugin API 1.2), one rank below the token-major pair, so
+#: `TESSERA_KERNELS=paged_attention=cpu_torch_paged_attention_hnd` runs the engine in that layout
+HEAD_MAJOR = ("paged_attention", "kv_cache_write")
 
 
 def register_all(registry) -> None:
@@ -22,11 +27,17 @@ def register_all(registry) -> None:
         "kv_cache_write": positional.kv_cache_write,
     }
     for op, fn in table.items():
+        description = (sys.modules[fn.__module__].__doc__ or "torch-native").strip().splitlines()[0]
         registry.register(
             op, fn, name=f"cpu_torch_{op}", platforms=("cpu",), priority=PRIORITY_PORTABLE, graph_safe=False,
-            description=(sys.modules[fn.__module__].__doc__ or "torch-native").strip().splitlines()[0],
-            features=sample.FEATURES if op == "sample" else (),
+            description=description, features=sample.FEATURES if op == "sample" else (),
         )  # fmt: skip
+        if op in HEAD_MAJOR:
+            registry.register(
+                op, functools.partial(fn, kv_layout="hnd"), name=f"cpu_torch_{op}_hnd", platforms=("cpu",),
+                priority=PRIORITY_PORTABLE - 1, graph_safe=False, description=f"{description} (head-major KV blocks)",
+                kv_layout="hnd",
+            )  # fmt: skip
     from tessera_cpu.kernels import linear_wna16
 
     registry.register(

@@ -35,6 +35,12 @@ KERNELS = {
 }
 # ops whose module holds more than one kernel name their space and key explicitly
 SPACES = {"causal_conv1d_update": ("UPDATE_CONFIG_SPACE", "UPDATE_SHAPE_KEY")}
+#: the head-major KV pair (plugin API 1.2): triton_<op>_hnd, one rank below the token-major pair until a
+#: platform's measurements say otherwise; op -> (module, launcher, tune-inputs function, shape key)
+HEAD_MAJOR = {
+    "kv_cache_write": ("kv_cache_write", "kv_cache_write_hnd", "tune_inputs_hnd", "HND_SHAPE_KEY"),
+    "paged_attention": ("paged_attention", "paged_attention_hnd", "tune_inputs_hnd", "HND_SHAPE_KEY"),
+}
 
 
 # sample reads top_k / top_p on the host to decide whether to sort: not capturable
@@ -73,4 +79,12 @@ def register_all(registry) -> None:
             tune_inputs=getattr(module, inputs_name), description=(module.__doc__ or "").strip().splitlines()[0],
             features=getattr(module, "FEATURES", ()), prepare=getattr(module, "prepare", None),
             prepared_layout=getattr(module, "PREPARED_LAYOUT", ""),
+        )  # fmt: skip
+    for op, (module_name, fn_name, inputs_name, key) in HEAD_MAJOR.items():
+        module = importlib.import_module(f"tessera_triton.kernels.{module_name}")
+        fn = getattr(module, fn_name)
+        registry.register(
+            op, fn, name=f"{kernel_name(op)}_hnd", priority=PRIORITY_PORTABLE - 1, supports=requires_triton,
+            config_space=module.CONFIG_SPACE, shape_key=getattr(module, key), tune_inputs=getattr(module, inputs_name),
+            description=(fn.__doc__ or "").strip().splitlines()[0], kv_layout="hnd",
         )  # fmt: skip

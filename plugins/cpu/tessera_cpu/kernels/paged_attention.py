@@ -10,15 +10,21 @@ from __future__ import annotations
 import torch
 
 from tessera.pluggable_layers.checks import check_out
+from tessera.pluggable_layers.kv_layout import DEFAULT_KV_LAYOUT, to_token_major
 from tessera.pluggable_layers.reference.paged_attention import check_paged_attention_args
 
 
 def paged_attention(
-    q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None, out=None
-):
+    q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None, out=None,
+    kv_layout=DEFAULT_KV_LAYOUT,
+):  # fmt: skip
+    """Either KV layout: the caches are viewed token-major (no copy) and gathered per sequence."""
     op = "paged_attention"
-    check_paged_attention_args(op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables)
+    check_paged_attention_args(
+        op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, kv_layout
+    )
     check_out(op, out, tuple(q.shape), q.dtype)
+    key_cache, value_cache = to_token_major(key_cache, kv_layout), to_token_major(value_cache, kv_layout)
     out = torch.empty_like(q) if out is None else out
     block_size, kv_heads, head_dim = key_cache.shape[1:]
     gqa = q.shape[1] != kv_heads
