@@ -22,7 +22,7 @@ PRIORITY = 40
 
 @hookimpl
 def tessera_register_kernels(registry):
-    from tessera_example_pack import rms_norm
+    from tessera_example_pack import linear_kmajor, rms_norm
 
     registry.register(
         "rms_norm",
@@ -35,6 +35,18 @@ def tessera_register_kernels(registry):
         shape_key=rms_norm.SHAPE_KEY,
         tune_inputs=rms_norm.tune_inputs,
         description=rms_norm.__doc__.strip().splitlines()[0],
+    )
+    # a kernel that owns its weight layout: `prepare` runs once after loading (plugin API 1.2)
+    registry.register(
+        "linear",
+        linear_kmajor.linear,
+        name="example_linear_kmajor",
+        priority=PRIORITY,
+        dtypes=("float32", "float16", "bfloat16"),
+        graph_safe=True,
+        prepare=linear_kmajor.prepare,
+        prepared_layout=linear_kmajor.PREPARED_LAYOUT,
+        description=linear_kmajor.__doc__.strip().splitlines()[0],
     )
     # tuned configs: configs/<kernel>/<canonical device or arch>.json, per platform
     for platform in ("cpu", "cuda"):

@@ -24,8 +24,35 @@ def test_the_pack_is_discovered_and_registers_its_kernel():
     discovery = discover()
     report = next(p.report for p in discovery.plugins if p.report.plugin == "example_pack")
     assert report.status == "ok" and report.kernel_pack, report.error
-    kernel = build_registry(discovery).get("rms_norm", "example_rms_norm")
+    registry = build_registry(discovery)
+    kernel = registry.get("rms_norm", "example_rms_norm")
     assert kernel.provider == "tessera-example-kernel-pack 0.1.0" and kernel.config_space is not None
+    linear = registry.get("linear", "example_linear_kmajor")
+    assert linear.prepare is not None and "[K, N]" in linear.weights_line()
+
+
+def test_a_layer_keeps_only_the_prepared_weight():
+    import torch
+
+    from tessera.discovery import get_discovery, select_platform
+    from tessera.kernel_registry import get_registry, platform_facts
+    from tessera.pluggable_layers.context import KernelContext
+    from tessera.pluggable_layers.linear import Linear
+
+    platform = select_platform("cpu", get_discovery())
+    overrides = {"linear": "example_linear_kmajor"}
+    ctx = KernelContext(
+        get_registry(), platform_facts(platform), torch.float32, torch.device("cpu"), overrides
+    )
+    layer = Linear(48, 40, True, ctx, "proj")
+    weight, bias = torch.randn(40, 48), torch.randn(40)
+    layer.load_shard("weight", weight)
+    layer.load_shard("bias", bias)
+    layer.finish_loading()
+    x = torch.randn(5, 48)
+    assert torch.allclose(layer(x), x @ weight.T + bias, atol=1e-5)
+    kept = dict(layer.named_parameters()) | dict(layer.named_buffers())
+    assert all(tuple(t.shape) != (40, 48) for t in kept.values())  # no second, checkpoint-form copy
 
 
 def test_conformance_suite_passes_on_the_pack(tmp_path):
