@@ -162,6 +162,17 @@ OPS: dict[str, OpSpec] = {
             "matmul",
         ),
         _spec(
+            "moe_experts_wna16",
+            "moe_experts_wna16(x[T,H], w13_qweight[E,..], w13_scales[E,G,2I], w13_qzeros[E,..], w2_qweight[E,..],"
+            " w2_scales[E,G2,H], w2_qzeros[E,..], topk_weights[T,k], topk_ids[T,k], weight_format, out=None)"
+            " -> out[T,H]",
+            "moe_experts on 4-bit experts: each expert's w13 [2I, H] and w2 [H, I] stored as linear_wna16 stores"
+            " a weight (GPTQ or AWQ layout, per expert along dim 0), dequantized then as moe_experts",
+            "matmul",
+            weights=("w13_qweight", "w13_scales", "w13_qzeros", "w2_qweight", "w2_scales", "w2_qzeros"),
+            since="1.2",
+        ),
+        _spec(
             "kv_cache_write",
             "kv_cache_write(key[T,Hk,D], value[T,Hk,D], key_cache[NB,BS,Hk,D], value_cache[NB,BS,Hk,D],"
             " slot_mapping[T] i64) -> None (caches [NB,Hk,BS,D] for kernels of kv_layout 'hnd', plugin API 1.2)",

@@ -155,7 +155,8 @@ class Fp8CheckpointLinear(_ShardedLoad):
             )
         self.allocate_checkpoint_weights()
         self.bias = empty_weight((sum(self.output_sizes),), ctx.dtype, ctx.device) if bias else None
-        self._kernel = ctx.kernel("linear_fp8", prefix, fp8_dtype=self.fp8_dtype)
+        self._kernel = ctx.kernel("linear_fp8", prefix, fp8_dtype=self.fp8_dtype, in_features=input_size,
+                                  out_features=sum(self.output_sizes))  # fmt: skip
 
     def allocate_checkpoint_weights(self) -> None:
         n = sum(self.output_sizes)

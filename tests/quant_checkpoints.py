@@ -82,11 +82,18 @@ def pack_awq(q, zeros, scales) -> dict[str, torch.Tensor]:
             "qzeros": _words(pack(zeros.T.numpy().astype(np.uint32))), "scales": scales.T.contiguous()}  # fmt: skip
 
 
+#: experts whose down projection's input (moe_intermediate_size) group size 128 divides
+MOE_SIZES = dict(moe_intermediate_size=128)
+#: transformers 5 stores a Qwen3-MoE layer's experts fused: gate_up_proj [E, 2I, H], down_proj [E, H, I]
+FUSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+
+
 def _hf_model(arch: str, seed: int):
     import transformers as tf
 
     torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(tiny_config(arch, **QUANT_SIZES), torch_dtype=torch.float32)
+    sizes = {**QUANT_SIZES, **(MOE_SIZES if arch == "qwen3_moe" else {})}
+    model = tf.AutoModelForCausalLM.from_config(tiny_config(arch, **sizes), torch_dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1.0 + 0.1 * torch.randn_like(p)) if "norm" in name else p.normal_(0.0, 0.08)
@@ -112,19 +119,26 @@ def write_int4_checkpoint(arch: str, root: Path, method: str, group_size: int = 
     """(quantized folder, dequantized folder) for a GPTQ ("gptq") or AWQ ("awq") int4 checkpoint."""
     model = _hf_model(arch, seed)
     tensors = {}
+
+    def pack(q, zeros, scales):
+        if method == "awq":
+            return pack_awq(q, zeros, scales)
+        return pack_gptq(q, zeros, scales, group_size, v1=checkpoint_format == "gptq")
+
     with torch.no_grad():
         for name, p in model.state_dict().items():
             stem = name.removesuffix(".weight")
+            if name.endswith(FUSED_EXPERTS):  # per expert, as AutoGPTQ / AutoAWQ store them
+                _pack_fused_experts(
+                    model.get_parameter(name), name, tensors, group_size, sym and method != "awq", pack
+                )
+                continue
             if not stem.endswith(PROJECTIONS) or not name.endswith(".weight"):
                 tensors[name] = p.clone()
                 continue
             q, zeros, scales = quantize_rtn(p, group_size, sym and method != "awq")
             model.get_parameter(name).copy_(dequantized(q, zeros, scales, group_size))
-            packed = (
-                pack_awq(q, zeros, scales)
-                if method == "awq"
-                else pack_gptq(q, zeros, scales, group_size, v1=checkpoint_format == "gptq")
-            )
+            packed = pack(q, zeros, scales)
             tensors.update({f"{stem}.{k}": v for k, v in packed.items()})
     if method == "awq":
         cfg = {
@@ -138,6 +152,22 @@ def write_int4_checkpoint(arch: str, root: Path, method: str, group_size: int = 
         cfg = {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False, "sym": sym,
                "checkpoint_format": checkpoint_format}  # fmt: skip
     return _write(model, tensors, root / f"{method}_q", root / f"{method}_dense", cfg)
+
+
+def _pack_fused_experts(param, name: str, tensors: dict, group_size: int, sym: bool, pack) -> None:
+    """Quantize a fused experts tensor expert by expert into ``experts.{e}.{gate,up,down}_proj.*`` tensors,
+    writing the dequantized values back into ``param`` (the oracle's weights)."""
+    prefix = name.rsplit(".", 1)[0]  # model.layers.L.mlp.experts
+    for e in range(param.shape[0]):
+        if name.endswith("gate_up_proj"):
+            inter = param.shape[1] // 2
+            shards = {"gate": param.data[e, :inter], "up": param.data[e, inter:]}
+        else:
+            shards = {"down": param.data[e]}
+        for shard, w in shards.items():
+            q, zeros, scales = quantize_rtn(w, group_size, sym)
+            w.copy_(dequantized(q, zeros, scales, group_size))
+            tensors.update({f"{prefix}.{e}.{shard}_proj.{k}": v for k, v in pack(q, zeros, scales).items()})
 
 
 def write_fp8_checkpoint(arch: str, root: Path, per_channel: bool, seed: int = 0) -> tuple[Path, Path]:

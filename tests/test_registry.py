@@ -150,7 +150,7 @@ def test_cli_list_json_has_all_ops(fresh_discovery):
     result = runner.invoke(app, ["kernels", "list", "--json"])
     assert result.exit_code == 0, result.output
     ops = json.loads(result.stdout)["ops"]
-    assert set(ops) == set(OPS) and len(ops) == 20
+    assert set(ops) == set(OPS) and len(ops) == 21
     for op, entry in ops.items():
         assert any(k["name"] == "reference" for k in entry["kernels"]), op
 

@@ -17,13 +17,14 @@ from tessera.conformance.cases import (
     moe,
     norms,
     quant,
+    quant_moe,
     sample,
     sample_space,
 )
 from tessera.conformance.cases.common import Case, Inputs
 
-MODULES = (norms, elementwise, linear, quant, moe, attention, mamba, sample, collectives)
-SPACES = (norms, elementwise, linear, quant, moe, attention, mamba, sample_space, collectives)
+MODULES = (norms, elementwise, linear, quant, quant_moe, moe, attention, mamba, sample, collectives)
+SPACES = (norms, elementwise, linear, quant, quant_moe, moe, attention, mamba, sample_space, collectives)
 ADVERSARIAL = (moe, sample_space)
 
 

@@ -112,7 +112,8 @@ def _weights_strategy(spec: ModelSpec, group: Any) -> str:
 
 def check_architecture(spec: ModelSpec, model_cls: type, scheme: CheckpointQuant | None) -> None:
     """Refuse a quantized checkpoint for an architecture whose layers do not all read one."""
-    if scheme is not None and not getattr(model_cls, "quantized_checkpoints", False):
+    reads = getattr(model_cls, "quantized_checkpoints", False)  # True (every method) or the methods read
+    if scheme is not None and (not reads or (isinstance(reads, tuple) and scheme.method not in reads)):
         raise ModelLoadError(f"{spec.path}: {spec.architecture} checkpoints quantized as {scheme.source} are not read "
-                             "yet (their MoE experts or Mamba projections have no quantized kernels); only dense "
-                             "Llama, Mistral, Qwen2 and Qwen3 checkpoints are")  # fmt: skip
+                             "yet (their MoE experts or Mamba projections have no kernels for it); dense Llama, Mistral, "
+                             "Qwen2 and Qwen3 checkpoints are, and GPTQ / AWQ int4 Qwen3-MoE ones")  # fmt: skip

@@ -12,7 +12,9 @@ from tessera.models.common import DecoderAttention, GatedMLP, linear_loader, sli
 from tessera.models.llama import DenseDecoderLayer, L, attention_rules, mlp_rules, norm_rules
 from tessera.models.spec import ModelSpec
 from tessera.pluggable_layers.context import KernelContext
+from tessera.pluggable_layers.errors import ConfigError
 from tessera.pluggable_layers.linear import Linear
+from tessera.pluggable_layers.moe_wna16 import WNA16FusedMoE
 from tessera.pluggable_layers.parallel_mixers import fused_moe
 
 
@@ -21,11 +23,18 @@ class SparseMoeBlock(nn.Module):
         super().__init__()
         num_experts = int(spec.require("num_experts", "num_local_experts"))
         self.gate = Linear(spec.hidden_size, num_experts, False, ctx, f"{prefix}.gate")
-        self.experts = fused_moe(
-            num_experts, int(spec.require("num_experts_per_tok")), spec.hidden_size,
-            int(spec.require("moe_intermediate_size")), ctx, f"{prefix}.experts",
-            renormalize=bool(spec.get("norm_topk_prob", default=True)), quantization=ctx.quantization,
-        )  # fmt: skip
+        args = (num_experts, int(spec.require("num_experts_per_tok")), spec.hidden_size,
+                int(spec.require("moe_intermediate_size")), ctx, f"{prefix}.experts")  # fmt: skip
+        renormalize = bool(spec.get("norm_topk_prob", default=True))
+        scheme = ctx.checkpoint_quant
+        if scheme is not None and scheme.method == "wna16":
+            if ctx.parallel.sharded:
+                raise ConfigError(
+                    f"{prefix}: 4-bit experts are not sharded across ranks yet; run on one rank"
+                )
+            self.experts = WNA16FusedMoE(*args, scheme=scheme, renormalize=renormalize)
+        else:
+            self.experts = fused_moe(*args, renormalize=renormalize, quantization=ctx.quantization)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.experts(x, self.gate(x))
@@ -38,6 +47,10 @@ def is_sparse(spec: ModelSpec, i: int) -> bool:
 
 
 class Qwen3MoeForCausalLM(CausalLM):
+    quantized_checkpoints = (
+        "wna16",
+    )  # GPTQ / AWQ: the experts by moe_experts_wna16, the rest by make_linear
+
     def __init__(self, spec: ModelSpec, ctx: KernelContext) -> None:
         super().__init__(spec, ctx)
         for i in range(spec.num_layers):
@@ -80,6 +93,13 @@ class Qwen3MoeForCausalLM(CausalLM):
 
             return load
 
+        def int4_expert(m):
+            block = moe(m)
+            if block is None or not isinstance(block.experts, WNA16FusedMoE):
+                return None
+            expert, shard, part = int(m.group("expert")), m.group("shard"), m.group("part")
+            return lambda t: block.experts.load_expert(expert, shard, part, t)
+
         def router(m):
             block = moe(m)
             return block and linear_loader(block.gate, "weight")
@@ -87,6 +107,8 @@ class Qwen3MoeForCausalLM(CausalLM):
         return [
             (re.compile(L + r"mlp\.experts\.(?P<expert>\d+)\.(?P<shard>gate|up|down)_proj\.weight"), expert),
             (re.compile(L + r"mlp\.experts\.(?P<which>gate_up|down)_proj"), fused),
+            (re.compile(L + r"mlp\.experts\.(?P<expert>\d+)\.(?P<shard>gate|up|down)_proj\."
+                        r"(?P<part>qweight|qzeros|scales|g_idx)"), int4_expert),
             (re.compile(L + r"mlp\.gate\.weight"), router),
             *attention_rules(self.layers), *mlp_rules(self.layers),
             *norm_rules(self.layers, ("input_layernorm", "post_attention_layernorm")),

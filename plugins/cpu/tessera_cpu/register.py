@@ -38,8 +38,14 @@ def register_all(registry) -> None:
                 priority=PRIORITY_PORTABLE - 1, graph_safe=False, description=f"{description} (head-major KV blocks)",
                 kv_layout="hnd",
             )  # fmt: skip
-    from tessera_cpu.kernels import linear_wna16
+    from tessera_cpu.kernels import linear_wna16, moe_experts_wna16
 
+    registry.register(
+        "moe_experts_wna16", moe_experts_wna16.moe_experts_wna16, name="cpu_torch_moe_experts_wna16",
+        platforms=("cpu",), priority=PRIORITY_PORTABLE, graph_safe=False,
+        description=moe_experts_wna16.__doc__.strip().splitlines()[0], prepare=moe_experts_wna16.prepare,
+        prepared_layout=moe_experts_wna16.PREPARED_LAYOUT,
+    )  # fmt: skip
     registry.register(
         "linear_wna16", linear_wna16.linear_wna16, name="cpu_torch_linear_wna16", platforms=("cpu",),
         priority=PRIORITY_PORTABLE, graph_safe=False, description=linear_wna16.__doc__.strip().splitlines()[0],
