@@ -85,12 +85,13 @@ def max_ranks(platform: Platform, device_index: int = 0) -> int | None:
     return max(len(platform.devices()) - device_index, 0)
 
 
-def make_store(where: Rendezvous, timeout_s: float = DIST_TIMEOUT_S):
+def make_store(where: Rendezvous, timeout_s: float = DIST_TIMEOUT_S, client: bool = False):
     """The rendezvous key-value store at ``MASTER_ADDR:MASTER_PORT``: rank 0 hosts it, or torchrun's agent does
-    (``TORCHELASTIC_USE_AGENT_STORE``) and every rank connects to the agent's."""
+    (``TORCHELASTIC_USE_AGENT_STORE``) and every rank connects to the agent's. ``client``: one more connection
+    to it (for a thread of its own)."""
     import torch.distributed as dist
 
-    hosts = where.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    hosts = where.rank == 0 and not client and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
     return dist.TCPStore(where.master_addr, where.master_port, where.world_size, is_master=hosts,
                          timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)  # fmt: skip
 
