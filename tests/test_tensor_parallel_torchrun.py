@@ -19,12 +19,12 @@ from tessera import LLM
 from tessera.distributed import free_port
 from tessera.engine.tp_launch import launched_rank
 from tessera.models.random_checkpoint import write_random_checkpoint
-from tests.test_tensor_parallel import MODELS, PARAMS, PROMPTS, SMALL, outputs
+from tests.test_tensor_parallel import MODELS, SMALL, outputs
 
 DRIVE = """
 import json, sys
 from tessera import LLM
-from tests.test_tensor_parallel import PARAMS, PROMPTS, outputs
+from tests.test_tensor_parallel import outputs
 llm = LLM(sys.argv[1], dtype="float32")
 print("RESULT " + json.dumps(outputs(llm)), flush=True)
 """
@@ -97,7 +97,9 @@ def test_two_launched_ranks_equal_one_rank(tmp_path):
 def test_generate_under_torchrun_prints_what_one_process_prints(tmp_path, fresh_discovery):
     from tessera.cli import app
 
-    path = write_random_checkpoint("llama", tmp_path, seed=3, **{**SMALL, **MODELS["llama"], "vocab_size": 300})
+    path = write_random_checkpoint(
+        "llama", tmp_path, seed=3, **{**SMALL, **MODELS["llama"], "vocab_size": 300}
+    )
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TesseraByteTokenizer"}))
     args = ["generate", "--model", str(path), "--dtype", "float32", "-n", "12", "-p", "Tessera runs on"]
     one = CliRunner().invoke(app, args)
@@ -130,9 +132,8 @@ def test_a_killed_launched_rank_raises_naming_it(tmp_path):
     assert procs[0].returncode == 0
 
 
-@pytest.mark.parametrize("bad", ["x"])
-def test_a_bad_torchrun_variable_is_a_clear_error(bad):
+def test_a_bad_torchrun_variable_is_a_clear_error():
     from tessera.errors import ConfigError
 
     with pytest.raises(ConfigError, match="bad torchrun environment"):
-        launched_rank({"WORLD_SIZE": "2", "RANK": bad})
+        launched_rank({"WORLD_SIZE": "2", "RANK": "x"})

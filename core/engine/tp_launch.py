@@ -119,10 +119,10 @@ def failed_rank(store, world: int, wait_s: float = 2 * STALE_S) -> tuple[int, st
 
 def serve_rank(where: Rendezvous) -> None:
     """Rank ``where.rank`` > 0: take the engine config from the store, build the shard, run steps until told to stop."""
-    from tessera.config import EngineConfig
-    from tessera.engine.tp_worker import place_rank, run_step, shard_runner
     import torch.distributed as dist
 
+    from tessera.config import EngineConfig
+    from tessera.engine.tp_worker import place_rank, run_step, shard_runner
     from tessera.platform import dtype_from_name
 
     store = make_store(where)
@@ -161,7 +161,9 @@ class TorchrunDriver:
             raise ConfigError(f"tensor_parallel_size={config.tensor_parallel_size} but torchrun started {world} "
                               f"ranks (WORLD_SIZE); leave it out or make it {world}")  # fmt: skip
         config = config.model_copy(update={"tensor_parallel_size": world})
-        check_tensor_parallel(spec, platform, config, local_ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        check_tensor_parallel(
+            spec, platform, config, local_ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        )
         self.world, self.failure, self.closed = world, None, False
         self.store = make_store(where)
         self.store.set(ENGINE_KEY, encode({"config": config.model_dump(mode="json"), "dtype": dtype_name(dtype),
@@ -185,7 +187,9 @@ class TorchrunDriver:
     def _fail(self, exc: BaseException) -> WorkerError:
         if self.failure is None:
             found = failed_rank(self.store, self.world)
-            rank, cause = found if found else (-1, f"a collective failed ({exc}) while every rank still beats")
+            rank, cause = (
+                found if found else (-1, f"a collective failed ({exc}) while every rank still beats")
+            )
             self.failure = WorkerError(rank, cause)
             log.error("%s", self.failure)
         return self.failure

@@ -51,7 +51,9 @@ def shard_runner(config, platform, rank: int, world: int, dtype, max_model_len: 
     from tessera.pluggable_layers.parallelism import Parallelism
 
     parallel = Parallelism(rank=rank, world_size=world, expert_parallel=config.enable_expert_parallel)
-    runner = ModelRunner(config, ModelSpec.from_dir(config.model), platform, dtype, max_model_len, parallel=parallel)
+    runner = ModelRunner(
+        config, ModelSpec.from_dir(config.model), platform, dtype, max_model_len, parallel=parallel
+    )
     agree_on_blocks(runner, config)
     return runner
 
