@@ -85,8 +85,20 @@ def max_ranks(platform: Platform, device_index: int = 0) -> int | None:
     return max(len(platform.devices()) - device_index, 0)
 
 
-def join_group(platform: Platform, where: Rendezvous, device_index: int) -> None:
-    """Make ``device_index`` current and join the process group on the platform's backend."""
+def make_store(where: Rendezvous, timeout_s: float = DIST_TIMEOUT_S, client: bool = False):
+    """The rendezvous key-value store at ``MASTER_ADDR:MASTER_PORT``: rank 0 hosts it, or torchrun's agent does
+    (``TORCHELASTIC_USE_AGENT_STORE``) and every rank connects to the agent's. ``client``: one more connection
+    to it (for a thread of its own)."""
+    import torch.distributed as dist
+
+    hosts = where.rank == 0 and not client and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    return dist.TCPStore(where.master_addr, where.master_port, where.world_size, is_master=hosts,
+                         timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)  # fmt: skip
+
+
+def join_group(platform: Platform, where: Rendezvous, device_index: int, store=None) -> None:
+    """Make ``device_index`` current and join the process group on the platform's backend (through ``store``
+    when given, else a TCP rendezvous at ``where``)."""
     import torch.distributed as dist
 
     backend, usable, why = backend_status(platform, device_index)
@@ -94,5 +106,10 @@ def join_group(platform: Platform, where: Rendezvous, device_index: int) -> None
         raise PlatformError(f"tensor parallelism needs torch.distributed's {backend} backend, which is not usable "
                             f"here: {why}")  # fmt: skip
     platform.set_device(device_index)
+    timeout = datetime.timedelta(seconds=DIST_TIMEOUT_S)
+    if store is not None:
+        dist.init_process_group(backend, store=dist.PrefixStore("tessera/group", store), rank=where.rank,
+                                world_size=where.world_size, timeout=timeout)  # fmt: skip
+        return
     dist.init_process_group(backend, init_method=f"tcp://{where.master_addr}:{where.master_port}", rank=where.rank,
-                            world_size=where.world_size, timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))  # fmt: skip
+                            world_size=where.world_size, timeout=timeout)  # fmt: skip

@@ -6,6 +6,7 @@ from tessera import __version__
 from tessera.discovery import Discovery, get_discovery
 from tessera.discovery_guard import probe
 from tessera.platform import Capabilities, Platform
+from tessera.pluggable_layers.collectives import register_collectives
 from tessera.pluggable_layers.registry import KernelRegistry, PlatformFacts, register_references
 
 _cached: dict[int, KernelRegistry] = {}
@@ -21,6 +22,7 @@ def build_registry(discovery: Discovery | None = None) -> KernelRegistry:
     discovery = discovery or get_discovery()
     registry = KernelRegistry()
     register_references(registry, provider=f"tessera {__version__}")
+    register_collectives(registry, provider=f"tessera {__version__}")
     for plugin in discovery.ok_plugins():
         report = plugin.report
         registry.begin(

@@ -28,6 +28,10 @@ class Capabilities(BaseModel):
         "False where device tensors are host memory and are read where they are",
     )
     dist_backend: str = Field("gloo", description="torch.distributed backend between its devices")
+    graph_safe_collectives: bool = Field(
+        False,
+        description="collectives on dist_backend can be captured into a graph and replayed (gloo's cannot)",
+    )
     ranks_share_device: bool = Field(
         False,
         description="several tensor-parallel ranks may run on one device (host memory: the CPU); "

@@ -54,6 +54,7 @@ def test_cuda_detection(monkeypatch, props, arch, canonical, fp8):
     caps = platform.capabilities(0)
     assert caps.fp8_dtype == fp8
     assert caps.graphs and caps.dist_backend == "nccl" and caps.triton_backend and caps.async_host_copy
+    assert caps.graph_safe_collectives  # decode graphs stay on under tensor parallelism
     assert "bfloat16" in caps.dtypes
     assert not RocmPlatform().availability().available
 

@@ -1,4 +1,4 @@
-"""Tensor and expert parallelism on the CPU through gloo, world size 2: greedy tokens (and their logprobs)
+"""Tensor and expert parallelism on the CPU through gloo, world size 2 (and 4 for Llama): greedy tokens (and their logprobs)
 equal to one rank in fp32 for Llama (one kv head for two ranks: replicated), Qwen3 (tied embeddings, an
 odd vocabulary), Qwen3-MoE (tensor- and expert-parallel) and Bamba (Mamba2 split by heads, one group);
 a worker killed mid-generation raises naming the rank within 30 s; bad sizes fail before any worker starts."""
@@ -143,3 +143,13 @@ def test_generate_cli_takes_tensor_parallel_size(tmp_path, fresh_discovery):
     path = write_random_checkpoint("llama", tmp_path, **{**SMALL, **MODELS["llama"]})
     result = CliRunner().invoke(app, ["generate", "--model", str(path), "-tp", "3", "--dtype", "float32"])
     assert result.exit_code != 0 and "4 attention heads do not divide by 3" in " ".join(result.output.split())
+
+
+def test_four_ranks_equal_one_rank(tmp_path_factory):
+    path = checkpoint(tmp_path_factory, "llama")  # 4 heads over 4 ranks; the one kv head replicated on each
+    one = outputs(LLM(path, dtype="float32"))
+    llm = LLM(path, dtype="float32", tensor_parallel_size=4)
+    try:
+        assert_same(one, outputs(llm))
+    finally:
+        llm.engine.runner.shutdown()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from tessera.cli import (
@@ -45,6 +47,13 @@ def _root(
     ),
 ) -> None:
     """Tessera: LLM inference on whatever hardware is present, through plugins."""
+    if "WORLD_SIZE" in os.environ:  # under torchrun: rank 0 runs the command, the others serve its steps
+        from tessera.engine.tp_launch import launched_rank, serve_rank
+
+        where = launched_rank()
+        if where is not None and where.rank > 0:
+            serve_rank(where)
+            raise typer.Exit()
 
 
 app.add_typer(platform_cmd.app, name="platform")

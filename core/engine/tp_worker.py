@@ -32,28 +32,40 @@ def agree_on_blocks(runner, config):
     return runner.plan
 
 
-def build_runner(config_data: dict, rank: int, world: int, where, dtype_name: str, max_model_len: int):
-    from tessera.config import EngineConfig
+def place_rank(config, world: int, where):
+    """This rank's platform and config (its device: the shared one, or ``device_index + LOCAL_RANK``)."""
     from tessera.discovery import select_platform
-    from tessera.distributed import join_group
-    from tessera.engine.model_runner import ModelRunner
-    from tessera.models.spec import ModelSpec
-    from tessera.platform import dtype_from_name
-    from tessera.pluggable_layers.parallelism import Parallelism
 
-    config = EngineConfig(**config_data)
     platform = select_platform(config.platform)
     shared = platform.capabilities(config.device_index).ranks_share_device
     if shared:  # ranks share the host's cores: each takes its part
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(world, 1)))
     device_index = config.device_index if shared else config.device_index + where.local_rank
-    config = config.model_copy(update={"device_index": device_index})
-    join_group(platform, where, device_index)
+    return platform, config.model_copy(update={"device_index": device_index})
+
+
+def shard_runner(config, platform, rank: int, world: int, dtype, max_model_len: int):
+    """The model runner over this rank's shard, its KV blocks agreed with the other ranks (all ranks call it)."""
+    from tessera.engine.model_runner import ModelRunner
+    from tessera.models.spec import ModelSpec
+    from tessera.pluggable_layers.parallelism import Parallelism
+
     parallel = Parallelism(rank=rank, world_size=world, expert_parallel=config.enable_expert_parallel)
-    runner = ModelRunner(config, ModelSpec.from_dir(config.model), platform, dtype_from_name(dtype_name),
-                         max_model_len, parallel=parallel)  # fmt: skip
+    runner = ModelRunner(
+        config, ModelSpec.from_dir(config.model), platform, dtype, max_model_len, parallel=parallel
+    )
     agree_on_blocks(runner, config)
     return runner
+
+
+def build_runner(config_data: dict, rank: int, world: int, where, dtype_name: str, max_model_len: int):
+    from tessera.config import EngineConfig
+    from tessera.distributed import join_group
+    from tessera.platform import dtype_from_name
+
+    platform, config = place_rank(EngineConfig(**config_data), world, where)
+    join_group(platform, where, config.device_index)
+    return shard_runner(config, platform, rank, world, dtype_from_name(dtype_name), max_model_len)
 
 
 def run_step(runner, decoder: StepDecoder, message: dict, prev):

@@ -48,8 +48,9 @@ def model_problems(spec, world: int, expert_parallel: bool) -> list[str]:
     return problems
 
 
-def check_tensor_parallel(spec, platform, config) -> None:
-    """Raise a clear error when ``config.tensor_parallel_size`` cannot work for this model and platform."""
+def check_tensor_parallel(spec, platform, config, local_ranks: int | None = None) -> None:
+    """Raise a clear error when ``config.tensor_parallel_size`` cannot work for this model and platform
+    (``local_ranks``: how many of the ranks run on this host; default all of them)."""
     from tessera.distributed import backend_status, max_ranks
 
     world = config.tensor_parallel_size
@@ -59,9 +60,9 @@ def check_tensor_parallel(spec, platform, config) -> None:
     if problems:
         raise ConfigError(f"{spec.architecture} at {spec.path} cannot be split over tensor_parallel_size={world}: "
                           + "; ".join(problems) + ". Choose a size that divides the model's heads and sizes")  # fmt: skip
-    room = max_ranks(platform, config.device_index)
-    if room is not None and world > room:
-        raise ConfigError(f"tensor_parallel_size={world} needs {world} {platform.name} devices from device "
+    room, here = max_ranks(platform, config.device_index), world if local_ranks is None else local_ranks
+    if room is not None and here > room:
+        raise ConfigError(f"tensor_parallel_size={world} needs {here} {platform.name} devices from device "
                           f"{config.device_index} on, but this host has {room}; use at most {room}")  # fmt: skip
     backend, usable, why = backend_status(platform, config.device_index)
     if not usable:

@@ -122,6 +122,7 @@ class CudaPlatform(DeviceModulePlatform):
             graphs=True,
             pinned_memory=True,
             dist_backend="nccl",
+            graph_safe_collectives=True,  # NCCL collectives are captured into CUDA graphs
             triton_backend=True,
         )
 
