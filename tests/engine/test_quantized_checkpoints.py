@@ -31,6 +31,15 @@ def greedy(llm, prompts, n=24):
     return [o.outputs[0].token_ids for o in llm.generate([{"prompt_token_ids": p} for p in prompts], params)]
 
 
+def assert_greedy_matches_transformers(llm, dense_dir, label: str, n: int = 24) -> None:
+    """Tessera's greedy tokens on the quantized checkpoint equal transformers' on its dequantized twin."""
+    model = hf_model(dense_dir)
+    for prompt, got in zip(PROMPTS, greedy(llm, PROMPTS, n), strict=True):
+        ref = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                             pad_token_id=0)[0, len(prompt):].tolist()  # fmt: skip
+        assert got == ref, f"{label}: prompt of {len(prompt)} tokens"
+
+
 @pytest.mark.parametrize(("arch", "method", "group", "sym", "fmt"), INT4)
 def test_int4_greedy_matches_transformers_on_dequantized_weights(tmp_path, arch, method, group, sym, fmt):
     quant, dense = write_int4_checkpoint(arch, tmp_path, method, group, sym, checkpoint_format=fmt)
@@ -41,12 +50,7 @@ def test_int4_greedy_matches_transformers_on_dequantized_weights(tmp_path, arch,
     )
     choice = next(c for c in llm.engine.runner.ctx.choices if c.op == "linear_wna16")
     assert choice.weights.startswith(f"prepared by {choice.kernel} as ")
-    ours = greedy(llm, PROMPTS)
-    model = hf_model(dense)
-    for prompt, got in zip(PROMPTS, ours, strict=True):
-        ref = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None,
-                             pad_token_id=0)[0, len(prompt):].tolist()  # fmt: skip
-        assert got == ref, f"{arch} {method} g{group}: prompt of {len(prompt)} tokens"
+    assert_greedy_matches_transformers(llm, dense, f"{arch} {method} g{group}")
 
 
 def test_int4_layer_keeps_only_the_prepared_form_and_reloads(tmp_path):
@@ -156,12 +160,7 @@ def test_int4_moe_greedy_matches_transformers_on_dequantized_weights(tmp_path, m
     )  # dense, from its prepare
     choice = next(c for c in llm.engine.runner.ctx.choices if c.op == "moe_experts_wna16")
     assert choice.kernel == "cpu_torch_moe_experts_wna16" and choice.weights.startswith("prepared by")
-    ours = greedy(llm, PROMPTS)
-    model = hf_model(dense)
-    for prompt, got in zip(PROMPTS, ours, strict=True):
-        ref = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None,
-                             pad_token_id=0)[0, len(prompt):].tolist()  # fmt: skip
-        assert got == ref, f"qwen3_moe {method} g{group}: prompt of {len(prompt)} tokens"
+    assert_greedy_matches_transformers(llm, dense, f"qwen3_moe {method} g{group}")
 
 
 def test_random_weights_fill_a_quantized_layout(tmp_path):
