@@ -125,7 +125,11 @@ def markdown(report: ConformanceReport) -> str:
     if report.world_size:
         lines += ["", f"The collective ops ran on {report.world_size} ranks (one process each)."]
     if report.sanitized:
-        lines += ["", "Every op case ran in its own process under the platform's memory checker."]
+        lines += [
+            "",
+            "The op cases ran under the platform's memory checker, one process per op, kernel and dtype "
+            "(KV pairs and collectives ran without it).",
+        ]
     if report.limits:
         lines += ["", "Measured limits: " + ", ".join(f"{k} {v:.1f}" for k, v in report.limits.items())]
     return "\n".join(lines) + "\n"

@@ -64,14 +64,14 @@ def _segments(output: str) -> tuple[list[_Segment], list[str]]:
             segments[-1].result = CaseResult.model_validate(json.loads(line[len(RESULT_MARKER) :]))
         else:
             finding = FINDING.search(line)
-            if finding and "ERROR SUMMARY: 0 errors" not in line:
+            if finding and "ERROR SUMMARY" not in line:  # the exit-time summary counts findings, it is none
                 (segments[-1].findings if segments else before).append(finding.group(1).strip())
             if segments and line.strip():
                 segments[-1].tail = (segments[-1].tail + [line.strip()])[-3:]
     return segments, before
 
 
-def _judged(seg: _Segment, returncode: int, base: dict) -> CaseResult:
+def _judged(seg: _Segment, returncode: int | str, base: dict) -> CaseResult:
     if not seg.findings and seg.result is not None:
         seg.result.extra["sanitized"] = "clean"
         return seg.result
@@ -96,23 +96,30 @@ def run_sanitized_group(prefix: list[str], platform_name: str, device: int, base
         try:
             done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S,
                                   env=child_env())  # fmt: skip
-        except subprocess.TimeoutExpired:
-            for c in pending:
-                results[c] = CaseResult(status="error", message=f"sanitizer: the group ran past {TIMEOUT_S} s",
-                                        **by_id[c])  # fmt: skip
-            break
-        segments, before = _segments(done.stdout)
+            output, returncode = done.stdout, done.returncode
+        except (
+            subprocess.TimeoutExpired
+        ) as exc:  # the finished cases keep their results; the running one fails
+            partial = exc.stdout or b""
+            output = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+            returncode = "timeout"
+        segments, before = _segments(output)
+        if returncode == "timeout":
+            late = f"the process ran past {TIMEOUT_S} s"
+            (segments[-1].findings if segments and segments[-1].result is None else before).append(late)
         if not segments:  # the process never reached a case: all of them fail with its words
-            words = "; ".join(before[:3]) or (done.stdout.strip().splitlines() or ["no output"])[-1][:300]
+            words = "; ".join(before[:3]) or (output.strip().splitlines() or ["no output"])[-1][:300]
             for c in pending:
-                results[c] = CaseResult(status="error", message=f"sanitizer (exit {done.returncode}): {words}",
+                results[c] = CaseResult(status="error", message=f"sanitizer (exit {returncode}): {words}",
                                         **by_id[c])  # fmt: skip
             break
-        if done.returncode != 0 and segments[-1].result is not None and not any(s.findings for s in segments):
-            segments[-1].findings.append(
-                f"the process exited {done.returncode} after this case, with no finding"
-            )
+        if (
+            returncode not in (0, "timeout")
+            and segments[-1].result is not None
+            and not any(s.findings for s in segments)
+        ):
+            segments[-1].findings.append(f"the process exited {returncode} after this case, with no finding")
         for seg in segments:
-            results[seg.case_id] = _judged(seg, done.returncode, by_id[seg.case_id])
+            results[seg.case_id] = _judged(seg, returncode, by_id[seg.case_id])
         pending = [c for c in pending if c not in results]
     return [results[b["case_id"]] for b in bases]

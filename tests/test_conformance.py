@@ -266,3 +266,21 @@ def test_sanitized_process_that_dies_fails_its_case_and_the_rest_go_on(home, ins
     )
     assert "Segmentation fault" in killed.message
     assert after.status == "pass" and after.extra["sanitized"] == "clean"
+
+
+def test_sanitized_finding_stays_with_its_case_when_clean_cases_follow(home, install_fixture):
+    """The checker's exit-time summary ("ERROR SUMMARY: 1 error") is no finding of the group's last case."""
+    from pathlib import Path
+
+    from tessera.conformance import sanitize
+
+    install_fixture("checked_platform")
+    checker = Path(__file__).parent / "fixtures" / "checked_platform" / "fake_memcheck.py"
+    cases = ["t13_e16_k4_sigmoid_raw", "t1_e8_k2_softmax"]
+    bases = [dict(level="op", case_id=f"moe_route/reference/float32/{c}", op="moe_route", kernel="reference",
+                  dtype="float32", case=c) for c in cases]  # fmt: skip
+    planted, clean = sanitize.run_sanitized_group(
+        [sys.executable, str(checker)], "checked_cpu", 0, bases, 3, False
+    )
+    assert planted.status == "fail" and "Invalid __global__ write" in planted.message
+    assert clean.status == "pass" and clean.extra["sanitized"] == "clean", clean.message

@@ -22,10 +22,10 @@ from tessera.models.random_checkpoint import write_random_checkpoint
 from tests.test_tensor_parallel import MODELS, SMALL, outputs
 
 DRIVE = """
-import json, sys
+import json, os, sys
 from tessera import LLM
 from tests.test_tensor_parallel import outputs
-llm = LLM(sys.argv[1], dtype="float32")
+llm = LLM(sys.argv[1], dtype="float32", tensor_parallel_size=int(os.environ["WORLD_SIZE"]))
 print("RESULT " + json.dumps(outputs(llm)), flush=True)
 """
 
@@ -33,7 +33,7 @@ KILLED = """
 import json, os, sys, time
 from tessera import LLM, SamplingParams
 from tessera.errors import WorkerError
-llm = LLM(sys.argv[1], dtype="float32")
+llm = LLM(sys.argv[1], dtype="float32", tensor_parallel_size=int(os.environ["WORLD_SIZE"]))
 engine = llm.engine
 engine.add_request([1, 2, 3, 4], SamplingParams(max_tokens=100000, temperature=0.0, ignore_eos=True))
 for _ in range(3):
@@ -76,6 +76,26 @@ def test_launched_rank_reads_the_torchrun_variables():
     assert launched_rank({}) is None and launched_rank({"WORLD_SIZE": "1", "RANK": "0"}) is None
     where = launched_rank(rank_env(1, 2, 1234))
     assert (where.rank, where.world_size, where.master_port, where.master_addr) == (1, 2, 1234, "127.0.0.1")
+
+
+ONE_ENGINE_PER_RANK = """
+import json, sys
+from tessera import LLM
+from tests.test_tensor_parallel import outputs
+llm = LLM(sys.argv[1], dtype="float32")  # tensor_parallel_size left at 1: a data-parallel script
+print("RESULT " + json.dumps([llm.engine.runner.__class__.__name__, outputs(llm)[0]]), flush=True)
+"""
+
+
+def test_a_program_under_torchrun_that_asks_for_no_parallelism_keeps_its_own_engine(tmp_path):
+    path = str(write_random_checkpoint("llama", tmp_path, seed=3, **{**SMALL, **MODELS["llama"]}))
+    one = outputs(LLM(path, dtype="float32"))
+    # rank 1 of 2 alone: had it been taken over, it would wait for a driver and never print
+    done = subprocess.run([sys.executable, "-c", ONE_ENGINE_PER_RANK, path], env=rank_env(1, 2, free_port()),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runner, tokens = result_line(done.stdout)
+    assert runner == "ModelRunner" and tokens == one[0]
 
 
 def test_two_launched_ranks_equal_one_rank(tmp_path):

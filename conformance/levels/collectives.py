@@ -125,6 +125,8 @@ def _spawn(
             continue
         per_rank[rank] = rows
         failure = failure or (f"rank {rank}: {error}" if error else None)
+        if error:  # its peers may wait in the rendezvous for it until the timeout: do not wait with them
+            break
     for p in procs:
         p.join(timeout=5)
         if p.is_alive():

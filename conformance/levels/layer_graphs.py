@@ -16,6 +16,7 @@ import torch
 
 from tessera.pluggable_layers.batch import AttentionMetadata, MambaMetadata
 from tessera.pluggable_layers.checks import trusted_indices
+from tessera.pluggable_layers.kv_layout import from_token_major, to_token_major
 
 DECODE_ROWS = 4
 
@@ -41,7 +42,7 @@ def decode_inputs(kind: str, module, device, g: torch.Generator, dtype: torch.dt
                              torch.arange(rows, dtype=torch.int32, device=device),
                              torch.ones(rows, dtype=torch.bool, device=device), rows)  # fmt: skip
         return {"x": rand(rows, 128), "state": state, "meta": meta}
-    cache = tuple(rand(8, 16, 2, 64) for _ in range(2))
+    cache = tuple(from_token_major(rand(8, 16, 2, 64), module.kv_layout) for _ in range(2))
     # four sequences of contexts 34, 5, 17 and 1 in their own blocks, each writing its one new token
     tables = torch.tensor([[3, 1, 0], [5, 0, 0], [6, 4, 0], [7, 0, 0]], dtype=torch.int32, device=device)
     lens = [34, 5, 17, 1]
@@ -89,10 +90,15 @@ def replayed(platform, kind: str, module, inputs: dict) -> torch.Tensor:
     return captured.clone()
 
 
-def eager(kind: str, module, inputs: dict) -> torch.Tensor:
+def eager(kind: str, module, inputs: dict, native_layout: str = "nhd") -> torch.Tensor:
     """The same step on (reference-kernel) ``module``, eagerly, from its own copy of the state."""
     own = dict(inputs)
     if "state" in inputs:
         own["state"] = tuple(t.clone() for t in inputs["state"])
+        if (
+            kind == "attention" and native_layout != module.kv_layout
+        ):  # the same cache, in this layer's layout
+            own["state"] = tuple(from_token_major(to_token_major(t, native_layout), module.kv_layout).contiguous()
+                                 for t in own["state"])  # fmt: skip
         restore(module, own, own["state"])
     return forward(kind, module, own)

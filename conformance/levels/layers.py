@@ -93,7 +93,9 @@ def _outputs(kind, native, ref, platform, device, dtype, seed, graphs: bool):
             kind, ref, device, torch.Generator().manual_seed(seed + 1), dtype
         )
     inputs = layer_graphs.decode_inputs(kind, native, device, g, dtype)
-    expected = layer_graphs.eager(kind, ref, inputs)  # before the native layer touches the state
+    expected = layer_graphs.eager(
+        kind, ref, inputs, getattr(native, "kv_layout", "nhd")
+    )  # before the native layer touches the state
     return layer_graphs.replayed(platform, kind, native, inputs), expected
 
 

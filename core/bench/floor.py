@@ -15,6 +15,10 @@ Two terms, each a bound on its own; the floor is the larger (``binding`` names i
   request's cached KV, every computed token writes its KV once, and each forward of a hybrid
   request reads and writes its Mamba state.
 
+The expert term is the one part that is an expectation, not a bound: it assumes uniform routing, and
+a router that sends every token to the same few experts touches fewer. For MoE models the memory
+term can then exceed a real schedule's bytes; the dense and hybrid terms are bounds.
+
 Chunked prefill running inside decode steps is still under both: its FLOPs are in the compute
 term, and the steps it shares stream the weights once, as the memory term counts.
 """

@@ -48,8 +48,10 @@ def _root(
 ) -> None:
     """Tessera: LLM inference on whatever hardware is present, through plugins."""
     if "WORLD_SIZE" in os.environ:  # under torchrun: rank 0 runs the command, the others serve its steps
+        from tessera.engine import tp_launch
         from tessera.engine.tp_launch import launched_rank, serve_rank
 
+        tp_launch.CLI_LAUNCH = True
         where = launched_rank()
         if where is not None and where.rank > 0:
             serve_rank(where)

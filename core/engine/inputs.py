@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tessera.engine.sampling_inputs import list_to_device
 from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
 from tessera.pluggable_layers.batch import AttentionMetadata, BatchMetadata, MambaMetadata
 
@@ -70,10 +71,7 @@ def _pack(parts: list[list[int]], dtype: torch.dtype, device: torch.device, pin:
     for part in parts:
         flat += part
         flat += [0] * (-len(part) % 16)
-    host = torch.tensor(flat, dtype=dtype)
-    if pin:
-        host = host.pin_memory()
-    packed = host.to(device, non_blocking=True)
+    packed = list_to_device(flat, dtype, device, pin)
     views, at = [], 0
     for part in parts:
         views.append(packed[at : at + len(part)])

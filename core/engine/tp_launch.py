@@ -41,6 +41,12 @@ CONTROL_TIMEOUT = datetime.timedelta(days=30)
 ENGINE_KEY = "tessera/engine"
 
 
+#: set by the ``tessera`` command when it starts under torchrun: its engine then drives the launched ranks
+#: whatever ``tensor_parallel_size`` says; an engine made in a user's program drives them only when asked
+#: for ``tensor_parallel_size`` > 1 (a data-parallel script under torchrun keeps one engine per rank)
+CLI_LAUNCH = False
+
+
 def launched_rank(env=None) -> Rendezvous | None:
     """This process's place in a torchrun launch of more than one rank, else None."""
     where = Rendezvous.from_env(env)

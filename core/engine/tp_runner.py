@@ -31,14 +31,16 @@ POLL_S = 0.5
 
 def make_runner(config: EngineConfig, spec, platform, dtype, max_model_len: int):
     """The model runner in this process, or (``tensor_parallel_size > 1``) the workers: the size is checked
-    against the model and the platform before any worker starts. Under torchrun (``WORLD_SIZE`` > 1) rank 0
-    drives the launched ranks, and a rank > 0 serves the driver's steps here until it stops, then exits."""
+    against the model and the platform before any worker starts. Under torchrun (``WORLD_SIZE`` > 1), when
+    ``tensor_parallel_size`` > 1 or the ``tessera`` command launched it, rank 0 drives the launched ranks and a
+    rank > 0 serves the driver's steps here until it stops, then exits."""
+    from tessera.engine import tp_launch
     from tessera.engine.model_runner import ModelRunner
     from tessera.engine.tp_launch import TorchrunDriver, launched_rank, serve_rank
     from tessera.models.sharding import check_tensor_parallel
 
     where = launched_rank()
-    if where is not None:
+    if where is not None and (config.tensor_parallel_size > 1 or tp_launch.CLI_LAUNCH):
         if where.rank > 0:
             serve_rank(where)
             raise SystemExit(0)

@@ -93,7 +93,10 @@ class AsyncLLM:
         request_id = request_id or self.new_request_id()
         if request_id in self._streams:
             raise ConfigError(f"request id {request_id!r} is already in use")
-        text, ids, params = prepare(prompt, params, self.limits, self.tokenizer)
+        # tokenizing a long prompt takes milliseconds: off the event loop, so running streams do not stall
+        text, ids, params = await asyncio.to_thread(prepare, prompt, params, self.limits, self.tokenizer)
+        if request_id in self._streams:  # taken while this one was tokenized
+            raise ConfigError(f"request id {request_id!r} is already in use")
         now = time.monotonic()
         stream = OutputSlot(text, ids, now)
         self.client.send(AddRequest(request_id, text, ids, to_wire_params(params), now))
