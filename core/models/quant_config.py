@@ -48,8 +48,19 @@ def _bits4_group(spec: ModelSpec, cfg: dict, method: str) -> int:
     return group
 
 
+def _refuse_partial(spec: ModelSpec, cfg: dict, method: str) -> None:
+    """Checkpoints that leave some modules unquantized (or quantize them differently) are refused by name,
+    before loading: every projection here is built as a quantized layer."""
+    skipped = cfg.get("modules_to_not_convert") or []
+    if skipped:
+        raise _unsupported(spec, f"{method} with unquantized modules {skipped} (modules_to_not_convert)")
+    if cfg.get("dynamic"):
+        raise _unsupported(spec, f"{method} with per-module overrides {sorted(cfg['dynamic'])} (dynamic)")
+
+
 def _gptq(spec: ModelSpec, cfg: dict) -> CheckpointQuant:
     group = _bits4_group(spec, cfg, "gptq")
+    _refuse_partial(spec, cfg, "gptq")
     if cfg.get("desc_act"):
         raise _unsupported(spec, "gptq with desc_act=true (act-order: a permuted g_idx); desc_act=false only")
     fmt = (cfg.get("checkpoint_format") or "gptq").lower()
@@ -64,6 +75,7 @@ def _gptq(spec: ModelSpec, cfg: dict) -> CheckpointQuant:
 
 def _awq(spec: ModelSpec, cfg: dict) -> CheckpointQuant:
     group = _bits4_group(spec, cfg, "awq")
+    _refuse_partial(spec, cfg, "awq")
     version = str(cfg.get("version", "gemm")).lower()
     if version != "gemm":
         raise _unsupported(spec, f"awq version {version!r} (the gemm layout only)")

@@ -114,6 +114,9 @@ def _with_quant_config(path, cfg):
     ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "quant_method 'bitsandbytes'"),
     ({"quant_method": "fp8", "weight_block_size": [128, 128]}, "block-wise"),
     ({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {}}, "pack-quantized"),
+    ({"quant_method": "awq", "bits": 4, "group_size": 128, "modules_to_not_convert": ["mlp.gate"]},
+     r"unquantized modules \['mlp.gate'\]"),
+    ({"quant_method": "gptq", "bits": 4, "group_size": 128, "dynamic": {"-:.*down_proj": {}}}, "per-module overrides"),
 ])  # fmt: skip
 def test_unsupported_quantization_is_named(tmp_path, cfg, message):
     quant, _ = write_int4_checkpoint("llama", tmp_path, "gptq", 128, True)

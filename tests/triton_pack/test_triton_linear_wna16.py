@@ -58,3 +58,14 @@ def test_checkpoint_layout_is_refused_with_a_hint():
     weights = checkpoint(128, 64, 128, "gptq")
     with pytest.raises(KernelInputError, match="run this kernel's prepare"):
         wna16.linear_wna16(torch.randn(2, 128), weights["qweight"], weights["scales"], weights["qzeros"])
+
+
+def test_malformed_inputs_are_clear_errors():
+    prepared = wna16.prepare(checkpoint(128, 64, 128, "gptq"), weight_format="gptq")
+    q, s, z = prepared["qweight"], prepared["scales"], prepared["qzeros"]
+    with pytest.raises(KernelInputError, match="x must have 2 dimensions"):
+        wna16.linear_wna16(torch.randn(2, 3, 128), q, s, z)
+    with pytest.raises(KernelInputError, match="scales must have 2 dimensions"):
+        wna16.linear_wna16(torch.randn(2, 128), q, s[0], z)
+    with pytest.raises(KernelInputError, match="at least one group"):
+        wna16.linear_wna16(torch.randn(2, 128), q, s[:0], z)

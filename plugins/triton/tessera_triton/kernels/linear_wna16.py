@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tessera.pluggable_layers.checks import check_dtype, check_out, fail
+from tessera.pluggable_layers.checks import check_dtype, check_out, check_rank, fail
 from tessera.pluggable_layers.reference.linear_wna16 import unpacked
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import (
@@ -167,7 +167,11 @@ def fit_shared_memory(config: dict, dtype: torch.dtype, group: int) -> dict:
 
 def _check(x, qweight, scales, qzeros, bias) -> tuple[int, int, int]:
     check_dtype(OP, "x", x, (torch.float32, torch.float16, torch.bfloat16))
+    check_rank(OP, "x", x, 2)
+    check_rank(OP, "scales", scales, 2)
     k, (groups, n) = x.shape[1], scales.shape
+    if groups == 0:
+        fail(OP, "scales must have at least one group row")
     if qweight.dtype != torch.int32 or tuple(qweight.shape) != (k // 8, n) or k % 8 or n % 8:
         fail(OP, f"qweight must be the prepared int32 [{k // 8}, {n}] (K={k}, N={n} multiples of 8), got "
                  f"{qweight.dtype} {list(qweight.shape)}; run this kernel's prepare on the checkpoint weights")  # fmt: skip
