@@ -141,3 +141,17 @@ def test_attention_pairs_and_shared_prefixes():
     shared = shared_prefix_workload(16, 64, 8, 4, 1000, 0)
     alone = [([i + 3] + p[1:], o) for i, (p, o) in enumerate(shared)]  # no two share even a first token
     assert floor_terms(shared, LLAMA3_8B, H200)["flops"] < 0.3 * floor_terms(alone, LLAMA3_8B, H200)["flops"]
+
+
+def test_cached_reads_equal_the_sum_over_decodes_with_and_without_a_window():
+    from tessera.bench.floor import cached_reads
+
+    for prompt_len in (0, 1, 7, 31):
+        for decodes in (0, 1, 5, 40):
+            for window in (None, 1, 2, 8, 33, 4096):
+                cap = None if window is None else window - 1
+                brute = sum(
+                    prompt_len + k - 1 if cap is None else min(prompt_len + k - 1, cap)
+                    for k in range(1, decodes + 1)
+                )
+                assert cached_reads(prompt_len, decodes, window) == brute, (prompt_len, decodes, window)

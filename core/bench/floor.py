@@ -115,6 +115,17 @@ def step_batches(workload: Workload, steps: int, max_batch: int | None, prefill_
     return batches
 
 
+def cached_reads(prompt_len: int, decodes: int, window: int | None) -> int:
+    """Cached tokens one attention layer reads over a request's decodes: decode k sees the
+    ``prompt_len + k - 1`` tokens before it, at most ``window - 1`` of them in a sliding-window layer."""
+    lo, hi = prompt_len, prompt_len + decodes  # the cached lengths the decodes see, [lo, hi)
+    cap = None if window is None else max(window - 1, 0)
+    if cap is None or hi <= cap:
+        return decodes * prompt_len + decodes * (decodes - 1) // 2
+    cut = max(lo, cap)  # lengths below cut are read whole, the others are capped
+    return (cut - lo) * (lo + cut - 1) // 2 + (hi - cut) * cap
+
+
 def workload_bytes(workload: Workload, cost: ModelCost, max_batch: int | None = None) -> tuple[float, int]:
     """(bytes, steps): the traffic of the fewest steps the workload allows."""
     steps = fewest_steps(workload, max_batch)
@@ -128,8 +139,11 @@ def workload_bytes(workload: Workload, cost: ModelCost, max_batch: int | None = 
     for (prompt, out), (start, stop) in zip(workload, spans, strict=True):
         decodes = max(out - 1, 0)
         total += kv * ((stop - start) + decodes)  # each computed token writes its KV once
-        # decode k (1..out-1) reads the len(prompt) + k - 1 cached tokens before it
-        total += kv * (decodes * len(prompt) + decodes * (decodes - 1) // 2)
+        # decode k (1..out-1) reads the len(prompt) + k - 1 cached tokens before it, in each attention
+        # layer; a sliding-window layer reads only the window's
+        windows = [w for _, _, w in cost.attention] or [None]
+        per_layer = kv / len(windows)
+        total += per_layer * sum(cached_reads(len(prompt), decodes, w) for w in windows)
         total += cost.state_bytes_per_seq * (2 * decodes + 1)
     return total, steps
 
