@@ -153,10 +153,16 @@ class AsyncLLM:
     def _core_exited(self) -> None:
         self.loop.remove_reader(self.client.sentinel)
         if not self._stopping and not self.dead:
-            why = self.client.exit_description()
+            self._exit_task = self.loop.create_task(self._after_exit())
+
+    async def _after_exit(self) -> None:
+        # a core that failed sent its cause (and its last outputs) before exiting: the reader takes them first
+        await asyncio.wait({self._reader}, timeout=0.5)
+        if not self._stopping and not self.dead:
+            why = await asyncio.to_thread(self.client.exit_description)
             log.error("%s; every request fails until the server is restarted", why)
             self._fail_all(why, EngineDeadError(f"the engine is not running: {why}"))
-            self._reader.cancel()
+        self._reader.cancel()
 
     def _fail_all(self, why: str, exc: Exception) -> None:
         self.dead = self.dead or why
