@@ -6,8 +6,10 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
-from .conftest import MODEL_NAME, metric
+from ..hf_checkpoints import write_tiny_checkpoint
+from .conftest import MODEL_NAME, Server, add_tokenizer, metric
 
 
 def blocks_in_use(server) -> float:
@@ -46,10 +48,24 @@ def test_64_concurrent_streams_equal_solo_runs(server, reference, deadline):
     assert blocks_in_use(server) == 0
 
 
-def test_16_clients_that_disconnect_free_their_blocks(server, deadline):
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory):
+    """A server whose requests can run for thousands of tokens: no stream can end before its client leaves."""
+    target = write_tiny_checkpoint(
+        "llama", tmp_path_factory.mktemp("serve_long"), max_position_embeddings=4096
+    )
+    add_tokenizer(target)
+    s = Server(target, engine={"max_model_len": 4096, "kv_cache_bytes": 96 << 20})
+    yield s
+    s.stop()
+
+
+def test_16_clients_that_disconnect_free_their_blocks(long_server, deadline):
+    server = long_server
+
     async def leave_early(i: int, seen: list, leave: asyncio.Event):
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as raw:
-            body = {"model": MODEL_NAME, "prompt": [5 + i, 6, 7], "max_tokens": 120, "stream": True,
+            body = {"model": MODEL_NAME, "prompt": [5 + i, 6, 7], "max_tokens": 4000, "stream": True,
                     "ignore_eos": True, "temperature": 0}  # fmt: skip
             async with raw.stream("POST", "/v1/completions", json=body) as response:
                 lines = 0
@@ -80,4 +96,4 @@ def test_16_clients_that_disconnect_free_their_blocks(server, deadline):
     page = httpx.get(server.base_url + "/metrics").text
     assert metric(page, "kv_blocks_in_use") == 0 and metric(page, "num_requests_running") == 0
     assert server.state.engine.stats["requests"] == 0  # every aborted request was released by the engine
-    assert 'finished_reason="abort"' in page
+    assert 'request_success_total{model_name="tiny-chat",finished_reason="abort"} 16' in page, page
