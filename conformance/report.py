@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = 1
-SUITE_VERSION = "0.2.0"  # 0.2: shape spaces, zoo, adversarial cases and postconditions
+SUITE_VERSION = "0.2.1"  # 0.2: shape spaces, zoo, adversarial cases and postconditions; .1: empty query rows
 
 Status = Literal["pass", "fail", "xfail", "xpass", "error", "skip"]
 

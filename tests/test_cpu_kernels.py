@@ -8,7 +8,7 @@ import torch
 from tessera.pluggable_layers.measure import normalized_error, to_reference_inputs
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
-from tessera_cpu.kernels import elementwise, moe_experts, paged_attention, sample
+from tessera_cpu.kernels import elementwise, moe_experts, paged_attention, positional, sample
 
 from .reference.test_attention import build_paged
 
@@ -40,21 +40,49 @@ def test_norms_activation_linear(dtype):
     check("linear", elementwise.linear(x, wl, None), reference("linear")(x.double(), wl.double()), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("rot", [64, 32])  # whole heads, and a partial rotary that passes the rest through
+def test_rotary_embedding(dtype, is_neox, rot):
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(9, 8, 64, generator=g).to(dtype), torch.randn(9, 2, 64, generator=g).to(dtype)
+    cache = torch.randn(100, rot, generator=g)
+    positions = torch.randint(0, 100, (9,), generator=g)
+    q_out, k_out = torch.full_like(q, float("nan")), torch.full_like(k, float("nan"))
+    positional.rotary_embedding(positions, q, k, cache, is_neox, q_out, k_out)
+    want_q, want_k = reference("rotary_embedding")(positions, q.double(), k.double(), cache.double(), is_neox)
+    check("rotary_embedding", q_out, want_q, dtype)
+    check("rotary_embedding", k_out, want_k, dtype)
+
+
+#: (seq_lens, q_lens) of the batch shapes the kernel treats differently
+ATTENTION_BATCHES = {
+    "decodes": ([1, 17, 33, 8], [1, 1, 1, 1]),  # one batched call
+    "mixed": ([1, 17, 33, 8], [1, 17, 5, 1]),  # decodes batched, each prefill chunk alone
+    "fresh prompts": ([20, 20, 20], [20, 20, 20]),  # one causal call
+    "chunks with prefixes": ([40, 36, 30, 7], [20, 30, 25, 1]),  # chunks padded into one call
+    "empty queries": ([5, 12, 9], [2, 0, 1]),  # as many tokens as sequences, yet not all decodes
+}
+
+
 @pytest.mark.parametrize(("hq", "hk", "window"), [(8, 2, None), (4, 4, 3), (8, 1, None)])
-@pytest.mark.parametrize("decode_only", [False, True])
-def test_paged_attention(hq, hk, window, decode_only):
-    """Mixed batches go sequence by sequence; all-decode batches take the one-call path, whose padding
-    reads NaN-filled cache blocks that must not reach the output."""
+@pytest.mark.parametrize("batch", list(ATTENTION_BATCHES))
+@pytest.mark.parametrize("kv_layout", ["nhd", "hnd"])
+def test_paged_attention(hq, hk, window, batch, kv_layout):
+    """Every batch shape against the reference; unused cache slots hold NaN that must not reach the output."""
+    from tessera.pluggable_layers.kv_layout import from_token_major
+
     g = torch.Generator().manual_seed(1)
-    seq_lens, q_lens = [1, 17, 33, 8], [1, 1, 1, 1] if decode_only else [1, 17, 5, 1]
+    seq_lens, q_lens = ATTENTION_BATCHES[batch]
     keys = [torch.randn(n, hk, 32, generator=g) for n in seq_lens]
     values = [torch.randn(n, hk, 32, generator=g) for n in seq_lens]
-    kc, vc, tables = build_paged(keys, values, 16, 12, g)
+    kc, vc, tables = build_paged(keys, values, 16, 16, g)
     q = torch.randn(sum(q_lens), hq, 32, generator=g)
     qsl = torch.tensor([0, *torch.cumsum(torch.tensor(q_lens), 0).tolist()], dtype=torch.int32)
     sl = torch.tensor(seq_lens, dtype=torch.int32)
     out = torch.full_like(q, float("nan"))
-    paged_attention.paged_attention(q, kc, vc, qsl, sl, tables, 0.2, window, out=out)
+    caches = [from_token_major(c, kv_layout) for c in (kc, vc)]
+    paged_attention.paged_attention(q, *caches, qsl, sl, tables, 0.2, window, out=out, kv_layout=kv_layout)
     expected = reference("paged_attention")(
         q.double(), kc.double(), vc.double(), qsl, sl, tables, 0.2, window
     )

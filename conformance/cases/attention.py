@@ -33,6 +33,8 @@ def cases() -> list[Case]:
         paged_case("decode_block_edges_gqa4", [16, 17, 31, 32, 33], [1] * 5, 16, 4),
         paged_case("mixed_prefill_decode_gqa8", [1, 40, 75, 16], [1, 40, 11, 1], 8, 1, d=128),
         paged_case("chunked_prefill_window7", [50, 23], [13, 23], 4, 2, window=7),
+        # as many query tokens as sequences, yet one sequence has none this step and one has two
+        paged_case("empty_query_row_gqa2", [5, 12, 9], [2, 0, 1], 4, 2),
         paged_case("decode_ctx8191_gqa4", [8191, 1000], [1, 1], 32, 8, d=128, full=True),
         paged_case("prefill_2x2048_gqa4", [2048, 2048], [2048, 2048], 32, 8, d=128, full=True),
     ]
@@ -40,10 +42,13 @@ def cases() -> list[Case]:
 
 def make_paged(p: dict) -> Case:
     """``b`` sequences of context up to ``ctx``; ``decode`` of them take one query token, the others
-    a prefill chunk of up to ``chunk`` tokens ending at their context."""
+    a prefill chunk of up to ``chunk`` tokens ending at their context; with ``empty`` the last
+    sequence has no query token this step (when there are others)."""
     b, ctx = p["b"], p["ctx"]
     seq = [max(1, ctx - (i * 37) % max(ctx, 1)) for i in range(b)]
     q = [1 if i < p["decode"] else max(1, min(s, p["chunk"] - i)) for i, s in enumerate(seq)]
+    if p.get("empty") and b > 1:
+        q[-1] = 0
     window = p["window"] or None
     q_params = {**p, "hq": p["hk"] * p["gqa"]}
     case = paged_case(
@@ -58,5 +63,5 @@ def space() -> list[Space]:
         "b": Int(1, 64, hi_quick=5), "ctx": Int(1, 32768, hi_quick=300, boundaries=(16, 32, 64, 128, 256)),
         "decode": Int(0, 64, hi_quick=5), "chunk": Int(1, 2048, hi_quick=40, boundaries=(16, 32)),
         "hk": Int(1, 16, hi_quick=4, boundaries=(8,)), "gqa": Choice((1, 2, 4, 5, 8)), "d": Choice((64, 80, 96, 128, 256)),
-        "block": Choice((16, 32)), "window": Choice((0, 0, 0, 7, 64)),
+        "block": Choice((16, 32)), "window": Choice((0, 0, 0, 7, 64)), "empty": Choice((0, 0, 0, 1)),
     }, make_paged)]  # fmt: skip

@@ -34,16 +34,8 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, is_neox: bool)
     return torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
 
 
-def rotary_embedding(
-    positions: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    cos_sin_cache: torch.Tensor,
-    is_neox: bool,
-    q_out: torch.Tensor | None = None,
-    k_out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    op = "rotary_embedding"
+def check_rotary_args(op, positions, q, k, cos_sin_cache, q_out=None, k_out=None) -> int:
+    """The contract's checks (dtypes, ranks, one row per token, positions in the cache); returns the rotary dim."""
     check_dtype(op, "positions", positions, INDEX)
     check_rank(op, "q", q, 3)
     check_rank(op, "k", k, 3)
@@ -59,6 +51,19 @@ def rotary_embedding(
     check_index_range(op, "positions", positions, cos_sin_cache.shape[0], "of the cos/sin cache")
     check_out(op, q_out, tuple(q.shape), q.dtype)
     check_out(op, k_out, tuple(k.shape), k.dtype)
+    return rot
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+    q_out: torch.Tensor | None = None,
+    k_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rot = check_rotary_args("rotary_embedding", positions, q, k, cos_sin_cache, q_out, k_out)
     acc = acc_dtype(q)
     cache = cos_sin_cache.to(acc)[positions.long()]
     cos, sin = cache[:, : rot // 2], cache[:, rot // 2 :]

@@ -1,11 +1,21 @@
-"""paged_attention on the CPU: gather each sequence's blocks, then torch SDPA (GQA-aware).
+"""paged_attention on the CPU: each group of sequences gathered once, then one torch SDPA call (GQA-aware).
 
-Same contract as the reference (see tessera.pluggable_layers.reference.paged_attention);
-the per-sequence work runs in the input dtype through one fused SDPA call instead of
-float32 einsums, and the mask is built only when the window needs one.
+Same contract as the reference (see tessera.pluggable_layers.reference.paged_attention). A step's
+one-token queries (decodes) run as one batched call; its longer queries (prefill chunks) run as a
+second batched call when padding them to the longest costs at most twice the work, else one call
+per sequence. Keys are gathered through a slot map in which every position a query may not see
+points at a position it may see (its sequence's last token), and the mask removes those positions:
+stale cache contents, NaN included, are never read, so no copy has to be zeroed.
+
+Every layer of a step gets the same offsets, lengths and block tables, so the plan built from them
+(slot maps, masks, query rows) is kept and reused while they are equal in value (compared, not
+trusted by identity).
 """
 
 from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -13,68 +23,143 @@ from tessera.pluggable_layers.checks import check_out
 from tessera.pluggable_layers.kv_layout import DEFAULT_KV_LAYOUT, to_token_major
 from tessera.pluggable_layers.reference.paged_attention import check_paged_attention_args
 
+#: a padded batch of prefill chunks runs as one call while it costs at most this many times the work
+PAD_WASTE = 2.0
+
 
 def paged_attention(
     q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale, sliding_window=None, out=None,
     kv_layout=DEFAULT_KV_LAYOUT,
 ):  # fmt: skip
-    """Either KV layout: the caches are viewed token-major (no copy) and gathered per sequence."""
+    """Either KV layout: the caches are viewed token-major (no copy) and gathered by slot."""
     op = "paged_attention"
     check_paged_attention_args(
         op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, kv_layout
     )
     check_out(op, out, tuple(q.shape), q.dtype)
-    key_cache, value_cache = to_token_major(key_cache, kv_layout), to_token_major(value_cache, kv_layout)
     out = torch.empty_like(q) if out is None else out
-    block_size, kv_heads, head_dim = key_cache.shape[1:]
-    gqa = q.shape[1] != kv_heads
-    if q.shape[0] == seq_lens.shape[0] and q.shape[0] > 1:  # every sequence decodes one token
-        out.copy_(
-            batched_decode(q, key_cache, value_cache, seq_lens, block_tables, scale, sliding_window, gqa)
-        )
+    if q.shape[0] == 0:
         return out
-    starts, lengths = query_start_loc.tolist(), seq_lens.tolist()
-    for b, length in enumerate(lengths):
-        start, end = starts[b], starts[b + 1]
-        q_len = end - start
-        if q_len == 0:
-            continue
-        blocks = block_tables[b, : (length + block_size - 1) // block_size].long()
-        k = key_cache[blocks].reshape(-1, kv_heads, head_dim)[:length].transpose(0, 1)
-        v = value_cache[blocks].reshape(-1, kv_heads, head_dim)[:length].transpose(0, 1)
-        mask = None
-        windowed = sliding_window is not None and 0 < sliding_window < length
-        if q_len > 1 or windowed:
-            q_pos = torch.arange(length - q_len, length, device=q.device)[:, None]
-            k_pos = torch.arange(length, device=q.device)[None, :]
-            mask = k_pos <= q_pos
-            if windowed:
-                mask &= (q_pos - k_pos) < sliding_window
-        y = torch.nn.functional.scaled_dot_product_attention(
-            q[start:end].transpose(0, 1), k, v, attn_mask=mask, scale=scale, enable_gqa=gqa
-        )
-        out[start:end] = y.transpose(0, 1)
+    caches = to_token_major(key_cache, kv_layout), to_token_major(value_cache, kv_layout)
+    window = sliding_window if sliding_window is not None and sliding_window > 0 else None
+    plan = _plans.get(query_start_loc, seq_lens, block_tables, caches[0].shape[1], window)
+    for group in plan:
+        group.run(q, out, caches, scale)
     return out
 
 
-def batched_decode(q, key_cache, value_cache, seq_lens, block_tables, scale, sliding_window, gqa):
-    """One SDPA call for a batch of one-token queries: every sequence's blocks gathered to the longest
-    context, positions past a sequence's length (or outside its window) masked and zeroed, so stale
-    cache contents (even NaN) never reach the output."""
-    block_size, kv_heads, head_dim = key_cache.shape[1:]
-    batch = q.shape[0]
-    longest = int(seq_lens.max())
-    tables = block_tables[:, : (longest + block_size - 1) // block_size].long()
-    k = key_cache[tables].reshape(batch, -1, kv_heads, head_dim)[:, :longest]
-    v = value_cache[tables].reshape(batch, -1, kv_heads, head_dim)[:, :longest]
-    pos = torch.arange(longest, device=q.device)[None, :]
-    lens = seq_lens.long()[:, None]
-    valid = pos < lens
-    if sliding_window is not None and sliding_window > 0:
-        valid &= (lens - 1 - pos) < sliding_window
-    k = torch.where(valid[:, :, None, None], k, 0).transpose(1, 2)
-    v = torch.where(valid[:, :, None, None], v, 0).transpose(1, 2)
-    y = torch.nn.functional.scaled_dot_product_attention(
-        q[:, :, None, :], k, v, attn_mask=valid[:, None, None, :], scale=scale, enable_gqa=gqa
-    )
-    return y[:, :, 0, :]
+@dataclass
+class Group:
+    """Sequences attended in one SDPA call, queries and keys padded to the group's longest.
+
+    ``rows`` [B, Q]: the q rows of each sequence (a padded row repeats the last real one), None when
+    the group is the whole batch of one-token queries; ``real`` [B, Q]: the rows that are not padding;
+    ``blocks``/``offsets`` [B, L]: where each key position is read; ``mask`` [B, 1, Q, L] or None
+    for plain causal attention."""
+
+    rows: torch.Tensor | None
+    real: torch.Tensor | None
+    blocks: torch.Tensor
+    offsets: torch.Tensor
+    mask: torch.Tensor | None
+
+    def __post_init__(self) -> None:
+        self.slots: dict[int, torch.Tensor] = {}  # flat slot index per block size
+
+    def gather(self, cache: torch.Tensor) -> torch.Tensor:
+        """cache (token-major [N, S, H, D], maybe a head-major cache's view) at the group's keys -> [B, H, L, D]."""
+        if not cache.is_contiguous():
+            return cache[self.blocks, self.offsets].transpose(1, 2)
+        block_size, heads, dim = cache.shape[1:]
+        slots = self.slots.get(block_size)
+        if slots is None:
+            slots = self.slots[block_size] = (self.blocks * block_size + self.offsets).view(-1)
+        # index_select: several times faster than advanced indexing on the CPU
+        return (
+            cache.view(-1, heads, dim)
+            .index_select(0, slots)
+            .view(*self.blocks.shape, heads, dim)
+            .transpose(1, 2)
+        )
+
+    def run(self, q, out, caches, scale) -> None:
+        k, v = self.gather(caches[0]), self.gather(caches[1])
+        query = q[:, None] if self.rows is None else q[self.rows]  # [B, Q, Hq, D]
+        y = torch.nn.functional.scaled_dot_product_attention(
+            query.transpose(1, 2), k, v, attn_mask=self.mask, is_causal=self.mask is None, scale=scale,
+            enable_gqa=q.shape[1] != k.shape[1],
+        ).transpose(1, 2)  # fmt: skip
+        if self.rows is None:
+            out.copy_(y[:, 0])
+        else:
+            out[self.rows[self.real]] = y[self.real]
+
+
+def plan_groups(starts: list[int], lengths: list[int], tables: torch.Tensor, block_size: int,
+                window: int | None) -> list[Group]:  # fmt: skip
+    q_lens = [b - a for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    decodes = [b for b, n in enumerate(q_lens) if n == 1]
+    chunks = [b for b, n in enumerate(q_lens) if n > 1]
+    parts = [decodes] if decodes else []
+    if chunks:
+        longest_q = max(q_lens[b] for b in chunks)
+        longest_kv = max(lengths[b] for b in chunks)
+        work = sum(q_lens[b] * lengths[b] for b in chunks)
+        together = len(chunks) * longest_q * longest_kv <= PAD_WASTE * work
+        parts += [chunks] if together else [[b] for b in chunks]
+    every = len(decodes) == len(q_lens)
+    return [_group(p, starts, q_lens, lengths, tables, block_size, window, whole=every and p is decodes)
+            for p in parts]  # fmt: skip
+
+
+def _group(seqs, starts, q_lens, lengths, tables, block_size, window, whole: bool) -> Group:
+    q_len = torch.tensor([q_lens[b] for b in seqs])[:, None]
+    length = torch.tensor([lengths[b] for b in seqs])[:, None]
+    longest_q, longest_kv = int(q_len.max()), int(length.max())
+    row = torch.minimum(torch.arange(longest_q)[None, :], q_len - 1)  # [B, Q], padding repeats the last
+    pos = torch.arange(longest_kv)
+    rows_tables = tables if whole else tables[torch.tensor(seqs)]
+    nblocks = (longest_kv + block_size - 1) // block_size
+    blocks = rows_tables[:, :nblocks].long()[:, pos // block_size]  # [B, L]
+    offsets = (pos % block_size).expand_as(blocks)
+    rows = None if whole else torch.tensor([starts[b] for b in seqs])[:, None] + row
+    real = None if whole else torch.arange(longest_q)[None, :] < q_len
+    fresh = window is None and all(q_lens[b] == lengths[b] == longest_kv for b in seqs) and longest_kv > 1
+    if fresh:  # every context is exactly this step's queries: plain causal, nothing to mask or redirect
+        return Group(rows, real, blocks, offsets.contiguous(), None)
+    q_pos = length - q_len + row  # [B, Q]: each query row's position
+    visible = pos[None, None, :] <= q_pos[:, :, None]  # [B, Q, L]
+    if window is not None:
+        visible &= (q_pos[:, :, None] - pos[None, None, :]) < window
+    # a position no query row sees reads the sequence's last token instead (masked, so unused)
+    seen = visible.any(dim=1)
+    last = length - 1
+    blocks = torch.where(seen, blocks, blocks.gather(1, last // block_size))
+    offsets = torch.where(seen, offsets, last % block_size)
+    return Group(rows, real, blocks, offsets, visible[:, None])
+
+
+class _PlanCache:
+    """The last plan of each thread, reused while the step's offsets, lengths and tables are equal."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(
+        self, query_start_loc, seq_lens, block_tables, block_size: int, window: int | None
+    ) -> list[Group]:
+        starts, lengths = query_start_loc.tolist(), seq_lens.tolist()
+        key = (starts, lengths, block_size, window)
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] == key and _same(last[1], block_tables):
+            return last[2]
+        plan = plan_groups(starts, lengths, block_tables, block_size, window)
+        self._local.last = (key, block_tables.clone(), plan)
+        return plan
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+
+
+_plans = _PlanCache()

@@ -8,7 +8,8 @@ q [T, Hq, D] (unit stride in D; token and head strides free), query_start_loc [B
 block_tables [B, max_blocks] (int32). Query head h reads KV head h // (Hq // Hk). The query tokens of
 a sequence are the last q_len of its context; each attends causally (and within the sliding window,
 when given). Two paths, chosen from shapes alone (no host sync, so graphs can capture them): decode
-(T == B, :mod:`.paged_attention_decode`) and prefill / mixed (:mod:`.paged_attention_prefill`).
+(T == B, :mod:`.paged_attention_decode`, which also serves a T == B batch that is not all decodes)
+and prefill / mixed (:mod:`.paged_attention_prefill`).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def _launch(q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, 
         else:
             part = ml = out
         _paged_decode_kernel[(batch, hk, splits)](
-            q, key_cache, value_cache, out, part, ml, seq_lens, tables, scale, window,
+            q, key_cache, value_cache, out, part, ml, query_start_loc, seq_lens, tables, scale, window, batch,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), tables.stride(0),
             HK=hk, GROUP=group, BLOCK_H=max(16, next_pow2(group)), D=d, BLOCK_D=next_pow2(d), BLOCK_SIZE=block_size,
             BLOCK_N=config["BLOCK_N"], NUM_SPLITS=splits, USE_WINDOW=window > 0,
