@@ -8,11 +8,11 @@ output instead of a host value.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import torch
 
-from tessera.engine.sampling_inputs import list_to_device
 from tessera.engine.scheduler import ScheduledRequest, SchedulerOutput
 from tessera.pluggable_layers.batch import AttentionMetadata, BatchMetadata, MambaMetadata
 
@@ -40,16 +40,18 @@ def build_host_batch(out: SchedulerOutput, block_size: int, prev_rows: dict[str,
     b = HostBatch(order, [], [], [], [], [], [0], [], [], [], [], 0, [], [])
     for sched in order:
         req = sched.request
-        known = req.all_token_ids
-        for p in range(sched.start, sched.start + sched.num_tokens):
-            if p < len(known):
-                b.input_ids.append(known[p])
-            else:
-                b.pending_positions.append(len(b.input_ids))
-                b.pending_rows.append(prev_rows[req.request_id])
-                b.input_ids.append(0)
-            b.positions.append(p)
-            b.slot_mapping.append(req.block_ids[p // block_size] * block_size + p % block_size)
+        start, end = sched.start, sched.start + sched.num_tokens
+        prompt, outputs = req.prompt_token_ids, req.output_token_ids
+        known = len(prompt) + len(outputs)  # tokens past these are still on the device (pending)
+        b.input_ids += prompt[start:end]
+        b.input_ids += outputs[max(start - len(prompt), 0) : max(min(end, known) - len(prompt), 0)]
+        for _ in range(max(start, known), end):
+            b.pending_positions.append(len(b.input_ids))
+            b.pending_rows.append(prev_rows[req.request_id])
+            b.input_ids.append(0)
+        b.positions += range(start, end)
+        blocks = req.block_ids
+        b.slot_mapping += [blocks[p // block_size] * block_size + p % block_size for p in range(start, end)]
         b.query_start_loc.append(len(b.input_ids))
         b.seq_lens.append(sched.start + sched.num_tokens)
         b.block_tables.append(req.block_ids)
@@ -62,21 +64,44 @@ def build_host_batch(out: SchedulerOutput, block_size: int, prev_rows: dict[str,
     return b
 
 
-def _pack(parts: list[list[int]], dtype: torch.dtype, device: torch.device, pin: bool) -> list[torch.Tensor]:
-    """Several int lists as views of one device tensor: one host tensor and one copy instead of one each.
+#: struct codes of the packed integer dtypes
+_CODES = {torch.int64: "q", torch.int32: "i"}
 
-    Each part starts on a 16-element boundary, so every view is as aligned as a tensor of its own
-    (kernels specialized on pointer alignment see the same pointers as at warm-up)."""
+
+def _pack(parts: list[list[int]], dtype: torch.dtype, device: torch.device, pin: bool) -> list[torch.Tensor]:
+    """Several int lists as views of one device tensor: one host buffer and one copy instead of one each.
+
+    The lists are joined with list extends and packed by ``struct`` (a step's block tables are
+    B x blocks ints: ``torch.tensor`` on such a list costs milliseconds at batch 256 and long
+    contexts, several times more). Each part starts on a 16-element boundary, so every view is as
+    aligned as a tensor of its own (kernels specialized on pointer alignment see the same pointers
+    as at warm-up)."""
     flat: list[int] = []
+    spans = []
     for part in parts:
+        spans.append((len(flat), len(part)))
         flat += part
-        flat += [0] * (-len(part) % 16)
-    packed = list_to_device(flat, dtype, device, pin)
-    views, at = [], 0
-    for part in parts:
-        views.append(packed[at : at + len(part)])
-        at += len(part) + (-len(part) % 16)
-    return views
+        flat += _ZEROS[: -len(part) % 16]
+    code = _CODES[dtype]
+    buffer = bytearray(struct.calcsize(code) * len(flat))
+    struct.pack_into(f"{len(flat)}{code}", buffer, 0, *flat)
+    host = torch.frombuffer(buffer, dtype=dtype) if flat else torch.empty(0, dtype=dtype)
+    if pin:
+        host = host.pin_memory()
+    packed = host.to(device, non_blocking=True)
+    return [packed[at : at + n] for at, n in spans]
+
+
+_ZEROS = [0] * 16
+
+
+def _tables(block_tables: list[list[int]], width: int) -> list[int]:
+    """The block tables as one row-major list, each row padded with block 0 to ``width``."""
+    flat: list[int] = []
+    for row in block_tables:
+        flat += row
+        flat += [0] * (width - len(row))
+    return flat
 
 
 def batch_to_device(
@@ -88,7 +113,7 @@ def batch_to_device(
     The int64 fields travel as one tensor, the int32 ones as another.
     """
     width = max((len(r) for r in b.block_tables), default=1) or 1
-    tables = [v for r in b.block_tables for v in (r + [0] * (width - len(r)))]
+    tables = _tables(b.block_tables, width)
     input_ids, positions, slots, sample_index, pending, pending_rows = _pack(
         [b.input_ids, b.positions, b.slot_mapping, b.sample_token_index, b.pending_positions, b.pending_rows],
         torch.int64, device, pin,

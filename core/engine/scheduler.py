@@ -109,7 +109,7 @@ class Scheduler:
         scheduled_ids: set[str] = set()
         order = sorted(self.running, key=lambda r: r.num_to_compute > 1)  # decodes first, stable (FCFS)
         for request in order:
-            if request not in self.running or budget == 0:
+            if request.status is not Status.RUNNING or budget == 0:  # preempted by an earlier one
                 continue
             n = min(request.num_to_compute, budget)
             if n <= 0 or not request.wants_more:
