@@ -109,7 +109,8 @@ def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monk
                                       "triton_kv_cache_write_hnd", "triton_paged_attention_hnd",
                                       "triton_sample", "triton_moe_route", "triton_moe_experts", "triton_causal_conv1d",
                                       "triton_causal_conv1d_update", "triton_ssd_chunk_scan",
-                                      "triton_selective_state_update", "triton_gated_rms_norm", "triton_linear_wna16"}  # fmt: skip
+                                      "triton_selective_state_update", "triton_gated_rms_norm", "triton_linear_wna16",
+                                      "triton_moe_experts_wna16"}  # fmt: skip
     assert {r.dtype for r in ops} == {"float32", "float16"}
     assert all(r.status == "pass" for r in ops), [(r.case_id, r.message) for r in ops if r.status != "pass"]
     pairs = [r for r in report.results if r.level == "pair"]

@@ -30,7 +30,9 @@ def decode_batch(batch: int, context: int, seed: int = 0) -> SchedulerOutput:
     out = SchedulerOutput()
     for i in range(batch):
         prompt = context // 2
-        r = Request(str(i), [rng.randrange(1, 32000) for _ in range(prompt)], SamplingParams(max_tokens=context))
+        r = Request(
+            str(i), [rng.randrange(1, 32000) for _ in range(prompt)], SamplingParams(max_tokens=context)
+        )
         r.output_token_ids = [rng.randrange(1, 32000) for _ in range(context - prompt)]
         r.block_ids = list(range(i * (context // BLOCK + 1), (i + 1) * (context // BLOCK + 1)))
         out.scheduled.append(ScheduledRequest(r, context - 1, 1))
@@ -57,7 +59,9 @@ def main() -> None:
         assert ids.tolist() == host.input_ids and meta.attention.seq_lens.tolist() == host.seq_lens
         build = median_us(lambda out=out: build_host_batch(out, BLOCK, {}))
         pack = median_us(lambda host=host: batch_to_device(host, torch.device("cpu"), None, pin=False))
-        rows.append({"batch": batch, "context": context, "build_host_batch_us": build, "batch_to_device_us": pack})
+        rows.append(
+            {"batch": batch, "context": context, "build_host_batch_us": build, "batch_to_device_us": pack}
+        )
     result = {"benchmark": "host_batch_cost", "cpu": platform.processor() or platform.machine(),
               "python": platform.python_version(), "torch": torch.__version__, "rows": rows}  # fmt: skip
     if len(sys.argv) > 1:
@@ -65,7 +69,9 @@ def main() -> None:
             json.dump(result, f, indent=1)
     print(f"{'batch':>6} {'context':>8} {'build us':>10} {'to device us':>13}")
     for r in rows:
-        print(f"{r['batch']:>6} {r['context']:>8} {r['build_host_batch_us']:>10.0f} {r['batch_to_device_us']:>13.0f}")
+        print(
+            f"{r['batch']:>6} {r['context']:>8} {r['build_host_batch_us']:>10.0f} {r['batch_to_device_us']:>13.0f}"
+        )
 
 
 if __name__ == "__main__":

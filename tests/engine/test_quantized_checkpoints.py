@@ -174,3 +174,19 @@ def test_random_weights_fill_a_quantized_layout(tmp_path):
         layer.qweight.is_floating_point() and torch.isfinite(layer.qweight).all()
     )  # prepared from random words
     assert len(greedy(llm, PROMPTS[:1], 4)[0]) == 4
+
+
+def test_int4_moe_through_the_triton_kernel_in_the_interpreter(tmp_path, monkeypatch):
+    """The Triton kernel keeps the experts packed (its prepare repacks them per expert) and the model's
+    greedy output equals transformers' on the dequantized weights."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TESSERA_CPU_TRITON", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    quant, dense = write_int4_checkpoint("qwen3_moe", tmp_path, "awq", 128, False)
+    llm = LLM(str(quant), dtype="float32", max_num_batched_tokens=64,
+              kernel_overrides={"moe_experts_wna16": "triton_moe_experts_wna16"})  # fmt: skip
+    experts = llm.engine.runner.model.layers[0].mlp.experts
+    assert experts.w13_qweight.dtype == torch.int32 and experts.w13_qzeros.is_floating_point()
+    choice = next(c for c in llm.engine.runner.ctx.choices if c.op == "moe_experts_wna16")
+    assert choice.kernel == "triton_moe_experts_wna16" and choice.weights.startswith("prepared by")
+    assert_greedy_matches_transformers(llm, dense, "qwen3_moe awq g128 (triton)")

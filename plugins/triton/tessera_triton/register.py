@@ -32,6 +32,7 @@ KERNELS = {
     "selective_state_update": ("selective_state_update", "selective_state_update", "tune_inputs"),
     "gated_rms_norm": ("gated_rms_norm", "gated_rms_norm", "tune_inputs"),
     "linear_wna16": ("linear_wna16", "linear_wna16", "tune_inputs"),
+    "moe_experts_wna16": ("moe_experts_wna16", "moe_experts_wna16", "tune_inputs"),
 }
 # ops whose module holds more than one kernel name their space and key explicitly
 SPACES = {"causal_conv1d_update": ("UPDATE_CONFIG_SPACE", "UPDATE_SHAPE_KEY")}
