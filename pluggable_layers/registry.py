@@ -248,6 +248,11 @@ class KernelRegistry:
             selection.kernel, self.config_lookup(selection.kernel, selection.query.platform), selection
         )
 
+    def bind_exact(self, kernel: KernelImpl, query: KernelQuery) -> tuple[str | None, BoundKernel]:
+        """``kernel`` itself bound for ``query``, with no selection (conformance and benchmarks run one named
+        kernel): (why it refuses the query, or None; the bound kernel). What a refusal means is the caller's."""
+        return kernel.refusal(query), self.bind(Selection(query=query, kernel=kernel, candidates=[]))
+
     def coverage_misses(self) -> list[str]:
         return sorted(m for lookup in self._lookups.values() for m in lookup.misses)
 
