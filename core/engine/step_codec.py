@@ -9,7 +9,8 @@ the first time it is scheduled; after that a step message carries only what chan
 - ``out``: the output tokens the driver received since; ``blocks``: ``[keep, *appended]`` (the first ``keep``
   block ids stay, the rest follow: 0 after a preemption frees them); ``pending``, ``computed``, ``slot``,
   ``status``, ``preemptions``: the new value, only for the requests where it moved;
-- ``drop``: the requests that finished (or were aborted) and are forgotten.
+- ``drop``: the requests that finished (or were aborted) and are forgotten (applied first: a new request
+  may take a forgotten one's id in the same message).
 
 The driver finds the changes by comparing each request with what it last sent (a few attribute reads per
 request: no list is compared). A request's ``block_ids`` is only ever appended to in place or replaced by a
@@ -74,21 +75,25 @@ class StepEncoder:
         self.step = 0
 
     def message(self, out: SchedulerOutput, use_prev: bool) -> dict:
-        new, sched, sent = [], [], self.sent
+        new, sched, sent, drop = [], [], self.sent, []
         for s in out.scheduled:
             rid = s.request.request_id
-            if rid not in sent:
+            was = sent.get(rid)
+            if was is None or was.request is not s.request:
+                if was is not None:  # a finished request's id taken by a new one: the old goes first
+                    drop.append(rid)
                 new.append(_static(s.request))
-                sent[rid] = _Sent(s.request)
+                was = sent[rid] = _Sent(s.request)
             sched.append([rid, s.start, s.num_tokens])
-            sent[rid].num_computed = s.start + s.num_tokens
+            was.num_computed = s.start + s.num_tokens
         self.step += 1
         message = {"op": "step", "step": self.step, "use_prev": use_prev, "new": new, "sched": sched}
         changes: dict[str, dict] = {}
         scheduled = {entry[0] for entry in sched}
-        drop = [rid for rid, was in sent.items() if not self._diff(rid, was, changes, rid in scheduled)]
-        for rid in drop:
+        gone = [rid for rid, was in sent.items() if not self._diff(rid, was, changes, rid in scheduled)]
+        for rid in gone:
             del sent[rid]
+        drop += gone
         if drop:
             message["drop"] = drop
         message.update(changes)

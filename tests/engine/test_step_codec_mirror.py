@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 from tessera.engine import step_codec
 from tessera.engine.inputs import build_host_batch
 from tessera.engine.kv_cache import KVCacheManager
-from tessera.engine.request import Request
+from tessera.engine.request import Request, Status
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.errors import StepMessageError
 from tessera.sampling_params import SamplingParams
@@ -191,3 +191,18 @@ def test_a_decode_step_message_does_not_grow_with_the_context():
         assert step[0] > 8 * context  # the prompts go once
         sizes[context] = max(step[1:])
     assert sizes[2048] <= sizes[64] + 8 * 8, sizes  # a few more bytes per integer at most
+
+
+def test_a_finished_request_id_taken_by_a_new_request_is_a_new_request_on_the_worker():
+    encoder, decoder = step_codec.StepEncoder(), step_codec.StepDecoder()
+    old = Request("same", [1, 2, 3], SamplingParams(max_tokens=4))
+    old.block_ids = [7]
+    decoder.apply(encoder.message(SchedulerOutput([ScheduledRequest(old, 0, 3)]), use_prev=False))
+    old.status = Status.FINISHED
+    fresh = Request("same", [9, 9], SamplingParams(max_tokens=2, temperature=0.5))
+    fresh.block_ids = [3]
+    message = encoder.message(SchedulerOutput([ScheduledRequest(fresh, 0, 2)]), use_prev=False)
+    rebuilt = decoder.apply(step_codec.decode(step_codec.encode(message)))
+    assert message["drop"] == ["same"] and [n[0] for n in message["new"]] == ["same"]
+    assert state(decoder.requests["same"]) == state(fresh)
+    assert rebuilt.scheduled[0].request is decoder.requests["same"]
