@@ -11,6 +11,9 @@ rows included: a kernel whose ids index memory must not emit a wild one for a ju
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from tessera.conformance.postconditions import index_problem
@@ -54,6 +57,22 @@ def refill(static: dict, dev: dict, inputs, originals: dict) -> None:
             target[v.shape[0] :].fill_(inputs.pad.get(name, float("nan")))
 
 
+def capture_and_replay(platform, graph, run: Callable[[], Any], reset: Callable[[], None]) -> Any:
+    """``run()`` once eagerly (it compiles outside the capture), then captured into ``graph`` under
+    ``trusted_indices()`` (as the engine captures: value checks would read back to the host), then the
+    graph replayed once; ``reset()`` puts the inputs back before the capture and before the replay.
+    Returns what ``run()`` returned in the capture: the graph's outputs, which now hold the replay's."""
+    run()
+    platform.synchronize()
+    reset()
+    with trusted_indices(), platform.graph_capture(graph):
+        captured = run()
+    reset()
+    graph.replay()
+    platform.synchronize()
+    return captured
+
+
 def graph_replay_problems(
     platform, bound, dev: dict, inputs, pairs, budget: float, originals: dict
 ) -> list[str]:
@@ -62,14 +81,9 @@ def graph_replay_problems(
         return []
     try:
         static = static_inputs(dev, inputs)
-        bound(**static)  # warm-up: compile outside the capture
-        platform.synchronize()
-        refill(static, dev, inputs, originals)
-        with trusted_indices(), platform.graph_capture(graph):  # value checks sync: none in a capture
-            captured = bound(**static)
-        refill(static, dev, inputs, originals)
-        graph.replay()
-        platform.synchronize()
+        captured = capture_and_replay(
+            platform, graph, lambda: bound(**static), lambda: refill(static, dev, inputs, originals)
+        )
     except Exception as exc:  # noqa: BLE001 - a kernel that cannot be captured is a finding
         return [f"graph replay: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"]
     problems = []

@@ -24,7 +24,7 @@ from tessera.pluggable_layers.kv_layout import FACT, KV_OPS
 from tessera.pluggable_layers.measure import error_figures
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
-from tessera.pluggable_layers.registry import KernelImpl, KernelQuery, Selection
+from tessera.pluggable_layers.registry import KernelImpl, KernelQuery
 
 CASTABLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -58,7 +58,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     if case.params:
         base["extra"] = {"origin": case.origin, **{k: str(v) for k, v in case.params.items()}}
     query = KernelQuery(case.op, facts, dtype_name, case_facts(case))
-    refusal = kernel.refusal(query)
+    refusal, bound = registry.bind_exact(kernel, query)
     if refusal:
         return CaseResult(status="skip", message=f"kernel refuses: {refusal}", **base)
     inputs = case.build(torch.Generator().manual_seed(seed))
@@ -67,7 +67,6 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
     dev, ref = prepare(inputs.values, dtype, inputs.keep, device)
     before = {n: (dev[n].clone(), ref[n].clone()) for n in inputs.inplace}
     guards = guard(dev, tuple(dict.fromkeys(inputs.poison + inputs.inplace)))
-    bound = registry.bind(Selection(query=query, kernel=kernel, candidates=[]))
     start = time.perf_counter()
     try:
         expected = reference(case.op)(**ref, **layout_kwargs(case))

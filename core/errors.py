@@ -30,3 +30,8 @@ class WorkerError(TesseraError):
     def __init__(self, rank: int, cause: str) -> None:
         super().__init__(f"tensor-parallel worker rank {rank} failed: {cause}")
         self.rank, self.cause = rank, cause
+
+
+class StepMessageError(TesseraError):
+    """A tensor-parallel worker got a step message that does not fit the requests it mirrors (a change to a
+    request it was never sent, or was told to forget): its state no longer matches the driver's."""

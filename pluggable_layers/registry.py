@@ -37,6 +37,7 @@ from tessera.pluggable_layers.kernel_types import (
 from tessera.pluggable_layers.kv_layout import KV_LAYOUTS, KV_OPS, normalize_layouts
 from tessera.pluggable_layers.ops import OPS, op_spec
 from tessera.pluggable_layers.overrides import OVERRIDE_ENV, check_overrides, parse_overrides
+from tessera.pluggable_layers.selection import choose
 from tessera.pluggable_layers.tuning import ConfigLookup, ConfigSpace, ShapeKey
 
 #: the data types are importable from here too, where plugins and the engine have always found them
@@ -205,46 +206,7 @@ class KernelRegistry:
         chosen_name = merged.get(op)
         if chosen_name is not None:
             self.get(op, chosen_name)
-        accepted: list[KernelImpl] = []
-        candidates: list[Candidate] = []
-        for kernel in self.kernels(op):
-            reason = kernel.refusal(query)
-            if reason is not None:
-                candidates.append(Candidate(kernel, "refused", reason))
-            else:
-                accepted.append(kernel)
-        if chosen_name is not None:
-            selected = next((k for k in accepted if k.name == chosen_name), None)
-            if selected is None:
-                why = next(c.reason for c in candidates if c.kernel.name == chosen_name)
-                raise KernelError(
-                    f"{op}: override chose kernel {chosen_name!r}, which cannot serve this call: {why}"
-                )
-        elif accepted:
-            selected = accepted[0]
-        else:
-            raise KernelError(f"{op}: no kernel accepts {platform.name}/{dtype} (not even the reference)")
-        for kernel in accepted:
-            if kernel is selected:
-                how = (
-                    f"override {op}={kernel.name}" if chosen_name else f"highest priority ({kernel.priority})"
-                )
-                ties = [k.name for k in accepted if k is not kernel and k.priority == kernel.priority]
-                if ties and not chosen_name:
-                    how += f"; tied with {', '.join(ties)}, taken by name order"
-                candidates.append(Candidate(kernel, "selected", how))
-            elif chosen_name:
-                candidates.append(
-                    Candidate(kernel, "overridden-out", f"accepts, but the override chose {chosen_name}")
-                )
-            else:
-                candidates.append(
-                    Candidate(
-                        kernel, "outranked", f"accepts, priority {kernel.priority} < {selected.priority}"
-                    )
-                )
-        order = {"selected": 0, "outranked": 1, "overridden-out": 1, "refused": 2}
-        candidates.sort(key=lambda c: (order[c.verdict], -c.kernel.priority, c.kernel.name))
+        selected, candidates = choose(self.kernels(op), query, chosen_name)
         selection = Selection(query=query, kernel=selected, candidates=candidates, override=chosen_name)
         if selection.fallback:
             self._warn_fallback(selection)
@@ -285,6 +247,11 @@ class KernelRegistry:
         return BoundKernel(
             selection.kernel, self.config_lookup(selection.kernel, selection.query.platform), selection
         )
+
+    def bind_exact(self, kernel: KernelImpl, query: KernelQuery) -> tuple[str | None, BoundKernel]:
+        """``kernel`` itself bound for ``query``, with no selection (conformance and benchmarks run one named
+        kernel): (why it refuses the query, or None; the bound kernel). What a refusal means is the caller's."""
+        return kernel.refusal(query), self.bind(Selection(query=query, kernel=kernel, candidates=[]))
 
     def coverage_misses(self) -> list[str]:
         return sorted(m for lookup in self._lookups.values() for m in lookup.misses)

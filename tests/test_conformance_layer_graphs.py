@@ -1,4 +1,5 @@
-"""The layer level's graph mode, driven through a platform whose "capture" runs the work at once.
+"""The layer level's graph mode (and the op level's graph replay, which shares its capture helper),
+driven through a platform whose "capture" runs the work at once.
 
 No CPU platform captures graphs, so this checks the mode's plumbing (decode-shaped inputs built
 before capture, state restored around warm-up, capture and replay, the reference run on its own
@@ -8,10 +9,13 @@ copy of the state), not a real graph: the cuda run does that on hardware.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 
+from tessera.conformance.cases import all_cases
 from tessera.conformance.levels import layers
+from tessera.conformance.ops import run_op_case
 from tessera.discovery import get_discovery, select_platform
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.pluggable_layers.checks import checking_values
@@ -64,3 +68,16 @@ def test_layer_level_without_graphs_has_no_graph_cases(fresh_discovery):
     results = layers.check(get_registry(), platform_facts(platform), caps, torch.device("cpu"), 7, platform)
     assert results and not [r for r in results if "graphs" in r.case_id]
     assert all(r.status == "pass" for r in results)
+
+
+def test_op_level_graph_replay_captures_and_replays_each_case_once(fresh_discovery):
+    platform = select_platform("cpu", get_discovery())
+    fake, registry = _EagerGraphPlatform(platform), get_registry()
+    cases = all_cases()[::12]  # ten ops, a few shapes each
+    for case in cases:  # the reference, taken as graph-safe so the replay runs
+        kernel = dataclasses.replace(registry.get(case.op, "reference"), graph_safe=True)
+        result = run_op_case(registry, platform_facts(platform), kernel, case, "float32", torch.device("cpu"), 1,
+                             platform=fake)  # fmt: skip
+        assert result.status == "pass", (result.case_id, result.message)
+    assert len(fake.graphs) == len(cases) and all(g.replays == 1 for g in fake.graphs)
+    assert fake.checked_in_capture == [False] * len(cases)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tessera.discovery import api_compatible, discover, select_platform
+from tessera.discovery import discover, select_platform
 from tessera.errors import PlatformError
+from tessera.plugin_loading import api_compatible
 
 SHIPPED = {"cpu", "triton", "cuda", "rocm", "xpu"}
 

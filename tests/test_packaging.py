@@ -66,10 +66,20 @@ def declared_names(requirements: list[str]) -> set[str]:
 
 
 def test_core_dependencies_are_what_it_imports():
-    """tokenizers is needed by every real checkpoint, numpy by torch to import without a warning;
-    importlib-metadata by nothing on Python 3.11+."""
+    """tokenizers is needed by every real checkpoint, numpy by torch to import without a warning, msgspec by
+    the tensor-parallel step messages; importlib-metadata by nothing on Python 3.11+."""
     names = declared_names(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
-    assert names == {"torch", "pluggy", "pydantic", "typer", "rich", "safetensors", "tokenizers", "numpy"}
+    assert names == {
+        "torch",
+        "pluggy",
+        "pydantic",
+        "typer",
+        "rich",
+        "safetensors",
+        "tokenizers",
+        "numpy",
+        "msgspec",
+    }
 
 
 def test_the_cpu_quick_start_installs_no_triton():

@@ -26,7 +26,7 @@ from tessera.pluggable_layers.kv_layout import cache_shape, from_token_major
 from tessera.pluggable_layers.measure import error_figures, median_ms
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
-from tessera.pluggable_layers.registry import KernelQuery, Selection
+from tessera.pluggable_layers.registry import KernelQuery
 
 HQ, HK, D, BLOCK = 32, 8, 128, 16
 DTYPE_NAME = os.environ.get(
@@ -61,10 +61,10 @@ def in_layout(x: dict, layout: str) -> dict:
 def bound(registry, facts, op: str, name: str, layout: str):
     kernel = registry.get(op, name)
     query = KernelQuery(op, facts, DTYPE_NAME, {"kv_layout": layout, "head_size": D})
-    refusal = kernel.refusal(query)
+    refusal, kernel = registry.bind_exact(kernel, query)
     if refusal:
         raise SystemExit(f"{name} cannot run here: {refusal}")
-    return registry.bind(Selection(query=query, kernel=kernel, candidates=[]))
+    return kernel
 
 
 def check_writer(writer, layout: str, g, device) -> bool:

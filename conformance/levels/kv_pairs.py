@@ -20,7 +20,7 @@ from tessera.conformance.report import CaseResult
 from tessera.pluggable_layers.kv_layout import DEFAULT_KV_LAYOUT, FACT, KV_LAYOUTS, cache_shape, layouts_of
 from tessera.pluggable_layers.ops import OPS
 from tessera.pluggable_layers.reference import reference
-from tessera.pluggable_layers.registry import KernelQuery, Selection
+from tessera.pluggable_layers.registry import KernelQuery
 
 # decode and prefill rows together, GQA 4, block boundaries crossed
 SEQ_LENS, Q_LENS, HQ, HK, D, BLOCK = [1, 17, 40, 33], [1, 1, 23, 1], 8, 2, 64, 16
@@ -56,8 +56,7 @@ def _expected(x: dict) -> torch.Tensor:
 
 def _bound(registry, facts, kernel, dtype_name: str, layout: str):
     query = KernelQuery(kernel.op, facts, dtype_name, {FACT: layout, "head_size": D})
-    refusal = kernel.refusal(query)
-    return refusal, registry.bind(Selection(query=query, kernel=kernel, candidates=[]))
+    return registry.bind_exact(kernel, query)
 
 
 def pairs(registry, facts, layout: str, names=None) -> list[tuple]:

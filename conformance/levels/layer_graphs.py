@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from tessera.conformance.graph_replay import capture_and_replay
 from tessera.pluggable_layers.batch import AttentionMetadata, MambaMetadata
-from tessera.pluggable_layers.checks import trusted_indices
 from tessera.pluggable_layers.kv_layout import from_token_major, to_token_major
 
 DECODE_ROWS = 4
@@ -78,15 +78,12 @@ def replayed(platform, kind: str, module, inputs: dict) -> torch.Tensor:
     """The layer's decode step captured and replayed: the replay's output, copied out."""
     saved = tuple(t.clone() for t in inputs["state"]) if "state" in inputs else None
     restore(module, inputs, saved)
-    forward(kind, module, inputs)  # warm-up outside the capture
-    platform.synchronize()
-    restore(module, inputs, saved)
-    graph = platform.graph()
-    with trusted_indices(), platform.graph_capture(graph):  # as the engine captures: no value checks
-        captured = forward(kind, module, inputs)
-    restore(module, inputs, saved)
-    graph.replay()
-    platform.synchronize()
+    captured = capture_and_replay(
+        platform,
+        platform.graph(),
+        lambda: forward(kind, module, inputs),
+        lambda: restore(module, inputs, saved),
+    )
     return captured.clone()
 
 

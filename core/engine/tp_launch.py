@@ -7,7 +7,7 @@ cross hosts, so everything goes through torch.distributed itself:
 
 - the rendezvous store (hosted by rank 0, or by torchrun's agent) carries the engine config once, each
   worker's heartbeat, and the cause a worker posts before it exits;
-- each step rank 0 broadcasts the step message (:mod:`tessera.engine.step_codec`: JSON bytes in a uint8
+- each step rank 0 broadcasts the step message (:mod:`tessera.engine.step_codec`: msgpack bytes in a uint8
   tensor; no pickle, no tensors) over a gloo group of its own, then all ranks run the step; rank 0's
   sampled tokens are broadcast so the ranks never drift apart.
 

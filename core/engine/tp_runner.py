@@ -2,7 +2,7 @@
 
 The engine keeps the scheduler and the KV manager; :class:`ParallelRunner` starts the workers
 (spawned, see :mod:`tessera.engine.tp_worker`), sends each step's batch to every worker over its pipe
-(JSON bytes, no pickle) and reads rank 0's sampled tokens when the engine asks for them (one step
+(msgpack bytes, no pickle) and reads rank 0's sampled tokens when the engine asks for them (one step
 behind under async scheduling). It watches every worker's pipe and process: a worker that exits, is
 killed, or reports an exception ends the engine with a :class:`WorkerError` naming the rank and the
 cause within a poll interval, never a hang. The remaining workers are then stopped.

@@ -3,7 +3,7 @@
 The driver (the engine's process) starts the workers with :func:`worker_main` (spawned) or the
 ranks of a torchrun launch run :func:`serve_steps` themselves. Each joins the process group on the
 platform's backend, loads its slice of the model, agrees with the others on the number of KV blocks,
-and then runs the steps the driver sends: the scheduled batch as a JSON message, rebuilt into a
+and then runs the steps the driver sends: the scheduled batch as a delta message, rebuilt into a
 :class:`SchedulerOutput` by :class:`StepDecoder`. Every rank samples the same tokens (rank 0's are
 broadcast so the ranks never drift apart); rank 0 sends them back. A rank that fails sends the cause
 and exits, so the driver can name it.

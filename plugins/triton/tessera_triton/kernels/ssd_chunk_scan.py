@@ -17,13 +17,9 @@ float32 registers::
     state  = exp(a_end) * state + (x * exp(a_end - a_s) * dt'_s)^T @ B
 
 A sequence's first segment starts from its initial state, later ones from zero.
-For sequences of several segments two more launches finish the job: the
-combine pass walks each sequence's segments in order (state entering segment
-j = decay of segment j-1 times the state entering it plus its local final
-state) and writes the final state; the fix-up pass adds each later segment's
-missing term, ``(C_t @ state_in^T) * exp(a_t)`` with ``a_t`` the decay from the
-segment's start (kept by the first pass), to its outputs. Segments let a long
-prompt use the whole card instead of one program per head.
+For sequences of several segments two more launches finish the job
+(:mod:`tessera_triton.kernels.ssd_segments`: the combine and fix-up passes).
+Segments let a long prompt use the whole card instead of one program per head.
 
 The intra-chunk products run in x's dtype with float32 accumulation; so do the
 products with the state for bfloat16 inputs (the state itself stays float32),
@@ -48,6 +44,7 @@ from tessera.pluggable_layers.checks import (
 from tessera.pluggable_layers.reference.ssd_chunk_scan import check_ssm_args
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, fast_fp32_dot_precision, launch_options, next_pow2
+from tessera_triton.kernels.ssd_segments import segment_of, segment_plan, ssd_combine_kernel, ssd_fixup_kernel
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -79,17 +76,6 @@ def effective_dt(dt, dt_bias, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constex
 
 
 @triton.jit
-def _segment_of(k, seg_end_ptr, B, BLOCK_B: tl.constexpr):
-    """The sequence owning segment k: how many sequences' segment ranges end at or below k."""
-    seq = k * 0
-    for b0 in range(0, B, BLOCK_B):
-        b = b0 + tl.arange(0, BLOCK_B)
-        ends = tl.load(seg_end_ptr + b, mask=b < B, other=2147483647)
-        seq += tl.sum((ends <= k).to(tl.int32), axis=0)
-    return seq
-
-
-@triton.jit
 def _ssd_scan_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dt_bias_ptr, qsl_ptr, states_ptr, idx_ptr, init_ptr, out_ptr,
     seg_end_ptr, segs_ptr, scratch_end_ptr, scratch_ptr, seg_decay_ptr, acum_ptr,
@@ -101,7 +87,7 @@ def _ssd_scan_kernel(
 ):  # fmt: skip
     k = tl.program_id(0)
     h = tl.program_id(1)
-    b = _segment_of(k, seg_end_ptr, num_seqs, 64)
+    b = segment_of(k, seg_end_ptr, num_seqs, 64)
     if b >= num_seqs:
         return
     segs = tl.load(segs_ptr + b)
@@ -173,76 +159,6 @@ def _ssd_scan_kernel(
         tl.store(state_ptrs, state.to(states_ptr.dtype.element_ty), mask=state_mask)
 
 
-@triton.jit
-def _ssd_combine_kernel(
-    segs_ptr, scratch_end_ptr, scratch_ptr, seg_decay_ptr, states_ptr, idx_ptr, P, N, H,
-    stride_ss, stride_sh, stride_sp, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    """Per sequence of several segments: replace each local state by the state entering its segment."""
-    b = tl.program_id(0)
-    h = tl.program_id(1)
-    segs = tl.load(segs_ptr + b)
-    if segs == 1:
-        return
-    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    n = tl.arange(0, BLOCK_N)
-    mask = (p < P)[:, None] & (n < N)[None, :]
-    first = tl.load(scratch_end_ptr + b) - segs
-    running = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
-    for j in range(0, segs):
-        row = (first + j).to(tl.int64)
-        ptrs = scratch_ptr + ((row * H + h) * P + p[:, None]) * BLOCK_N + n[None, :]
-        local = tl.load(ptrs, mask=mask, other=0.0)
-        tl.store(ptrs, running, mask=mask)
-        running = running * tl.exp(tl.load(seg_decay_ptr + row * H + h)) + local
-    slot = tl.load(idx_ptr + b).to(tl.int64)
-    state_ptrs = states_ptr + slot * stride_ss + h * stride_sh + p[:, None] * stride_sp + n[None, :]
-    tl.store(state_ptrs, running.to(states_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _ssd_fixup_kernel(
-    C_ptr, qsl_ptr, seg_end_ptr, segs_ptr, scratch_end_ptr, scratch_ptr, acum_ptr, out_ptr,
-    P, N, heads_per_group, num_seqs, H, stride_ct, stride_cg, stride_ot, stride_oh, STATE_PRECISION: tl.constexpr,
-    SEGMENT: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    """out_t += (C_t @ state_in^T) * exp(a_t) over the tokens of every segment but a sequence's first."""
-    k = tl.program_id(0)
-    h = tl.program_id(1)
-    b = _segment_of(k, seg_end_ptr, num_seqs, 64)
-    if b >= num_seqs:
-        return
-    segs = tl.load(segs_ptr + b)
-    j = k - (tl.load(seg_end_ptr + b) - segs)
-    if j == 0:
-        return
-    row = (tl.load(scratch_end_ptr + b) - segs + j).to(tl.int64)
-    g = h // heads_per_group
-    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = p < P
-    n = tl.arange(0, BLOCK_N)
-    n_ok = n < N
-    state_in = tl.load(scratch_ptr + ((row * H + h) * P + p[:, None]) * BLOCK_N + n[None, :],
-                       mask=p_ok[:, None] & n_ok[None, :], other=0.0)  # fmt: skip
-    start = tl.load(qsl_ptr + b) + j * SEGMENT
-    end = tl.minimum(start + SEGMENT, tl.load(qsl_ptr + b + 1))
-    l = tl.arange(0, BLOCK_L)
-    for c0 in range(start, end, BLOCK_L):
-        t64 = (c0 + l).to(tl.int64)
-        t_ok = c0 + l < end
-        Cm = tl.load(C_ptr + t64[:, None] * stride_ct + g * stride_cg + n[None, :],
-                     mask=t_ok[:, None] & n_ok[None, :], other=0.0)  # fmt: skip
-        a = tl.load(acum_ptr + t64 * H + h, mask=t_ok, other=0.0)
-        extra = (
-            tl.dot(Cm.to(tl.float32), tl.trans(state_in), input_precision=STATE_PRECISION)
-            * tl.exp(a)[:, None]
-        )
-        ptrs = out_ptr + t64[:, None] * stride_ot + h * stride_oh + p[None, :]
-        mask = t_ok[:, None] & p_ok[None, :]
-        y = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32) + extra
-        tl.store(ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
-
-
 def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm_states, state_indices,
                    has_initial_state, chunk_size=256, out=None, config=None):  # fmt: skip
     op = "ssd_chunk_scan"
@@ -285,28 +201,16 @@ def ssd_chunk_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, query_start_loc, ssm
         STATE_IN_BF16=x.dtype == torch.bfloat16, SEGMENT=segment, BLOCK_L=config["BLOCK_L"], **common,
     )  # fmt: skip
     if plan["split"]:
-        _ssd_combine_kernel[(batch, heads, grid[2])](
+        ssd_combine_kernel[(batch, heads, grid[2])](
             plan["segs"], plan["scratch_end"], scratch, seg_decay, ssm_states, state_indices, head_dim, state_size,
             heads, ssm_states.stride(0), ssm_states.stride(1), ssm_states.stride(2), **common,
         )  # fmt: skip
-        _ssd_fixup_kernel[grid](
+        ssd_fixup_kernel[grid](
             C, query_start_loc, plan["seg_end"], plan["segs"], plan["scratch_end"], scratch, acum, out,
             head_dim, state_size, heads // groups, batch, heads, C.stride(0), C.stride(1), out.stride(0), out.stride(1),
             STATE_PRECISION=precision, SEGMENT=segment, BLOCK_L=config["BLOCK_L"], **common,
         )  # fmt: skip
     return out
-
-
-def segment_plan(query_start_loc: torch.Tensor, segment: int, tokens: int, batch: int) -> dict:
-    """Segments per sequence (at least one) and scratch rows for sequences of several, with no host sync."""
-    lens = (query_start_loc[1:] - query_start_loc[:-1]).to(torch.int32)
-    segs = torch.clamp((lens + segment - 1) // segment, min=1).to(torch.int32)
-    several = torch.where(segs > 1, segs, 0)
-    split = tokens > segment  # only then can a sequence have several segments
-    return {"segs": segs, "seg_end": torch.cumsum(segs, 0, dtype=torch.int32),
-            "scratch_end": torch.cumsum(several, 0, dtype=torch.int32), "split": split,
-            "max_segments": triton.cdiv(tokens, segment) + batch,
-            "scratch_rows": 2 * triton.cdiv(tokens, segment) + 1 if split else 1}  # fmt: skip
 
 
 def tune_inputs(shape: dict, dtype: torch.dtype, device) -> tuple[tuple, dict]:
