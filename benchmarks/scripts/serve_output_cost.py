@@ -87,7 +87,9 @@ def one_run(engine, args, run: int) -> dict:
     feed = context.socket(zmq.PUSH)
     feed.connect(f"inproc://in-{run}")
     extra = {"logprobs": args.logprobs} if args.logprobs is not None else {}
-    params = to_wire_params(SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True, **extra))
+    params = to_wire_params(
+        SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True, **extra)
+    )
     codec = Codec(CoreInput)
     vocab = engine.spec.vocab_size
     for i in range(args.batch):

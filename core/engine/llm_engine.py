@@ -169,9 +169,8 @@ class LLMEngine:
 
         ``finished_only``: outputs only for prompts whose completions all finished (a caller that does
         not stream, such as ``LLM.generate``, then does not pay for building the others every step).
-        ``delta``: each output holds only what is new since that prompt's last delta output (text, token
-        ids, logprobs; prompt logprobs once), built in time independent of the output so far (the engine
-        core streams these); otherwise outputs are cumulative. Use one kind for a request's whole life.
+        ``delta``: outputs hold only what is new since the prompt's last one (text, token ids, logprobs;
+        prompt logprobs once), at a cost independent of the output so far (what the engine core streams).
 
         A step is all or nothing: when running it raises (a kernel fault, say), exactly
         the requests of that step finish with ``finish_reason="error"`` and the cause in

@@ -123,7 +123,9 @@ def completion_delta(req: Request, detok: IncrementalDetokenizer) -> CompletionO
     if req.logprobs is not None:
         logprobs, req.sent_logprobs = req.logprobs[req.sent_logprobs :], len(req.logprobs)
     cumulative = req.cumulative_logprob if req.logprobs is not None else None
-    return CompletionOutput(req.index, new_text, ids, req.finish_reason, req.stop_reason, cumulative, logprobs)
+    return CompletionOutput(
+        req.index, new_text, ids, req.finish_reason, req.stop_reason, cumulative, logprobs
+    )
 
 
 def request_delta(children: list[Request], detoks: dict[str, IncrementalDetokenizer]) -> RequestOutput:

@@ -28,7 +28,11 @@ def workload(reference) -> tuple[str, list[tuple[list[int], dict]]]:
     the output, one that never matches but holds text back), min_tokens, and a request aborted midway; and
     the text the stop string spanning two tokens leaves."""
     greedy = {"temperature": 0.0, "ignore_eos": True}
-    words = reference.generate([[30, 31]], {**greedy, "max_tokens": 24}, use_tqdm=False)[0].outputs[0].text.split()
+    words = (
+        reference.generate([[30, 31]], {**greedy, "max_tokens": 24}, use_tqdm=False)[0]
+        .outputs[0]
+        .text.split()
+    )
     text = " ".join(words)
     # the end of one token's text and the start of the next one's, at its first place in the text
     cut = next(i for i in range(3, len(words) - 1)
@@ -56,7 +60,11 @@ def sliced(out: RequestOutput, sent: dict) -> RequestOutput:
                                                logprobs=lps[lps_n:] if lps is not None else None))  # fmt: skip
     prompt_logprobs = None
     first = (out.request_id, "prompt")
-    if out.prompt_logprobs is not None and first not in sent and (out.finished or any(c.token_ids for c in out.outputs)):
+    if (
+        out.prompt_logprobs is not None
+        and first not in sent
+        and (out.finished or any(c.token_ids for c in out.outputs))
+    ):
         sent[first], prompt_logprobs = True, out.prompt_logprobs
     return dataclasses.replace(out, outputs=completions, prompt_logprobs=prompt_logprobs)
 
@@ -89,7 +97,7 @@ def test_deltas_are_the_cumulative_outputs_less_what_was_sent(engine, reference)
     assert deltas == run(engine, work, delta=False)
     whole: dict[tuple, list] = {}
     for step in deltas:
-        for rid, finished, error, _, prompt_lps, completions, _ in step:
+        for rid, _, error, _, _, completions, _ in step:
             assert error is None
             for index, text, ids, reason, stop, cumulative, lps in completions:
                 got = whole.setdefault((rid, index), ["", [], [], None, None, None])
@@ -136,7 +144,9 @@ def test_what_a_core_step_builds_and_sends_does_not_grow_with_the_output(engine,
     feed.connect("inproc://deltas-in")
     length = 110  # the context is 128 tokens
     params = SamplingParams(temperature=0.0, max_tokens=length, ignore_eos=True, logprobs=1, n=2)
-    feed.send(Codec(CoreInput).encode(AddRequest("long", None, [5, 6, 7], to_wire_params(params), time.monotonic())))
+    feed.send(
+        Codec(CoreInput).encode(AddRequest("long", None, [5, 6, 7], to_wire_params(params), time.monotonic()))
+    )
     try:
         until = time.monotonic() + 10
         while not core.active:
