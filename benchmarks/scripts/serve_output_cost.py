@@ -15,7 +15,8 @@ tokens (EOS ignored), under ``tessera.bench.host_profile.HostProfile``, and repo
 ``--repeats`` runs of the host microseconds per step spent building outputs: ``detokenize`` (the engine
 building each moved request's output), ``core_delta`` (the rest of the core's step around the engine's:
 turning those outputs into wire deltas), ``encode_send`` (msgpack and the socket) and their sum, plus the
-step's wall time. ``summarize`` gathers what ``serve_vs_offline_cpu.sh`` wrote under each LABEL into
+step's wall time, and the median per-step building time over the first 64 and the last 64 steps
+(whether it grows with the output already produced). ``summarize`` gathers what ``serve_vs_offline_cpu.sh`` wrote under each LABEL into
 medians (offline and served output tok/s, their ratio, TTFT / TPOT, the core-step figures). It only drives the core through its sockets' messages and methods that both the
 cumulative and the delta engine have, so the same script measures either.
 """
@@ -111,10 +112,17 @@ def one_run(engine, args, run: int) -> dict:
 
     core._step = timed(core._step, "core_step")
     core.send = timed(core.send, "encode_send")
+
+    def building() -> float:  # seconds spent building outputs so far
+        return prof.seconds["detokenize"] + timers["core_step"] - prof.seconds["step"] + timers["encode_send"]
+
+    trace = []  # per step: microseconds spent building outputs
     with HostProfile(engine) as prof:
         start = time.perf_counter()
         while engine.has_unfinished():
+            before = building()
             core._publish(core._step())
+            trace.append(1e6 * (building() - before))
         wall = time.perf_counter() - start
     report = prof.report(wall)
     steps = max(report["steps"], 1)
@@ -130,6 +138,7 @@ def one_run(engine, args, run: int) -> dict:
     context.term()
     return {"steps": report["steps"], "detokenize_us": detok, "core_delta_us": core_delta, "encode_send_us": encode,
             "output_building_us": detok + core_delta + encode, "step_us": report["step_us"],
+            "first_64_steps_us": statistics.median(trace[2:66]), "last_64_steps_us": statistics.median(trace[-65:-1]),
             "bytes_sent": drain.bytes, "messages": drain.frames}  # fmt: skip
 
 
@@ -164,14 +173,21 @@ def summarize(folder: Path, label: str) -> dict:
     out["serve_output_tok_s"] = median(r.get("output_tokens_per_s") for r in served)
     if out["offline_output_tok_s"] and out["serve_output_tok_s"]:
         out["serve_vs_offline"] = out["serve_output_tok_s"] / out["offline_output_tok_s"]
+    pairs = [
+        (folder / f"{label}_offline_{r}.json", folder / f"{label}_serve_{r}.json") for r in range(1, 100)
+    ]
+    ratios = [json.loads(s.read_text())["output_tokens_per_s"] / json.loads(o.read_text())["tessera"]["output_tokens_per_s"]
+              for o, s in pairs if o.is_file() and s.is_file()]  # fmt: skip
+    out["serve_vs_offline_same_call"] = {"median": median(ratios), "runs": ratios}
     for key in ("ttft", "tpot", "itl"):
         for q in ("p50", "p99"):
             out[f"serve_{key}_{q}_ms"] = median((r.get(key) or {}).get(f"{q}_ms") for r in served)
     out["offline_tpot_p50_ms"] = median((r["tessera"].get("tpot_ms") or {}).get("p50") for r in offline)
     for name in ("core_step", "core_step_logprobs2"):
-        path = folder / f"{label}_{name}.json"
-        if path.is_file():
-            out[name] = json.loads(path.read_text())["median"]
+        runs = load(f"{label}_{name}_[0-9]*.json")
+        if runs:
+            keys = runs[0]["median"]
+            out[name] = {k: median(r["median"][k] for r in runs) for k in keys} | {"runs": len(runs)}
     return out
 
 
