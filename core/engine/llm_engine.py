@@ -164,11 +164,13 @@ class LLMEngine:
         return self.scheduler.has_work() or self._prev is not None or bool(self._aborted)
 
     # -- stepping -----------------------------------------------------------------------
-    def step(self, finished_only: bool = False) -> list[RequestOutput]:
+    def step(self, finished_only: bool = False, delta: bool = False) -> list[RequestOutput]:
         """Schedule and launch one step; return outputs of requests that progressed (one step behind when async).
 
         ``finished_only``: outputs only for prompts whose completions all finished (a caller that does
         not stream, such as ``LLM.generate``, then does not pay for building the others every step).
+        ``delta``: outputs hold only what is new since the prompt's last one (text, token ids, logprobs;
+        prompt logprobs once), at a cost independent of the output so far (what the engine core streams).
 
         A step is all or nothing: when running it raises (a kernel fault, say), exactly
         the requests of that step finish with ``finish_reason="error"`` and the cause in
@@ -191,7 +193,7 @@ class LLMEngine:
         parents = dict.fromkeys(r.parent_id for r in failed + touched + aborted)
         if finished_only:
             parents = {p: None for p in parents if p in self.families and self._family_finished(p)}
-        return [self._output(p) for p in parents if p in self.families]
+        return [self._output(p, delta) for p in parents if p in self.families]
 
     def _family_finished(self, parent_id: str) -> bool:
         return all(self.requests[rid].finished for rid in self.families[parent_id])
@@ -281,8 +283,9 @@ class LLMEngine:
             touched.append(req)
         return touched
 
-    def _output(self, parent_id: str) -> RequestOutput:
-        return ro.request_output([self.requests[rid] for rid in self.families[parent_id]], self.detok)
+    def _output(self, parent_id: str, delta: bool = False) -> RequestOutput:
+        build = ro.request_delta if delta else ro.request_output
+        return build([self.requests[rid] for rid in self.families[parent_id]], self.detok)
 
     def release(self, request_id: str) -> None:
         """Forget a finished request (its output was delivered)."""

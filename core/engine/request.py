@@ -48,7 +48,11 @@ class Request:
         self.error: str | None = None  # the cause, when finish_reason is "error"
         self.num_preemptions = 0
         self.metrics = RequestMetrics(arrival_time=time.monotonic())
-        self.text = ""
+        self.text = ""  # the output text cut at the stop string that ended it
+        # what LLMEngine.step(delta=True) returned of this completion so far: text characters, token ids, logprobs
+        self.sent_text = self.sent_tokens = self.sent_logprobs = 0
+        self.sent_prompt_logprobs = False
+        self.final_text: str | None = None  # the finished output's text, decoded once
 
     @property
     def all_token_ids(self) -> list[int]:

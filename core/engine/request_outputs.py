@@ -2,7 +2,10 @@
 
 A prompt with ``n > 1`` runs as ``n`` sibling requests (ids ``"<id>#<i>"``) sharing the
 prompt; its RequestOutput gathers their completions in index order and is finished
-when all of them are.
+when all of them are. A RequestOutput is cumulative (:func:`request_output`, what ``LLM.generate``
+returns) or a delta (:func:`request_delta`, what the engine core streams): only what is new since the
+prompt's last delta, built without copying what came before, so a step's cost does not grow with the
+output already produced.
 """
 
 from __future__ import annotations
@@ -62,19 +65,25 @@ def stop_on_string(req: Request, detok: IncrementalDetokenizer) -> bool:
     return True
 
 
+def stable_end(req: Request, detok: IncrementalDetokenizer) -> int:
+    """Detokenize the new tokens of an unfinished request; the length of its text a caller may be shown.
+
+    A trailing partial character waits (in the detokenizer), and so does the tail that may be the start of
+    a stop string, so a stream never shows text that the stop string later cuts off (vLLM holds back the same).
+    """
+    detok.update(req.output_token_ids)
+    hold = max((len(s) for s in req.params.stop or ()), default=1) - 1
+    return max(len(detok.text) - hold, 0) if hold > 0 else len(detok.text)
+
+
 def completion(req: Request, detok: IncrementalDetokenizer) -> CompletionOutput:
     if isinstance(req.stop_reason, str):
         text = req.text  # truncated at the stop string
     elif req.finished:
         text = detok.finish(req.output_token_ids)
     else:
-        detok.update(req.output_token_ids)  # the stable text so far; a trailing partial character waits
-        text = detok.text
-        # the tail that may be the start of a stop string waits too, so a stream never shows text that
-        # the stop string later cuts off (vLLM holds back the same)
-        hold = max((len(s) for s in req.params.stop or ()), default=1) - 1
-        if hold > 0:
-            text = text[: max(len(text) - hold, 0)]
+        end = stable_end(req, detok)  # before reading detok.text: it adds the new tokens' text
+        text = detok.text[:end]
     cumulative = req.cumulative_logprob if req.logprobs is not None else None
     return CompletionOutput(req.index, text or "", list(req.output_token_ids), req.finish_reason, req.stop_reason,
                             cumulative, list(req.logprobs) if req.logprobs is not None else None)  # fmt: skip
@@ -88,3 +97,47 @@ def request_output(children: list[Request], detoks: dict[str, IncrementalDetoken
     return RequestOutput(first.parent_id, first.prompt, first.prompt_token_ids, outs, all(c.finished for c in children),
                          first.metrics, error=error, prompt_logprobs=first.prompt_logprobs,
                          num_cached_tokens=first.num_cached_prefix)  # fmt: skip
+
+
+# -- deltas: what is new since the last output, without copying what came before ----------------------------
+def final_text(req: Request, detok: IncrementalDetokenizer) -> str:
+    """The text of a finished request: cut at its stop string, else the whole output decoded (once)."""
+    if isinstance(req.stop_reason, str):
+        return req.text
+    if req.final_text is None:
+        req.final_text = detok.finish(req.output_token_ids)
+    return req.final_text
+
+
+def completion_delta(req: Request, detok: IncrementalDetokenizer) -> CompletionOutput:
+    """The part of :func:`completion` not returned yet (text, token ids, logprobs); O(what is new)."""
+    if req.finished:
+        text = final_text(req, detok)
+        end = len(text)
+    else:
+        end = stable_end(req, detok)
+        text = detok.text
+    new_text, req.sent_text = text[req.sent_text : end], end
+    ids, req.sent_tokens = req.output_token_ids[req.sent_tokens :], len(req.output_token_ids)
+    logprobs = None
+    if req.logprobs is not None:
+        logprobs, req.sent_logprobs = req.logprobs[req.sent_logprobs :], len(req.logprobs)
+    cumulative = req.cumulative_logprob if req.logprobs is not None else None
+    return CompletionOutput(
+        req.index, new_text, ids, req.finish_reason, req.stop_reason, cumulative, logprobs
+    )
+
+
+def request_delta(children: list[Request], detoks: dict[str, IncrementalDetokenizer]) -> RequestOutput:
+    """A prompt's RequestOutput holding what is new since its last delta, for each of its n completions;
+    ``prompt_logprobs`` comes once, with the first output tokens (or the end)."""
+    first = children[0]
+    outs = [completion_delta(c, detoks[c.request_id]) for c in children]
+    finished = all(c.finished for c in children)
+    prompt_logprobs = None
+    if (first.prompt_logprobs is not None and not first.sent_prompt_logprobs
+            and (finished or any(c.output_token_ids for c in children))):  # fmt: skip
+        first.sent_prompt_logprobs, prompt_logprobs = True, first.prompt_logprobs
+    error = next((c.error for c in children if c.error), None)
+    return RequestOutput(first.parent_id, first.prompt, first.prompt_token_ids, outs, finished, first.metrics,
+                         error=error, prompt_logprobs=prompt_logprobs, num_cached_tokens=first.num_cached_prefix)  # fmt: skip

@@ -6,10 +6,12 @@ loop; ``tessera serve --engine-in-thread`` runs the same loop in a thread instea
 
 The loop: apply every message waiting on the input socket (without blocking while there is work),
 step, and send that step's outputs as one :class:`~tessera.serve.wire.OutputBatch` holding only
-what is new per request. With nothing to do it blocks on the input socket, waking once a second
-to see whether the frontend process still lives (an orphaned core exits). Requests arrive already
-validated and tokenized (the frontend runs the admission checks); the core does the rest, including
-detokenization and the stop rules, as the engine does offline.
+what is new per request (the engine builds those deltas itself, ``LLMEngine.step(delta=True)``, at
+a cost per request that does not grow with the output already produced). With nothing to do it
+blocks on the input socket, waking once a second to see whether the frontend process still lives
+(an orphaned core exits). Requests arrive already validated and tokenized (the frontend runs the
+admission checks); the core does the rest, including detokenization and the stop rules, as the
+engine does offline.
 """
 
 from __future__ import annotations
@@ -47,16 +49,6 @@ IDLE_POLL_MS = 1000  # how often an idle core looks whether its frontend is stil
 LINGER_MS = 5000  # how long closing waits for the last messages to leave
 
 
-class _Sent:
-    """How much of one request's output the frontend has: per completion (text, token ids, logprobs)."""
-
-    __slots__ = ("counts", "prompt_logprobs")
-
-    def __init__(self) -> None:
-        self.counts: dict[int, tuple[int, int, int]] = {}
-        self.prompt_logprobs = False
-
-
 class _FrontendGone(Exception):
     pass
 
@@ -73,7 +65,7 @@ class EngineCore:
         self.output = output
         self.parent_pid = parent_pid
         self.codec = Codec(CoreInput)
-        self.sent: dict[str, _Sent] = {}
+        self.active: set[str] = set()  # requests added and not finished
         self.failed_adds: list[RequestDelta] = []
         self.num_added = 0
         self.stop_at: float | None = None
@@ -87,7 +79,7 @@ class EngineCore:
         while True:
             self._drain(block=not engine.has_unfinished() and self.stop_at is None)
             if self.stop_at is not None and (time.monotonic() >= self.stop_at or not engine.has_unfinished()):
-                for request_id in list(self.sent):
+                for request_id in list(self.active):
                     engine.abort(request_id)
                 while engine.has_unfinished():
                     self._publish(self._step())
@@ -121,7 +113,7 @@ class EngineCore:
                 self.failed_adds.append(RequestDelta(message.request_id, [CompletionDelta(0, "", [], "error")], True,
                                                      f"{type(exc).__name__}: {exc}"))  # fmt: skip
                 return
-            self.sent[message.request_id] = _Sent()
+            self.active.add(message.request_id)
         elif isinstance(message, AbortRequests):
             for request_id in message.request_ids:
                 self.engine.abort(request_id)
@@ -131,13 +123,13 @@ class EngineCore:
     # -- output ------------------------------------------------------------------------
     def _step(self) -> list[RequestDelta]:
         deltas = []
-        for out in self.engine.step():
-            sent = self.sent.get(out.request_id)
+        for out in self.engine.step(delta=True):
+            known = out.request_id in self.active
             if out.finished:
                 self.engine.release(out.request_id)
-                self.sent.pop(out.request_id, None)
-            if sent is not None:
-                deltas.append(delta(out, sent))
+                self.active.discard(out.request_id)
+            if known:
+                deltas.append(wire_delta(out))
         return deltas
 
     def _publish(self, deltas: list[RequestDelta]) -> None:
@@ -158,27 +150,14 @@ class EngineCore:
         self.inputs.close(linger=0)
 
 
-def delta(out: RequestOutput, sent: _Sent) -> RequestDelta:
-    """``out`` (cumulative) as what the frontend has not been sent yet."""
-    completions = []
-    for c in out.outputs:
-        text_n, ids_n, lps_n = sent.counts.get(c.index, (0, 0, 0))
-        lps = c.logprobs
-        sent.counts[c.index] = (len(c.text), len(c.token_ids), len(lps) if lps else 0)
-        completions.append(CompletionDelta(c.index, c.text[text_n:], c.token_ids[ids_n:], c.finish_reason,
-                                           c.stop_reason, c.cumulative_logprob,
-                                           lps[lps_n:] if lps is not None else None))  # fmt: skip
-    prompt_logprobs = None
-    if (
-        out.prompt_logprobs is not None
-        and not sent.prompt_logprobs
-        and (out.finished or any(c.token_ids for c in out.outputs))
-    ):
-        sent.prompt_logprobs, prompt_logprobs = True, out.prompt_logprobs
+def wire_delta(out: RequestOutput) -> RequestDelta:
+    """A delta RequestOutput of the engine (``step(delta=True)``) as its wire message; timing when finished."""
+    completions = [CompletionDelta(c.index, c.text, c.token_ids, c.finish_reason, c.stop_reason, c.cumulative_logprob,
+                                   c.logprobs) for c in out.outputs]  # fmt: skip
     m = out.metrics
     timing = Timing(m.arrival_time, m.first_scheduled_time, m.first_token_time, m.finished_time,
                     m.num_output_tokens) if out.finished else None  # fmt: skip
-    return RequestDelta(out.request_id, completions, out.finished, out.error, out.num_cached_tokens, prompt_logprobs,
+    return RequestDelta(out.request_id, completions, out.finished, out.error, out.num_cached_tokens, out.prompt_logprobs,
                         timing)  # fmt: skip
 
 
