@@ -21,6 +21,18 @@ def auto_dtype(checkpoint_dtype: str | None, supported: tuple[str, ...] | list[s
     return next(d for d in PREFERRED_DTYPES if d in supported)
 
 
+def run_dtype(requested: str, checkpoint_dtype: str | None, supported: tuple[str, ...] | list[str]) -> str:
+    """The dtype an engine runs: ``requested``, or with "auto" the :func:`auto_dtype`."""
+    if requested == "auto":
+        return auto_dtype(checkpoint_dtype, supported)
+    if requested not in supported:
+        from tessera.errors import PlatformError
+
+        raise PlatformError(f"dtype {requested} is not supported on this platform (supported: {', '.join(supported)}); "
+                            "pick one of those or dtype='auto'")  # fmt: skip
+    return requested
+
+
 class EngineConfig(BaseModel):
     """Everything ``LLM(...)`` and ``tessera generate`` accept. Invalid values raise with the field named."""
 

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 
-import torch
-
-from tessera.config import EngineConfig, auto_dtype
+from tessera.config import EngineConfig, run_dtype
 from tessera.discovery import select_platform
 from tessera.engine import request_outputs as ro
 from tessera.engine.admission import Limits, prepare
@@ -28,7 +25,7 @@ from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.engine.stopping import stop_reason
 from tessera.engine.tp_runner import make_runner
-from tessera.errors import ConfigError, PlatformError, WorkerError
+from tessera.errors import ConfigError, WorkerError
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
@@ -36,15 +33,6 @@ from tessera.sampling_params import SamplingParams
 from tessera.tokenizer import IncrementalDetokenizer, load_tokenizer
 
 log = logging.getLogger("tessera.engine")
-
-
-def resolve_dtype(config: EngineConfig, spec: ModelSpec, supported: Sequence[str]) -> torch.dtype:
-    if config.dtype != "auto":
-        if config.dtype not in supported:
-            raise PlatformError(f"dtype {config.dtype} is not supported on this platform (supported: {', '.join(supported)}); "
-                                "pick one of those or dtype='auto'")  # fmt: skip
-        return dtype_from_name(config.dtype)
-    return dtype_from_name(auto_dtype(spec.torch_dtype, supported))
 
 
 class LLMEngine:
@@ -56,7 +44,7 @@ class LLMEngine:
         model_class(self.spec)  # unsupported architectures fail before any device work
         self.platform = select_platform(config.platform)
         caps = self.platform.capabilities(config.device_index)
-        self.dtype = resolve_dtype(config, self.spec, caps.dtypes)
+        self.dtype = dtype_from_name(run_dtype(config.dtype, self.spec.torch_dtype, caps.dtypes))
         self.max_model_len = self._max_model_len()
         generation = read_generation_config(self.spec.path)
         self.eos_token_ids = eos_token_ids(self.spec.eos_token_ids, generation)
@@ -191,12 +179,11 @@ class LLMEngine:
             touched = self._collect(handle, None)
         aborted, self._aborted = self._aborted, []
         parents = dict.fromkeys(r.parent_id for r in failed + touched + aborted)
-        if finished_only:
-            parents = {p: None for p in parents if p in self.families and self._family_finished(p)}
+        if finished_only:  # every completion of the prompt finished
+            parents = {
+                p: None for p in parents if all(self.requests[r].finished for r in self.families.get(p, ()))
+            }
         return [self._output(p, delta) for p in parents if p in self.families]
-
-    def _family_finished(self, parent_id: str) -> bool:
-        return all(self.requests[rid].finished for rid in self.families[parent_id])
 
     def _launch(self, sched: SchedulerOutput) -> tuple[StepHandle | None, list[Request]]:
         """Run one scheduled step: (its handle, []) or, when it raises, (None, the requests failed)."""
@@ -273,8 +260,13 @@ class LLMEngine:
             req.metrics.num_output_tokens = len(req.output_token_ids)
             ro.record_logprobs(req, tuple(x[row] for x in lp) if lp else None, self.tokenizer)
             reason = stop_reason(req, token)
-            if (reason != "stop" and req.params.stop and len(req.output_token_ids) >= req.params.min_tokens
-                    and ro.stop_on_string(req, self.detok[req.request_id])):  # fmt: skip
+            if (
+                reason != "stop"
+                and req.params.stop
+                and ro.stop_on_string(
+                    req, self.detok[req.request_id], search=len(req.output_token_ids) >= req.params.min_tokens
+                )
+            ):
                 reason = "stop"
             if reason:
                 req.finish_reason = reason

@@ -53,9 +53,13 @@ def record_prompt_logprobs(req: Request, entries, tokenizer) -> None:
         req.prompt_logprobs[position] = logprob_entry(ids, values, rank, tokenizer)
 
 
-def stop_on_string(req: Request, detok: IncrementalDetokenizer) -> bool:
-    """Detokenize the new tokens; on a stop string, truncate the text and record the reason."""
+def stop_on_string(req: Request, detok: IncrementalDetokenizer, search: bool = True) -> bool:
+    """Detokenize the new tokens; with ``search`` (min_tokens reached), on a stop string in their text
+    truncate the text and record the reason. Text from before min_tokens is never searched again, as
+    in vLLM: a stop string that appeared before it does not end the request later."""
     delta = detok.update(req.output_token_ids)
+    if not search:
+        return False
     found = find_stop_string(detok.text, len(delta), req.params)
     if found is None:
         return False

@@ -174,3 +174,23 @@ def test_what_a_core_step_builds_and_sends_does_not_grow_with_the_output(engine,
     assert max(middle) <= min(middle) + 32, sizes  # a step late in the output sends what an early one does
     assert batches[-1].timing is not None and batches[-1].timing.num_output_tokens == length
     assert engine.requests == {} and engine.kv.pool.num_free == engine.kv.pool.num_blocks
+
+
+def test_a_stop_string_before_min_tokens_is_not_found_later(engine, reference):
+    """As in vLLM: text from before min_tokens is never searched again, offline or streamed (offline used
+    to detokenize nothing until min_tokens and then found the earlier occurrence in all of the text)."""
+    greedy = {"temperature": 0.0, "ignore_eos": True, "max_tokens": 12}
+    words = reference.generate([[30, 31]], greedy, use_tqdm=False)[0].outputs[0].text.split()
+    params = {**greedy, "stop": [words[1]], "min_tokens": 4}
+    offline = reference.generate([[30, 31]], params, use_tqdm=False)[0].outputs[0]
+    engine.add_request([30, 31], params, "late")
+    text, ids = "", []
+    while engine.has_unfinished():
+        for out in engine.step(delta=True):
+            text, ids = text + out.outputs[0].text, ids + out.outputs[0].token_ids
+            if out.finished:
+                engine.release(out.request_id)
+    assert (offline.text, offline.token_ids) == (text, ids)
+    assert offline.text.split()[:2] == words[:2]  # the early occurrence stays in the text
+    later = words.index(words[1], 4) if words[1] in words[4:] else None
+    assert offline.finish_reason == ("stop" if later is not None else "length")
