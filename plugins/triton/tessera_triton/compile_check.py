@@ -108,10 +108,13 @@ class LaunchRecorder:
             return original(fn_self, *args, grid=grid, warmup=warmup, **kwargs)
 
         InterpretedFunction.run = run
+        patched = _fast_fp32_as_on_a_gpu()
         try:
             yield self
         finally:
             InterpretedFunction.run = original
+            for module, value in patched:
+                module.fast_fp32_dot_precision = value
 
     def _binder(self, interpreted, target: str):
         from triton.runtime.jit import JITFunction, create_function_from_signature
@@ -137,6 +140,45 @@ class LaunchRecorder:
                 _freeze(constexprs), _freeze(attrs), tuple(sorted(launch.items())),
             )  # fmt: skip
             self.specializations.setdefault(spec, None)
+
+
+def _fast_fp32_as_on_a_gpu() -> list[tuple[object, object]]:
+    """The interpreter's ``fast_fp32_dot_precision`` is ieee; a GPU's is tf32 where it has it. Launches are
+    recorded with tf32 (the interpreter takes it) and ``compile_one`` turns it back into ieee for a target
+    without it, as the function would answer on that target."""
+    import pkgutil
+
+    import tessera_triton.kernels as kernels
+
+    patched = []
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
+        if hasattr(module, "fast_fp32_dot_precision"):
+            patched.append((module, module.fast_fp32_dot_precision))
+            module.fast_fp32_dot_precision = lambda: "tf32"
+    return patched
+
+
+def _features(spec: Specialization) -> set[tuple[str, str]]:
+    names = [name for name, _ in spec.signature]
+    return {(names[path[0]], repr(v)) for path, v in spec.constexprs} | {(k, repr(v)) for k, v in spec.options}
+
+
+def covering(specs: Iterable[Specialization]) -> list[Specialization]:
+    """A subset that still has, for each kernel, target and set of pointer types, every constexpr value and
+    launch option seen (each branch a constexpr selects is compiled at least once; not every combination)."""
+    groups: dict[tuple, list[Specialization]] = {}
+    for spec in specs:
+        pointers = tuple(kind for _, kind in spec.signature if kind.startswith("*"))
+        groups.setdefault((spec.kernel, spec.target, pointers), []).append(spec)
+    chosen = []
+    for group in groups.values():
+        needed = set().union(*(_features(spec) for spec in group))
+        while needed:
+            best = max(group, key=lambda spec: len(_features(spec) & needed))
+            chosen.append(best)
+            needed -= _features(best)
+    return chosen
 
 
 def _resolve(spec: Specialization):
@@ -175,15 +217,20 @@ def compile_one(spec: Specialization) -> CompileResult:
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
 
     backend, arch, warp = TARGETS[spec.target]
     reached = ["ast"]
     knobs.runtime.add_stages_inspection_hook = _stage_tracker(reached)
     try:
         fn = _resolve(spec)
-        src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=dict(spec.constexprs),
+        target = GPUTarget(backend, arch, warp)
+        constexprs = dict(spec.constexprs)
+        if "tf32" not in make_backend(target).parse_options({}).allowed_dot_input_precisions:
+            constexprs = {k: "ieee" if v == "tf32" else v for k, v in constexprs.items()}
+        src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=constexprs,
                                         attrs={k: [list(a) for a in v] for k, v in spec.attrs})  # fmt: skip
-        triton.compile(src, target=GPUTarget(backend, arch, warp), options=dict(spec.options))
+        triton.compile(src, target=target, options=dict(spec.options))
     except Exception as e:  # noqa: BLE001 - every compiler failure is the result being reported
         return CompileResult(spec, False, reached[-1], f"{type(e).__name__}: {str(e).strip()[-3000:]}")
     finally:
