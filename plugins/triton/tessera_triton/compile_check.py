@@ -57,11 +57,14 @@ class Specialization:
         names = [name for name, _ in self.signature]
         consts = {names[path[0]]: value for path, value in self.constexprs if len(path) == 1}
         args = ", ".join(
-            f"{name}={consts[name]!r}" if kind == "constexpr" else f"{name}: {kind}" for name, kind in self.signature
+            f"{name}={consts[name]!r}" if kind == "constexpr" else f"{name}: {kind}"
+            for name, kind in self.signature
         )
         divisible = [names[path[0]] for path, attr in self.attrs if ("tt.divisibility", 16) in attr]
-        opts = ", ".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.qualname}[{self.target}; {opts}]({args}; divisible by 16: {', '.join(divisible) or 'none'})"
+        opts = "".join(f"; {k}={v}" for k, v in self.options)
+        return (
+            f"{self.qualname}[{self.target}{opts}]({args}; divisible by 16: {', '.join(divisible) or 'none'})"
+        )
 
 
 @dataclasses.dataclass
@@ -131,7 +134,8 @@ class LaunchRecorder:
         for target, backend in self.backends.items():
             jit, binder = self._binder(interpreted, target)
             known = set(backend.parse_options({}).__dict__) | set(jit.arg_names)
-            given = {k: v for k, v in kwargs.items() if k in known}  # what launch_options passes on that backend
+            # what launch_options passes on that backend
+            given = {k: v for k, v in kwargs.items() if k in known}
             bound, specialization, _ = binder(*args, **given)
             options, signature, constexprs, attrs = jit._pack_args(backend, given, bound, specialization, {})
             launch = {k: v for k, v in given.items() if k not in jit.arg_names}
@@ -161,7 +165,9 @@ def _fast_fp32_as_on_a_gpu() -> list[tuple[object, object]]:
 
 def _features(spec: Specialization) -> set[tuple[str, str]]:
     names = [name for name, _ in spec.signature]
-    return {(names[path[0]], repr(v)) for path, v in spec.constexprs} | {(k, repr(v)) for k, v in spec.options}
+    return {(names[path[0]], repr(v)) for path, v in spec.constexprs} | {
+        (k, repr(v)) for k, v in spec.options
+    }
 
 
 def covering(specs: Iterable[Specialization]) -> list[Specialization]:
@@ -200,13 +206,21 @@ def _resolve(spec: Specialization):
     return obj
 
 
+def _tracked(name: str, stage, reached: list[str]):
+    def run(src, metadata):
+        reached.append(name)
+        return stage(src, metadata)
+
+    return run
+
+
 def _stage_tracker(reached: list[str]):
     def hook(*args):
         if not args:  # asked for its contribution to the cache key
             return "", ""
         stages = args[1]
         for name, stage in list(stages.items()):
-            stages[name] = lambda src, metadata, _name=name, _stage=stage: (reached.append(_name), _stage(src, metadata))[1]
+            stages[name] = _tracked(name, stage, reached)
         return None
 
     return hook
@@ -220,7 +234,7 @@ def compile_one(spec: Specialization) -> CompileResult:
     from triton.compiler.compiler import make_backend
 
     backend, arch, warp = TARGETS[spec.target]
-    reached = ["ast"]
+    reached = ["frontend"]  # the AST to ttir, before the first stage
     knobs.runtime.add_stages_inspection_hook = _stage_tracker(reached)
     try:
         fn = _resolve(spec)
@@ -248,14 +262,17 @@ def _worker(path: str) -> None:
         pickle.dump(results, f)
 
 
-def compile_specializations(specs: Iterable[Specialization], jobs: int = 2, timeout: float = 600) -> list[CompileResult]:
+def compile_specializations(
+    specs: Iterable[Specialization], jobs: int = 2, timeout: float = 600
+) -> list[CompileResult]:
     """Compile each specialization for its target in ``jobs`` processes without the interpreter."""
     specs = list(specs)
     chunks = [specs[i::jobs] for i in range(jobs) if specs[i::jobs]]
     results: list[CompileResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        env["TRITON_CACHE_DIR"] = os.path.join(tmp, "cache")  # compiled now, not found in an earlier run's cache
+        # compiled now, not found in an earlier run's cache
+        env["TRITON_CACHE_DIR"] = os.path.join(tmp, "cache")
         paths = [os.path.join(tmp, f"chunk{i}.pkl") for i in range(len(chunks))]
         procs = []
         for path, chunk in zip(paths, chunks, strict=True):
@@ -266,7 +283,9 @@ def compile_specializations(specs: Iterable[Specialization], jobs: int = 2, time
         for proc, path in zip(procs, paths, strict=True):
             out, _ = proc.communicate(timeout=timeout)
             if proc.returncode != 0:
-                raise RuntimeError(f"the compile worker exited with {proc.returncode}:\n{out.decode()[-3000:]}")
+                raise RuntimeError(
+                    f"the compile worker exited with {proc.returncode}:\n{out.decode()[-3000:]}"
+                )
             with open(path, "rb") as f:
                 results += pickle.load(f)
     order = {spec: i for i, spec in enumerate(specs)}

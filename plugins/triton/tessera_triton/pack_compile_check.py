@@ -52,7 +52,9 @@ def _segmented_scan(dtype: str) -> None:
     torch.manual_seed(0)
     lengths, heads, head_dim, state, groups, dt = [1, 32, 50], 4, 8, 16, 2, getattr(torch, dtype)
     rows = sum(lengths)
-    x, B, C = (torch.randn(rows, *shape, dtype=dt) for shape in ((heads, head_dim), (groups, state), (groups, state)))
+    x, B, C = (
+        torch.randn(rows, *shape, dtype=dt) for shape in ((heads, head_dim), (groups, state), (groups, state))
+    )
     qsl = torch.tensor([0, 1, 33, 83], dtype=torch.int32)
     states = torch.randn(len(lengths), heads, head_dim, state)
     config = {"BLOCK_L": 16, "BLOCK_P": 16, "SEGMENT": 16, "num_warps": 4, "num_stages": 1}
@@ -61,7 +63,9 @@ def _segmented_scan(dtype: str) -> None:
                        torch.tensor([True, False, True]), 16, config=config)  # fmt: skip
 
 
-def record_pack(dtypes: Sequence[str] = DTYPES, origins: Sequence[str] = ("fixed",), seed: int = 11) -> list[Specialization]:
+def record_pack(
+    dtypes: Sequence[str] = DTYPES, origins: Sequence[str] = ("fixed",), seed: int = 11
+) -> list[Specialization]:
     """Every specialization the pack's conformance op cases (and the extra launches) make, per target.
 
     Must run in a process whose Triton kernels were defined under ``TRITON_INTERPRET=1``."""
@@ -71,7 +75,9 @@ def record_pack(dtypes: Sequence[str] = DTYPES, origins: Sequence[str] = ("fixed
     from tessera_triton.kernels import rms_norm
 
     if not isinstance(rms_norm._rms_norm_kernel, InterpretedFunction):
-        raise RuntimeError("the pack's kernels were imported without TRITON_INTERPRET=1: set it before importing them")
+        raise RuntimeError(
+            "the pack's kernels were imported without TRITON_INTERPRET=1: set it before importing them"
+        )
     recorder = LaunchRecorder()
     with _cpu_triton(), recorder.recording():
         options = RunOptions(platform="cpu", kernels=["triton_*"], dtypes=list(dtypes), seed=seed,
@@ -91,8 +97,12 @@ def check_pack(dtypes: Sequence[str] = DTYPES, origins: Sequence[str] = ("fixed"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tessera_triton.pack_compile_check", description=__doc__)
     parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--origins", default="fixed", help="conformance case origins: fixed,generated,adversarial")
-    parser.add_argument("--every", action="store_true", help="every distinct specialization, not a covering subset")
+    parser.add_argument(
+        "--origins", default="fixed", help="conformance case origins: fixed,generated,adversarial"
+    )
+    parser.add_argument(
+        "--every", action="store_true", help="every distinct specialization, not a covering subset"
+    )
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     results = check_pack(args.dtypes.split(","), args.origins.split(","), args.every, args.jobs)
