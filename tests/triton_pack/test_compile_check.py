@@ -105,7 +105,8 @@ def test_pack_compiles_at_every_launched_specialization(targets, pack_specializa
     from tessera_triton.compile_check import covering
 
     mine = [s for s in pack_specializations if s.target == target]
-    assert {s.kernel for s in mine} == launched_kernels()  # every kernel of the pack was launched
+    unlaunched = launched_kernels() - {s.kernel for s in mine}
+    assert not unlaunched, f"no case launched {unlaunched}: add a launch to tessera_triton.pack_compile_check"
     dtypes = {kind for s in mine for _, kind in s.signature if kind in ("*fp16", "*bf16")}
     assert dtypes == {"*fp16", "*bf16"}
     results = compile_specializations(covering(mine))
