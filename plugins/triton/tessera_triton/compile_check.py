@@ -98,6 +98,7 @@ class LaunchRecorder:
         self.backends = {name: make_backend(GPUTarget(*TARGETS[name])) for name in targets}
         self.specializations: dict[Specialization, None] = {}  # insertion-ordered set
         self._binders: dict[tuple[int, str], tuple] = {}
+        self.errors: list[str] = []  # launches whose arguments could not be bound for a target
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[LaunchRecorder]:
@@ -111,13 +112,10 @@ class LaunchRecorder:
             return original(fn_self, *args, grid=grid, warmup=warmup, **kwargs)
 
         InterpretedFunction.run = run
-        patched = _fast_fp32_as_on_a_gpu()
         try:
             yield self
         finally:
             InterpretedFunction.run = original
-            for module, value in patched:
-                module.fast_fp32_dot_precision = value
 
     def _binder(self, interpreted, target: str):
         from triton.runtime.jit import JITFunction, create_function_from_signature
@@ -126,14 +124,26 @@ class LaunchRecorder:
         if key not in self._binders:
             jit = JITFunction(interpreted.fn, **interpreted.kwargs)
             backend = self.backends[target]
-            self._binders[key] = (jit, create_function_from_signature(jit.signature, jit.params, backend))
+            known = set(backend.parse_options({}).__dict__) | set(jit.arg_names)
+            self._binders[key] = (
+                jit,
+                create_function_from_signature(jit.signature, jit.params, backend),
+                known,
+            )
         return self._binders[key]
 
     def record(self, interpreted, args: tuple, kwargs: dict) -> None:
+        try:
+            self._record(interpreted, args, kwargs)
+        except Exception as e:  # noqa: BLE001 - kept, so the launch itself still runs and the failure is seen
+            self.errors.append(
+                f"{interpreted.fn.__module__}.{interpreted.fn.__qualname__}: {type(e).__name__}: {e}"
+            )
+
+    def _record(self, interpreted, args: tuple, kwargs: dict) -> None:
         fn = interpreted.fn
         for target, backend in self.backends.items():
-            jit, binder = self._binder(interpreted, target)
-            known = set(backend.parse_options({}).__dict__) | set(jit.arg_names)
+            jit, binder, known = self._binder(interpreted, target)
             # what launch_options passes on that backend
             given = {k: v for k, v in kwargs.items() if k in known}
             bound, specialization, _ = binder(*args, **given)
@@ -144,23 +154,6 @@ class LaunchRecorder:
                 _freeze(constexprs), _freeze(attrs), tuple(sorted(launch.items())),
             )  # fmt: skip
             self.specializations.setdefault(spec, None)
-
-
-def _fast_fp32_as_on_a_gpu() -> list[tuple[object, object]]:
-    """The interpreter's ``fast_fp32_dot_precision`` is ieee; a GPU's is tf32 where it has it. Launches are
-    recorded with tf32 (the interpreter takes it) and ``compile_one`` turns it back into ieee for a target
-    without it, as the function would answer on that target."""
-    import pkgutil
-
-    import tessera_triton.kernels as kernels
-
-    patched = []
-    for info in pkgutil.iter_modules(kernels.__path__):
-        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
-        if hasattr(module, "fast_fp32_dot_precision"):
-            patched.append((module, module.fast_fp32_dot_precision))
-            module.fast_fp32_dot_precision = lambda: "tf32"
-    return patched
 
 
 def _features(spec: Specialization) -> set[tuple[str, str]]:
@@ -231,7 +224,6 @@ def compile_one(spec: Specialization) -> CompileResult:
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import make_backend
 
     backend, arch, warp = TARGETS[spec.target]
     reached = ["frontend"]  # the AST to ttir, before the first stage
@@ -239,10 +231,7 @@ def compile_one(spec: Specialization) -> CompileResult:
     try:
         fn = _resolve(spec)
         target = GPUTarget(backend, arch, warp)
-        constexprs = dict(spec.constexprs)
-        if "tf32" not in make_backend(target).parse_options({}).allowed_dot_input_precisions:
-            constexprs = {k: "ieee" if v == "tf32" else v for k, v in constexprs.items()}
-        src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=constexprs,
+        src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=dict(spec.constexprs),
                                         attrs={k: [list(a) for a in v] for k, v in spec.attrs})  # fmt: skip
         triton.compile(src, target=target, options=dict(spec.options))
     except Exception as e:  # noqa: BLE001 - every compiler failure is the result being reported

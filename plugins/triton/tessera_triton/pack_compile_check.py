@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib
 import os
+import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -41,6 +44,32 @@ def _cpu_triton() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _fast_fp32_as_on_a_gpu() -> list[tuple[object, object]]:
+    """The interpreter's ``fast_fp32_dot_precision`` is ieee; a GPU's is tf32 where it has it. Launches are
+    recorded with tf32 (the interpreter takes it) and ``_as_on_target`` turns it back into ieee for a target
+    without it, as the function would answer there."""
+    import tessera_triton.kernels as kernels
+
+    patched = []
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
+        if hasattr(module, "fast_fp32_dot_precision"):
+            patched.append((module, module.fast_fp32_dot_precision))
+            module.fast_fp32_dot_precision = lambda: "tf32"
+    return patched
+
+
+def _as_on_target(spec: Specialization) -> Specialization:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+
+    options = make_backend(GPUTarget(*TARGETS[spec.target])).parse_options({})
+    if "tf32" in options.allowed_dot_input_precisions:
+        return spec
+    constexprs = tuple((k, "ieee" if v == "tf32" else v) for k, v in spec.constexprs)
+    return dataclasses.replace(spec, constexprs=constexprs)
 
 
 def _segmented_scan(dtype: str) -> None:
@@ -79,13 +108,20 @@ def record_pack(
             "the pack's kernels were imported without TRITON_INTERPRET=1: set it before importing them"
         )
     recorder = LaunchRecorder()
-    with _cpu_triton(), recorder.recording():
-        options = RunOptions(platform="cpu", kernels=["triton_*"], dtypes=list(dtypes), seed=seed,
-                             origins=list(origins), levels=("op",))  # fmt: skip
-        run(options)
-        for dtype in dtypes:
-            _segmented_scan(dtype)
-    return list(recorder.specializations)
+    options = RunOptions(platform="cpu", kernels=["triton_*"], dtypes=list(dtypes), seed=seed,
+                         origins=list(origins), levels=("op",))  # fmt: skip
+    patched = _fast_fp32_as_on_a_gpu()
+    try:
+        with _cpu_triton(), recorder.recording():
+            run(options)
+            for dtype in dtypes:
+                _segmented_scan(dtype)
+    finally:
+        for module, value in patched:
+            module.fast_fp32_dot_precision = value
+    if recorder.errors:
+        raise RuntimeError("launches that could not be recorded:\n" + "\n".join(recorder.errors))
+    return list(dict.fromkeys(_as_on_target(spec) for spec in recorder.specializations))
 
 
 def check_pack(dtypes: Sequence[str] = DTYPES, origins: Sequence[str] = ("fixed",), every: bool = False,
