@@ -1,0 +1,116 @@
+"""The pack's kernels compile for sm_90 and gfx942 at every specialization the conformance cases launch
+under the interpreter (tessera_triton.compile_check), and the check catches a kernel that the
+interpreter runs but the compiler rejects."""
+
+from __future__ import annotations
+
+import pkgutil
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+
+from tessera_triton.compile_check import TARGETS, LaunchRecorder, compile_specializations  # noqa: E402
+
+
+@triton.jit
+def _sum_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr, tl.sum(tl.load(x_ptr + offs, mask=offs < n, other=0.0), axis=0))
+
+
+@triton.jit
+def _carried_type_change_kernel(x_ptr, out_ptr, n):
+    # an int32 that the loop makes a float32: the interpreter (numpy) does not mind, the compiler does
+    acc = 0
+    i = 0
+    while i < n:
+        acc = acc + tl.load(x_ptr + i)
+        i += 1
+    tl.store(out_ptr, acc)
+
+
+def compiled(kernel, *args, **constexprs):
+    recorder = LaunchRecorder()
+    with recorder.recording():
+        kernel[(1,)](*args, **constexprs)
+    return {r.spec.target: r for r in compile_specializations(list(recorder.specializations), jobs=1)}
+
+
+@pytest.fixture(scope="module")
+def targets() -> dict[str, str | None]:
+    """Per target, None when this triton compiles a correct tiny kernel for it, else why not."""
+    x, out = torch.arange(5, dtype=torch.float32), torch.zeros(1)
+    results = compiled(_sum_kernel, x, out, 5, BLOCK=8)
+    assert float(out) == 10.0
+    return {target: None if r.ok else r.line() for target, r in results.items()}
+
+
+def need(targets, target):
+    if targets[target] is not None:
+        pytest.skip(f"the installed triton cannot compile for {target}: {targets[target]}")
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_a_kernel_the_interpreter_runs_fails_the_compile_check(targets, target):
+    need(targets, target)
+    x, out = torch.arange(5, dtype=torch.float32), torch.zeros(1)
+    _carried_type_change_kernel[(1,)](x, out, 5)
+    assert float(out) == 10.0  # the interpreter ran it and got the sum
+    result = compiled(_carried_type_change_kernel, x, out, 5)[target]
+    assert not result.ok and result.stage == "frontend"
+    line = result.line()
+    assert line.startswith(f"{__name__}._carried_type_change_kernel FAILED at frontend"), line
+    assert f"_carried_type_change_kernel[{target}](x_ptr: *fp32, out_ptr: *fp32, n: i32;" in line, line
+    assert "Loop-carried variable acc has initial type int32 but is re-assigned to fp32" in line, line
+
+
+@pytest.fixture(scope="module")
+def pack_specializations(tmp_path_factory):
+    from tessera import discovery, kernel_registry
+    from tessera_triton.pack_compile_check import record_pack
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TESSERA_HOME", str(tmp_path_factory.mktemp("home")))
+        for name in ("TESSERA_PLUGINS", "TESSERA_PLATFORM", "TESSERA_KERNELS"):
+            mp.delenv(name, raising=False)
+        discovery._cached.clear()
+        kernel_registry._cached.clear()
+        try:
+            yield record_pack()  # the fixed cases in float16 and bfloat16, and the segmented scan
+        finally:
+            discovery._cached.clear()
+            kernel_registry._cached.clear()
+
+
+def launched_kernels() -> set[str]:
+    """The pack's kernels (its triton.jit functions named *kernel; the others are device functions)."""
+    import importlib
+
+    import tessera_triton.kernels as kernels
+
+    names = set()
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
+        names |= {f"{module.__name__}.{n}" for n, v in vars(module).items() if n.endswith("kernel")
+                  and type(v).__name__ in ("JITFunction", "InterpretedFunction") and v.fn.__module__ == module.__name__}  # fmt: skip
+    return names
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_pack_compiles_at_every_launched_specialization(targets, pack_specializations, target):
+    need(targets, target)
+    from tessera_triton.compile_check import covering
+
+    mine = [s for s in pack_specializations if s.target == target]
+    unlaunched = launched_kernels() - {s.kernel for s in mine}
+    assert not unlaunched, f"no case launched {unlaunched}: add a launch to tessera_triton.pack_compile_check"
+    dtypes = {kind for s in mine for _, kind in s.signature if kind in ("*fp16", "*bf16")}
+    assert dtypes == {"*fp16", "*bf16"}
+    results = compile_specializations(covering(mine))
+    assert {r.spec.kernel for r in results} == launched_kernels()
+    failed = [r.line() for r in results if not r.ok]
+    assert not failed, "\n\n".join(failed)
+    assert {r.stage for r in results} == {"cubin" if TARGETS[target][0] == "cuda" else "hsaco"}
