@@ -69,6 +69,13 @@ def test_a_kernel_the_interpreter_runs_fails_the_compile_check(targets, target):
 
 @pytest.fixture(scope="module")
 def pack_specializations(tmp_path_factory):
+    import os
+
+    forced = os.environ.get("TESSERA_CPU_DTYPES")
+    if forced is not None and "bfloat16" not in forced.split(","):
+        # what it compiles (float16 and bfloat16 launches) does not depend on the cpu platform's dtypes:
+        # CI runs it in its bfloat16 pass only, not again in the float32-only pass
+        pytest.skip("runs where the cpu platform reports bfloat16 (CI's first pass)")
     from tessera import discovery, kernel_registry
     from tessera_triton.pack_compile_check import record_pack
 
