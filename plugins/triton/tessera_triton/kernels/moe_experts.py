@@ -111,6 +111,28 @@ def _scatter_kernel(ids_ptr, rank_ptr, offsets_ptr, sorted_ptr, num_pairs, BLOCK
 
 
 @triton.jit
+def block_of(pid, N, num_blocks, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(expert block, N tile) of program ``pid``: GROUP_M blocks walk the N tiles together (L2 reuse)."""
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    rows_in_group = tl.minimum(num_blocks - first_m, GROUP_M)
+    return first_m + (pid % per_group) % rows_in_group, (pid % per_group) // rows_in_group
+
+
+@triton.jit
+def store_pairs(acc, acc_up, route_w_ptr, out_ptr, pairs, valid, offs_n, n_ok, stride_o,
+                GATED: tl.constexpr, ROUTE_WEIGHT: tl.constexpr):  # fmt: skip
+    """The epilogue: SiLU(gate) * up (GATED) or the routing weight (ROUTE_WEIGHT), stored per pair row."""
+    if GATED:
+        acc = acc / (1.0 + tl.exp(-acc)) * acc_up
+    if ROUTE_WEIGHT:
+        acc *= tl.load(route_w_ptr + pairs, mask=valid, other=0.0)[:, None]
+    out_ptrs = out_ptr + pairs[:, None].to(tl.int64) * stride_o + offs_n[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
+
+
+@triton.jit
 def _expert_gemm_kernel(
     a_ptr, w_ptr, scale_ptr, route_w_ptr, out_ptr, sorted_ptr, block_expert_ptr,
     N, K, num_pairs, num_blocks, stride_a, stride_we, stride_wn, stride_se, stride_o,
@@ -119,13 +141,7 @@ def _expert_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """out[p, n] = epilogue(sum_k a[row(p), k] * w[e, n, k]) for the pairs p of one expert block."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    rows_in_group = tl.minimum(num_blocks - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % rows_in_group
-    pid_n = (pid % per_group) // rows_in_group
+    pid_m, pid_n = block_of(tl.program_id(0), N, num_blocks, BLOCK_N, GROUP_M)
     expert = tl.load(block_expert_ptr + pid_m)
     if expert < 0:
         return
@@ -170,12 +186,7 @@ def _expert_gemm_kernel(
         acc *= tl.load(scale_row, mask=n_ok, other=0.0)[None, :]
         if GATED:
             acc_up *= tl.load(scale_row + N, mask=n_ok, other=0.0)[None, :]
-    if GATED:
-        acc = acc / (1.0 + tl.exp(-acc)) * acc_up
-    if ROUTE_WEIGHT:
-        acc *= tl.load(route_w_ptr + pairs, mask=valid, other=0.0)[:, None]
-    out_ptrs = out_ptr + pairs[:, None].to(tl.int64) * stride_o + offs_n[None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
+    store_pairs(acc, acc_up, route_w_ptr, out_ptr, pairs, valid, offs_n, n_ok, stride_o, GATED, ROUTE_WEIGHT)
 
 
 def auto_block_m(pairs: int, experts: int) -> int:

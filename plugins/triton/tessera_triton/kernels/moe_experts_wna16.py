@@ -20,7 +20,7 @@ from tessera.pluggable_layers.checks import check_contiguous, check_dtype, check
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, supported_launch_options
 from tessera_triton.kernels import linear_wna16
-from tessera_triton.kernels.moe_experts import align, auto_block_m
+from tessera_triton.kernels.moe_experts import align, auto_block_m, block_of, store_pairs
 
 OP = "moe_experts_wna16"
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
@@ -85,13 +85,7 @@ def _expert_wna16_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """out[p, n] = epilogue(sum_k a[row(p), k] * W[e][k, n]) for the pairs p of one expert block."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    rows_in_group = tl.minimum(num_blocks - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % rows_in_group
-    pid_n = (pid % per_group) // rows_in_group
+    pid_m, pid_n = block_of(tl.program_id(0), N, num_blocks, BLOCK_N, GROUP_M)
     expert = tl.load(block_expert_ptr + pid_m)
     if expert < 0:
         return
@@ -123,12 +117,7 @@ def _expert_wna16_kernel(
                 acc_up = tl.dot(a, w_up, acc_up, input_precision="ieee")
             else:
                 acc_up = tl.dot(a, w_up, acc_up)
-    if GATED:
-        acc = acc / (1.0 + tl.exp(-acc)) * acc_up
-    if ROUTE_WEIGHT:
-        acc *= tl.load(route_w_ptr + pairs, mask=valid, other=0.0)[:, None]
-    out_ptrs = out_ptr + pairs[:, None].to(tl.int64) * stride_o + offs_n[None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
+    store_pairs(acc, acc_up, route_w_ptr, out_ptr, pairs, valid, offs_n, n_ok, stride_o, GATED, ROUTE_WEIGHT)
 
 
 def _check(x, name, qweight, scales, qzeros, k, n) -> int:
