@@ -2,8 +2,8 @@
 
 Same contract as the reference (see tessera.pluggable_layers.reference.paged_attention). A step's
 one-token queries (decodes) run as one batched call; its longer queries (prefill chunks) run as a
-second batched call when padding them to the longest costs at most twice the work, else one call
-per sequence. Keys are gathered through a slot map in which every position a query may not see
+second batched call when padding them to the longest costs at most twice the work and its mask stays
+under 16M entries, else one call per sequence. Keys are gathered through a slot map in which every position a query may not see
 points at a position it may see (its sequence's last token), and the mask removes those positions:
 stale cache contents, NaN included, are never read, so no copy has to be zeroed.
 
@@ -25,6 +25,8 @@ from tessera.pluggable_layers.reference.paged_attention import check_paged_atten
 
 #: a padded batch of prefill chunks runs as one call while it costs at most this many times the work
 PAD_WASTE = 2.0
+#: and while its mask (batch x queries x keys, turned into floats inside SDPA) has at most this many entries
+MAX_MASK = 1 << 24
 
 
 def paged_attention(
@@ -105,7 +107,8 @@ def plan_groups(starts: list[int], lengths: list[int], tables: torch.Tensor, blo
         longest_q = max(q_lens[b] for b in chunks)
         longest_kv = max(lengths[b] for b in chunks)
         work = sum(q_lens[b] * lengths[b] for b in chunks)
-        together = len(chunks) * longest_q * longest_kv <= PAD_WASTE * work
+        padded = len(chunks) * longest_q * longest_kv
+        together = padded <= PAD_WASTE * work and padded <= MAX_MASK
         parts += [chunks] if together else [[b] for b in chunks]
     every = len(decodes) == len(q_lens)
     return [_group(p, starts, q_lens, lengths, tables, block_size, window, whole=every and p is decodes)
