@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Logprob:
-    """One token's log-probability under the model, its rank (1 = most likely) and its text."""
+    """One token's log-probability under the model, its rank (1 = most likely) and its text.
+
+    Not frozen: a request asking for logprobs builds 1 + N of these per token, and a frozen dataclass's
+    ``__init__`` costs four times as much (0.7 against 0.16 us; 64 rows x 6 a step is 0.2 ms of host).
+    """
 
     logprob: float
     rank: int | None = None

@@ -174,7 +174,7 @@ def error_figures(out: torch.Tensor, ref: torch.Tensor, exact: bool = False) -> 
     if tuple(out.shape) != tuple(ref.shape):
         return ErrorFigures(inf, inf, inf, f"shape {tuple(out.shape)}, expected {tuple(ref.shape)}")
     o = out.detach().to("cpu").to(torch.float64)
-    r = ref.to(torch.float64)
+    r = ref.detach().to("cpu").to(torch.float64)  # a reference computed on the device too
     ref_nan = torch.isnan(r)
     out_nan = torch.isnan(o)
     problem = None

@@ -30,11 +30,12 @@ def decoded_token(tokenizer, token: int) -> str | None:
 
 def logprob_entry(ids: list[int], values: list[float], rank: int, tokenizer) -> dict[int, Logprob]:
     """token id -> Logprob for one position: the chosen (or true) token first, then the top ones by rank."""
-    entry = {}
-    for j, (token, value) in enumerate(zip(ids, values, strict=True)):
-        if token in entry:
-            continue
-        entry[token] = Logprob(value, rank if j == 0 else j, decoded_token(tokenizer, token))
+    first = ids[0]
+    entry = {first: Logprob(values[0], rank, decoded_token(tokenizer, first))}
+    for j in range(1, len(ids)):
+        token = ids[j]
+        if token not in entry:
+            entry[token] = Logprob(values[j], j, decoded_token(tokenizer, token))
     return entry
 
 

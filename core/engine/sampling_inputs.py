@@ -70,8 +70,9 @@ def feature_tensors(
             rows, prev.sampled if prev is not None else None, prev_rows
         )
         out.update(prompt_mask=prompt_mask, output_counts=output_counts)
-        for name in ("presence_penalty", "frequency_penalty", "repetition_penalty"):
-            out[name] = list_to_device([getattr(p, name) for p in params], torch.float32, device, pin)
+        names = ("presence_penalty", "frequency_penalty", "repetition_penalty")
+        scalars = list_to_device([[getattr(p, n) for p in params] for n in names], torch.float32, device, pin)
+        out.update(zip(names, scalars, strict=True))  # one copy for the three rows
     if any(p.logit_bias for p in params):
         entries = [(i, t, b) for i, p in enumerate(params) for t, b in (p.logit_bias or {}).items()]
         bias = torch.zeros(len(rows), vocab, dtype=torch.float32, device=device)

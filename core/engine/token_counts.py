@@ -40,7 +40,7 @@ class TokenCounts:
             self.prompt_mask = torch.zeros(self.rows + 1, self.vocab, dtype=torch.bool, device=self.device)
             self.output_counts = torch.zeros(self.rows + 1, self.vocab, dtype=torch.int32, device=self.device)
         self._release_stale()
-        free = sorted(set(range(1, self.rows + 1)) - {s for s, _, _ in self.slots.values()})
+        free: list[int] | None = None  # the free slots, found when a request first needs one
         host_slots, host_tokens, dev_slots, dev_rows, fresh = [], [], [], [], []
         out = []
         for sched in rows:
@@ -49,6 +49,8 @@ class TokenCounts:
                 out.append(0)  # row 0 stays zero: no penalty applies anyway
                 continue
             if req.request_id not in self.slots:
+                if free is None:
+                    free = sorted(set(range(1, self.rows + 1)) - {s for s, _, _ in self.slots.values()})
                 slot = free.pop(0)
                 fresh.append((slot, req.prompt_token_ids))
                 self.slots[req.request_id], self.held[req.request_id] = (slot, 0, req.num_preemptions), req
