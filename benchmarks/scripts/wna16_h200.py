@@ -9,7 +9,7 @@ replays, with input sets rotated past the L2. The int4 floor is the bytes of the
 zeros at the measured copy bandwidth. ``--sweep`` also times the kernel's narrowed config space per
 shape and writes the best configs as a tuned-config file.
 
-    python benchmarks/scripts/wna16_h200.py OUT_DIR [--sweep all|"qkv/o,down"]
+    python benchmarks/scripts/wna16_h200.py OUT_DIR [--sweep all|"qkv/o,down"] [--sweep-m 1,16]
 
 JSON goes to OUT_DIR/wna16_h200.json; the table is printed last.
 """
@@ -65,6 +65,9 @@ def check(bound, prepared, raw, m, k, n, device, g) -> float:
     return normalized_error(out, ref)
 
 
+SWEEP_MS: set[int] = set()  # --sweep-m
+
+
 def timings(fns, platform) -> dict:
     return {
         "eager_ms": median_ms(fns, platform, iters=50, warmup=10),
@@ -91,7 +94,7 @@ def run_shape(name, k, n, platform, bound, device, g, limits, sweep) -> list[dic
         row = {"shape": name, "m": m, "k": k, "n": n, "error": error, "budget": OPS["linear_wna16"].budget("bfloat16"),
                "wna16": wna16, "bf16_mm": bf16, "int4_floor_ms": floor_ms, "floor_share": floor_ms / best,
                "speedup_vs_bf16": min(v for v in bf16.values() if v) / best}  # fmt: skip
-        if sweep:
+        if sweep and (not SWEEP_MS or m in SWEEP_MS):
             row["sweep"] = sweep_configs(bound, xs, prepared_sets, m, k, n, platform)
         rows.append(row)
     return rows
@@ -137,7 +140,9 @@ def main() -> None:
     parser.add_argument(
         "--sweep", default="", help="comma-separated shape names to sweep configs on ('all': every shape)"
     )
+    parser.add_argument("--sweep-m", default="", help="comma-separated M values to sweep at (default: all)")
     args = parser.parse_args()
+    SWEEP_MS.update(int(m) for m in args.sweep_m.split(",") if m)
     args.out.mkdir(parents=True, exist_ok=True)
     platform = select_platform()
     device = platform.torch_device(0)

@@ -1,6 +1,7 @@
 """The pack's linear_wna16 under TRITON_INTERPRET=1: its prepare on GPTQ (v1, v2) and AWQ checkpoint tensors,
 then the GEMM, against the float64 reference on the checkpoint tensors: group size 128, 32 (a group
-smaller than the K tile) and per channel, one token and ragged M, split K, bias, fp32 and fp16."""
+smaller than the K tile) and per channel, one token and ragged M, split K, bias, fp32 and fp16; the GEMV
+that serves a few rows, with the same inputs."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def checkpoint(k, n, group, fmt, sym=False, seed=0):
     (5, 256, 96, -1, "awq", {"BLOCK_K": 64, "BLOCK_N": 64, "SPLIT_K": 2, "DEQUANT": 1}),
     (33, 128, 64, 32, "gptq_v2", {"BLOCK_K": 64, "BLOCK_N": 32, "SPLIT_K": 1, "UNPACK": 1}),
     (17, 384, 40, 128, "awq", {"BLOCK_K": 128, "BLOCK_N": 32, "BLOCK_M": 32, "SPLIT_K": 1, "UNPACK": 0}),
+    # the GEMV (M <= GEMV_ROWS): one tile, split K, a group smaller than GV_K, one group over a K that no
+    # tile divides, ragged N, the dot path for the same M
+    (1, 256, 64, 128, "gptq", {"GEMV_ROWS": 1, "GV_N": 64, "GV_K": 128}),
+    (3, 1024, 96, 128, "awq", {"GEMV_ROWS": 4, "GV_N": 32, "GV_K": 64}),
+    (8, 256, 40, 32, "gptq_v2", {"GEMV_ROWS": 8, "GV_N": 32, "GV_K": 128}),
+    (2, 200, 72, -1, "gptq", {"GEMV_ROWS": 2, "GV_N": 64, "GV_K": 64}),
+    (2, 256, 64, 128, "gptq", {"GEMV_ROWS": 0}),
 ])  # fmt: skip
 def test_prepared_gemm_matches_reference(dtype, m, k, n, group, fmt, config):
     weights = checkpoint(k, n, group, fmt)
@@ -69,3 +77,13 @@ def test_malformed_inputs_are_clear_errors():
         wna16.linear_wna16(torch.randn(2, 128), q, s[0], z)
     with pytest.raises(KernelInputError, match="at least one group"):
         wna16.linear_wna16(torch.randn(2, 128), q, s[:0], z)
+
+
+def test_gemv_tiles_never_straddle_groups():
+    from tessera_triton.kernels.linear_wna16_gemv import gemv_tile_k
+
+    assert gemv_tile_k({"GV_K": 128}, 4096, 128, 32) == 128
+    assert gemv_tile_k({"GV_K": 128}, 4096, 32, 128) == 32  # shrunk to the group
+    assert gemv_tile_k({"GV_K": 64}, 200, 200, 1) == 64  # one group: any tile
+    assert gemv_tile_k({"GV_K": 64}, 480, 40, 12) == 8  # the largest power of two dividing 40
+    assert gemv_tile_k({"GV_K": 64}, 36, 12, 3) is None  # not a multiple of 8: the dot path serves it

@@ -10,6 +10,9 @@ dtype and fed to ``tl.dot`` with float32 accumulation.
 Two unpackings (config ``UNPACK``): 0 reads each word once per row it holds (the repeats hit the L1)
 and shifts per row; 1 reads [BLOCK_K/8, BLOCK_N] words once and reshapes the unpacked [BLOCK_K/8, 8, BLOCK_N].
 
+Up to ``GEMV_ROWS`` rows of x (config; 0 = never) take the GEMV of
+:mod:`tessera_triton.kernels.linear_wna16_gemv` instead, with its own tiles ``GV_N`` x ``GV_K``.
+
 Decode-sized M (1..64) has too few [BLOCK_M, BLOCK_N] tiles to fill the device: ``SPLIT_K`` > 1 splits
 K across programs, each writing float32 partial sums that a second kernel adds (with the bias) into
 ``out``; ``SPLIT_K = 0`` picks the split from the tile count (about 256 programs in all).
@@ -31,6 +34,7 @@ from tessera_triton.common import (
     launch_options,
     next_pow2,
 )
+from tessera_triton.kernels.linear_wna16_gemv import gemv_tile_k, launch_gemv
 
 OP = "linear_wna16"
 PREPARED_LAYOUT = ("qweight int32 [K/8, N] packed along K (GPTQ order), qzeros and scales [G, N] in the scales' "
@@ -41,9 +45,10 @@ CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
     params={"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": [32, 64, 128, 256],
             "SPLIT_K": [0, 1, 2, 4, 8, 16], "UNPACK": [0, 1], "DEQUANT": [0, 1], "num_warps": [2, 4, 8],
-            "num_stages": [2, 3, 4, 5]},
+            "num_stages": [2, 3, 4, 5], "GEMV_ROWS": [0, 1, 2, 4, 8], "GV_N": [32, 64, 128, 256],
+            "GV_K": [32, 64, 128]},
     default={"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 0, "UNPACK": 1, "DEQUANT": 0, "num_warps": 4,
-             "num_stages": 4},
+             "num_stages": 4, "GEMV_ROWS": 4, "GV_N": 128, "GV_K": 64},
     narrow=lambda key: narrow_for(key),
 )  # fmt: skip
 SHAPE_KEY = ShapeKey(
@@ -54,9 +59,18 @@ SHAPE_KEY = ShapeKey(
 
 def narrow_for(key) -> dict:
     """The candidates worth timing: split K and small tiles at decode, large tiles for prefill."""
+    if key["tokens"] <= 8:
+        return {
+            "GEMV_ROWS": [8],
+            "GV_N": [64, 128, 256],
+            "GV_K": [64, 128],
+            "num_warps": [4, 8],
+            "num_stages": [2],
+        }
     if key["tokens"] <= 64:
         return {"BLOCK_M": [16] if key["tokens"] <= 16 else [32, 64], "BLOCK_N": [64, 128], "BLOCK_K": [128, 256],
-                "SPLIT_K": [4, 8], "UNPACK": [1], "DEQUANT": [0, 1], "num_warps": [4], "num_stages": [3, 4]}  # fmt: skip
+                "SPLIT_K": [4, 8], "UNPACK": [1], "DEQUANT": [0, 1], "num_warps": [4], "num_stages": [3, 4],
+                "GEMV_ROWS": [0]}  # fmt: skip
     return {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256], "BLOCK_K": [64, 128], "SPLIT_K": [1], "UNPACK": [1],
             "DEQUANT": [0, 1], "num_warps": [4, 8], "num_stages": [3]}  # fmt: skip
 
@@ -193,7 +207,13 @@ def linear_wna16(x, qweight, scales, qzeros, bias=None, weight_format="gptq", ou
     out = torch.empty((m, n), dtype=x.dtype, device=x.device) if out is None else out
     if m == 0:
         return out
-    config = fit_shared_memory({**CONFIG_SPACE.default, **(config or {})}, x.dtype, k // groups)
+    config = {**CONFIG_SPACE.default, **(config or {})}
+    if m <= config["GEMV_ROWS"]:
+        tile_k = gemv_tile_k(config, k, k // groups, groups)
+        if tile_k is not None:
+            return launch_gemv(x, qweight, scales, qzeros, bias, out, k // groups, tile_k, config,
+                               launch_options(config))  # fmt: skip
+    config = fit_shared_memory(config, x.dtype, k // groups)
     split = split_for(m, n, k, config)
     bk = config["BLOCK_K"]
     k_split = triton.cdiv(triton.cdiv(k, split), bk) * bk
@@ -209,12 +229,17 @@ def linear_wna16(x, qweight, scales, qzeros, bias=None, weight_format="gptq", ou
         PARTIAL=split > 1, ONE_GROUP=group % bk == 0, PRECISION=precision, **consts, **launch_options(config),
     )  # fmt: skip
     if split > 1:
-        block = 1024
-        _split_k_sum_kernel[(triton.cdiv(m * n, block),)](
-            part, bias if bias is not None else scales, out, m * n, n, out.stride(0), SPLIT_K=split,
-            HAS_BIAS=bias is not None, BLOCK=block,
-        )  # fmt: skip
+        sum_partials(part, bias, out, split)
     return out
+
+
+def sum_partials(part: torch.Tensor, bias, out: torch.Tensor, split: int, block: int = 1024) -> None:
+    """out = sum of the float32 partials [split, M, N] (+ bias), in out's dtype."""
+    m, n = out.shape
+    _split_k_sum_kernel[(triton.cdiv(m * n, block),)](
+        part, bias if bias is not None else part, out, m * n, n, out.stride(0), SPLIT_K=split,
+        HAS_BIAS=bias is not None, BLOCK=block,
+    )  # fmt: skip
 
 
 def tune_inputs(shape: dict, dtype: torch.dtype, device) -> tuple[tuple, dict]:
