@@ -105,6 +105,22 @@ class SamplingParams(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _ints_fit_64_bits(self) -> SamplingParams:
+        """Every integer travels as a 64-bit one (to the engine core, to tensor-parallel workers, into
+        tensors): one that does not fit is refused here, naming it, rather than failing a step later."""
+        ints = {"n": self.n, "top_k": self.top_k, "max_tokens": self.max_tokens, "min_tokens": self.min_tokens,
+                "seed": self.seed, "stop_token_ids": max(self.stop_token_ids, key=abs, default=None),
+                "logit_bias": max(self.logit_bias or (), default=None)}  # fmt: skip
+        for name, v in ints.items():
+            if v is not None and not -(2**63) <= v < 2**63:
+                what = {
+                    "stop_token_ids": "token id in stop_token_ids",
+                    "logit_bias": "token id in logit_bias",
+                }
+                raise ValueError(f"{what.get(name, name)} must fit in a signed 64-bit integer, got {v}")
+        return self
+
+    @model_validator(mode="after")
     def _min_below_max(self) -> SamplingParams:
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")

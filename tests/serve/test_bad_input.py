@@ -76,6 +76,20 @@ BAD = [
         400,
         "top_logprobs: Input should be less than or equal to 20",
     ),
+    (
+        "a seed over 64 bits",
+        "/v1/completions",
+        {"json": {**COMPLETION, "seed": 2**70}},
+        400,
+        "seed must fit in a signed 64-bit integer",
+    ),
+    (
+        "a stop token id over 64 bits",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "stop_token_ids": [2**64]}},
+        400,
+        "token id in stop_token_ids must fit in a signed 64-bit integer",
+    ),
     ("empty messages", "/v1/chat/completions", {"json": {**CHAT, "messages": []}}, 400, "messages is empty"),
     (
         "message without a role",
