@@ -45,7 +45,8 @@ def test_max_duration_cuts_the_run_and_says_it_is_incomplete(server):
     result = asyncio.run(run_load(server.base_url, MODEL_NAME, requests, float("inf"), 2, max_duration=0.3))
     assert not result["complete"] and result["failed"] == 0 and result["unfinished"] > 0
     assert result["completed"] + result["unfinished"] == 64 and result["max_duration_s"] == 0.3
-    assert result["duration_s"] < 5 and result["streamed_output_tokens_per_s"] >= result["output_tokens_per_s"]
+    assert result["duration_s"] < 5
+    assert result["streamed_output_tokens_per_s"] >= result["output_tokens_per_s"]
     # the server goes on serving after the cut: the cut requests were aborted, not left to hang
     again = asyncio.run(run_load(server.base_url, MODEL_NAME, requests[:2], float("inf"), None))
     assert again["completed"] == 2 and again["output_tokens"] == 200
