@@ -24,6 +24,7 @@ port=${HF_PEER_PORT:-8021}
 load_timeout=${HF_PEER_LOAD_TIMEOUT:-300}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
+tmp=$(mktemp -d)  # logs other than transformers serve's stay here: what comes back from OUT is counted in files
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 tag="${preset}_${requests}xU${range/,/-}_c${conc}"
 workload=(--num-prompts "$requests" --random-range "$range" --seed 0 --max-concurrency "$conc" --max-duration "$limit")
@@ -40,13 +41,17 @@ fi
 
 # transformers serve, or the same Serve command through typer where the `transformers` CLI does not start
 serve=(transformers serve)
-if ! COLUMNS=400 transformers serve --help > /tmp/hf_serve_help.txt 2>&1; then
+if ! COLUMNS=400 transformers serve --help > "$tmp/help.txt" 2>&1; then
     serve=(python3 -c 'import typer; from transformers.cli.serve import Serve; typer.run(Serve)')
-    COLUMNS=400 "${serve[@]}" --help > /tmp/hf_serve_help.txt 2>&1 \
-        || { echo "hf_serve_peer: transformers serve is not available:"; tail -5 /tmp/hf_serve_help.txt; exit 1; }
+    COLUMNS=400 "${serve[@]}" --help > "$tmp/help.txt" 2>&1 \
+        || { echo "hf_serve_peer: transformers serve is not available:"; tail -5 "$tmp/help.txt"; exit 1; }
 fi
 flags=()
-has() { grep -q -- "$1\b" /tmp/hf_serve_help.txt; }
+# a flag exists where the help names it, or (a help cut short by a narrow terminal) Serve takes its parameter
+python3 -c "import inspect; from transformers.cli.serve import Serve
+print(' '.join('--' + n.replace('_', '-') for n in inspect.signature(Serve.__init__).parameters))" \
+    >> "$tmp/help.txt" 2>/dev/null
+has() { grep -q -- "$1\b" "$tmp/help.txt"; }
 for pair in "--continuous-batching" "--device $device" "--dtype $dtype" "--host 127.0.0.1" "--port $port" "--log-level info"; do
     flag=${pair%% *}
     if has "$flag"; then read -ra words <<< "$pair"; flags+=("${words[@]}"); else echo "hf_serve_peer: this transformers has no $flag"; fi
@@ -99,30 +104,33 @@ echo "transformers serve: $(up "$port" "$server")"
 if curl -sf "http://127.0.0.1:$port/health" > /dev/null; then
     warm "$port" "{\"model\": \"$ckpt\", \"prompt\": \"w11 w12 w13 w14\", \"max_tokens\": 4, \"temperature\": 0}"
     timeout $((limit + 60)) python3 -m tessera bench serve --base-url "http://127.0.0.1:$port" --model "$ckpt" --backend openai \
-        --tokenizer "$ckpt" "${workload[@]}" --out "$hf_json" > "$out/bench_hf.txt" 2>&1
-    echo "bench rc=$? ($(grep -c . "$out/bench_hf.txt") lines in bench_hf.txt)"
-    grep -E "^error" "$out/bench_hf.txt" | head -3
+        --tokenizer "$ckpt" "${workload[@]}" --out "$hf_json" > "$tmp/bench_hf.txt" 2>&1
+    [ -f "$hf_json" ] || tail -5 "$tmp/bench_hf.txt"
+    grep -E "^error" "$tmp/bench_hf.txt" | head -3
 fi
 stop "$server" "$out/hf_serve.log"
 grep -E "Traceback|Error|error" "$out/hf_serve.log" | grep -v "GET /v1/models" | tail -5
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['transformers_version']=sys.argv[2]; json.dump(d, open(sys.argv[1],'w'), indent=2)" \
     "$hf_json" "$hf_version" 2>/dev/null
-[ -f "$hf_json" ] && summary "$hf_json" "transformers serve $hf_version" || echo "transformers serve: no result (see $out/hf_serve.log)"
+[ -f "$hf_json" ] && summary "$hf_json" "transformers serve $hf_version" \
+    || echo "transformers serve: no result (see $out/hf_serve.log)"
 
 [ "${HF_PEER_TESSERA:-1}" = 0 ] && exit 0
 # tessera serve on the preset (random weights, token-id prompts with ignore_eos), same requests, same cut
 read -ra targs <<< "${HF_PEER_TESSERA_ARGS:-}"
 dir=$(python3 -c "from tessera.models.presets import preset_dir; print(preset_dir('$preset'))")
 python3 -m tessera serve "$dir" --load-format random --max-num-seqs "$conc" --port $((port + 1)) --log-level warning \
-    --served-model-name "$preset" "${targs[@]}" > "$out/tessera_serve.log" 2>&1 &
+    --served-model-name "$preset" "${targs[@]}" > "$tmp/tessera_serve.log" 2>&1 &
 tserver=$!
 ts_json="$out/serve_tessera_$tag.json"
 echo "tessera serve: $(up $((port + 1)) "$tserver")"
 warm $((port + 1)) "{\"model\": \"$preset\", \"prompt\": [11, 12, 13, 14], \"max_tokens\": 4, \"ignore_eos\": true}"
 timeout $((limit + 60)) python3 -m tessera bench serve --base-url "http://127.0.0.1:$((port + 1))" --model "$preset" \
-    "${workload[@]}" --out "$ts_json" > "$out/bench_tessera.txt" 2>&1
-stop "$tserver" "$out/tessera_serve.log"
-[ -f "$ts_json" ] && summary "$ts_json" "tessera serve" || { echo "tessera serve: no result"; tail -5 "$out/tessera_serve.log"; }
+    "${workload[@]}" --out "$ts_json" > "$tmp/bench_tessera.txt" 2>&1
+stop "$tserver" "$tmp/tessera_serve.log"
+grep -E "^error" "$tmp/bench_tessera.txt" | head -3
+[ -f "$ts_json" ] && summary "$ts_json" "tessera serve" \
+    || { echo "tessera serve: no result"; tail -5 "$tmp/bench_tessera.txt" "$tmp/tessera_serve.log"; }
 [ -f "$hf_json" ] && [ -f "$ts_json" ] && python3 - "$hf_json" "$ts_json" <<'EOF'
 import json, sys
 hf, ts = (json.load(open(p)) for p in sys.argv[1:])
