@@ -6,6 +6,14 @@ ends (both may be given: Poisson arrivals, at most C in flight). Each request
 streams ``/v1/completions`` with token-id prompts of random length, ``ignore_eos``
 and a fixed ``max_tokens``, so the load is exactly what was asked for. Reported:
 request throughput, output tokens/s, TTFT, TPOT and ITL percentiles, failures.
+
+Servers that take only OpenAI's fields (``transformers serve`` answers 422 to
+``ignore_eos``) get the same ids as text (``texts``: the ids decoded by the
+checkpoint's tokenizer) and no extension field; a request whose prompt the server
+counts as another number of tokens fails (the text did not round-trip), and one
+that meets an EOS ends early (its output is counted from the usage the server
+reports). ``max_duration`` cuts the run: requests still running then are
+``unfinished``, not completed, and the result says ``complete: false``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ class Result:
     ttft: float | None = None
     latency: float = 0.0
     itl: list[float] = field(default_factory=list)
+    streamed: int = 0  # tokens received so far (what an unfinished request had delivered)
 
 
 def workload(num_prompts: int, input_range: tuple[int, int], output_range: tuple[int, int], vocab: int,
@@ -40,14 +49,18 @@ def workload(num_prompts: int, input_range: tuple[int, int], output_range: tuple
     return out
 
 
-async def _one(
-    client, base_url: str, model: str, prompt: list[int], max_tokens: int, headers: dict
-) -> Result:
-    # token ids per chunk: a token counts when it arrives, even where its text is empty (a partial
-    # UTF-8 sequence, or a random-weights model's bytes that decode to nothing)
+def request_body(model: str, prompt: list[int] | str, max_tokens: int) -> dict:
+    """A token-id prompt gets the extension fields (tessera serve, vLLM); a text prompt OpenAI's fields alone."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-            "ignore_eos": True, "stream_options": {"include_usage": True}, "return_token_ids": True}  # fmt: skip
-    result = Result(prompt_len=len(prompt))
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    if not isinstance(prompt, str):
+        # token ids per chunk: a token counts when it arrives, even where its text is empty (a partial
+        # UTF-8 sequence, or a random-weights model's bytes that decode to nothing)
+        body |= {"ignore_eos": True, "return_token_ids": True}
+    return body
+
+
+async def _one(client, base_url: str, body: dict, result: Result, headers: dict) -> None:
     start = last = time.perf_counter()
     try:
         async with client.stream(
@@ -55,20 +68,22 @@ async def _one(
         ) as response:
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}"
-                return result
+                return
             async for line in response.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
-                    result.error = chunk["error"]["message"]
-                    return result
+                    error = chunk["error"]
+                    result.error = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+                    return
                 now = time.perf_counter()
                 if chunk.get("usage"):
                     result.output_tokens = chunk["usage"]["completion_tokens"]
-                if chunk.get("choices") and (
-                    chunk["choices"][0].get("token_ids") or chunk["choices"][0].get("text")
-                ):
+                    _check_prompt_tokens(result, chunk["usage"], body)
+                choice = chunk["choices"][0] if chunk.get("choices") else {}
+                if choice.get("token_ids") or choice.get("text"):
+                    result.streamed += len(choice.get("token_ids") or [None])
                     if result.ttft is None:
                         result.ttft = now - start
                     else:
@@ -78,11 +93,19 @@ async def _one(
         result.ok = result.error is None
     except Exception as exc:  # noqa: BLE001 - a failed request is counted, the run goes on
         result.error = f"{type(exc).__name__}: {exc}"
-    return result
+
+
+def _check_prompt_tokens(result: Result, usage: dict, body: dict) -> None:
+    counted = usage.get("prompt_tokens")
+    if isinstance(body["prompt"], str) and counted is not None and counted != result.prompt_len:
+        result.error = (f"the server counts {counted} prompt tokens where the workload has {result.prompt_len}: "
+                        "the text prompts do not round-trip through its tokenizer; pass that server's tokenizer")  # fmt: skip
 
 
 async def run_load(base_url: str, model: str, requests: list[tuple[list[int], int]], request_rate: float,
-                   max_concurrency: int | None, api_key: str | None = None, seed: int = 0) -> dict:  # fmt: skip
+                   max_concurrency: int | None, api_key: str | None = None, seed: int = 0,
+                   texts: list[str] | None = None, max_duration: float | None = None) -> dict:  # fmt: skip
+    """Run the load; ``texts`` (one per request) are sent in place of the token ids, see the module doc."""
     import httpx
 
     base_url = base_url.rstrip("/").removesuffix("/v1")
@@ -93,22 +116,33 @@ async def run_load(base_url: str, model: str, requests: list[tuple[list[int], in
         max_connections=max_concurrency or len(requests) or 1, max_keepalive_connections=None
     )
     async with httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits) as client:
+        results = [Result(prompt_len=len(ids)) for ids, _ in requests]
+        bodies = [request_body(model, texts[i] if texts else ids, n) for i, (ids, n) in enumerate(requests)]
 
-        async def gated(prompt, max_tokens):
+        async def gated(i: int) -> None:
             if gate is None:
-                return await _one(client, base_url, model, prompt, max_tokens, headers)
+                return await _one(client, base_url, bodies[i], results[i], headers)
             async with gate:
-                return await _one(client, base_url, model, prompt, max_tokens, headers)
+                return await _one(client, base_url, bodies[i], results[i], headers)
+
+        async def launch() -> None:
+            tasks = []
+            for i in range(len(requests)):
+                tasks.append(asyncio.ensure_future(gated(i)))
+                if request_rate != float("inf"):
+                    await asyncio.sleep(rng.expovariate(request_rate))
+            await asyncio.gather(*tasks)
 
         start = time.perf_counter()
-        tasks = []
-        for prompt, max_tokens in requests:
-            tasks.append(asyncio.ensure_future(gated(prompt, max_tokens)))
-            if request_rate != float("inf"):
-                await asyncio.sleep(rng.expovariate(request_rate))
-        results = await asyncio.gather(*tasks)
+        run = asyncio.ensure_future(launch())
+        _, cut = await asyncio.wait([run], timeout=max_duration)
         duration = time.perf_counter() - start
-    return summarize(results, duration, request_rate, max_concurrency)
+        if cut:  # cancelling the gather cancels every request still in flight
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    result = summarize(results, duration, request_rate, max_concurrency)
+    result["max_duration_s"] = max_duration
+    return result
 
 
 def _pcts(values: list[float]) -> dict:
@@ -133,8 +167,12 @@ def summarize(
         if r.ttft is not None and r.output_tokens > 1
     ]
     errors = sorted({r.error for r in results if r.error})
+    failed = sum(1 for r in results if r.error)
+    unfinished = len(results) - len(done) - failed
+    streamed = output + sum(r.streamed for r in results if not r.ok)
     return {"benchmark": "serve", "num_requests": len(results), "completed": len(done),
-            "failed": len(results) - len(done), "errors": errors[:10], "duration_s": duration,
+            "failed": failed, "unfinished": unfinished, "complete": len(done) == len(results),
+            "errors": errors[:10], "duration_s": duration, "streamed_output_tokens_per_s": streamed / duration,
             "request_rate": "inf" if request_rate == float("inf") else request_rate,
             "max_concurrency": max_concurrency, "request_throughput": len(done) / duration,
             "input_tokens": sum(r.prompt_len for r in done), "output_tokens": output,
@@ -157,5 +195,8 @@ def format_summary(s: dict) -> str:
     lines = [f"requests: {s['completed']} completed, {s['failed']} failed in {s['duration_s']:.2f} s",
              f"request throughput {s['request_throughput']:.2f} req/s, output {s['output_tokens_per_s']:.1f} tok/s, "
              f"total {s['total_tokens_per_s']:.1f} tok/s"] + [row(k) for k in ("ttft", "tpot", "itl", "e2e")]  # fmt: skip
+    if s["unfinished"]:
+        lines.append(f"INCOMPLETE: {s['unfinished']} requests unfinished at the {s['duration_s']:.0f} s cut (not in the "
+                     f"figures above); {s['streamed_output_tokens_per_s']:.1f} tok/s streamed by all requests")  # fmt: skip
     lines += [f"error: {e}" for e in s["errors"]]
     return "\n".join(lines)

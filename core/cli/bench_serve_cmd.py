@@ -44,6 +44,25 @@ def _vocab_size(base_url: str, model: str, api_key: str | None) -> int:
     return int(vocab)
 
 
+def _text_prompts(tokenizer: Path | None, backend: str):
+    """The tokenizer that turns the workload's ids into text, for ``--backend openai`` (None for tessera)."""
+    if backend not in ("tessera", "openai"):
+        raise ConfigError(f"--backend is tessera or openai, got {backend!r}")
+    if backend == "tessera":
+        return None
+    if tokenizer is None:
+        raise ConfigError("--backend openai sends text prompts: pass --tokenizer with the served checkpoint's "
+                          "folder or its tokenizer.json")  # fmt: skip
+    path = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    if not path.is_file():
+        raise ConfigError(
+            f"no tokenizer.json at {path}; pass the served checkpoint's folder or its tokenizer.json"
+        )
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
 def bench_serve(
     base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url"),
     model: str = typer.Option(..., "--model", help="The served model name."),
@@ -62,6 +81,21 @@ def bench_serve(
     vocab_size: int | None = typer.Option(None, "--vocab-size", help="Default: asked of the server."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="TESSERA_API_KEY"),
     seed: int = typer.Option(0, "--seed"),
+    backend: str = typer.Option(
+        "tessera",
+        "--backend",
+        help="tessera: token-id prompts with ignore_eos (tessera serve, vLLM); openai: OpenAI's fields alone, the "
+        "same ids sent as text decoded by --tokenizer (servers such as transformers serve), output counted from usage.",
+    ),  # fmt: skip
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="For --backend openai: the served tokenizer."
+    ),
+    max_duration: float | None = typer.Option(
+        None,
+        "--max-duration",
+        min=0.001,
+        help="Stop after this many seconds; requests still running are reported unfinished (complete: false).",
+    ),  # fmt: skip
     out: Path | None = typer.Option(None, "--out", help="Write the results as JSON."),
 ) -> None:
     """Stream requests at a server; report request throughput, output tok/s, TTFT, TPOT, ITL p50/p99, failures."""
@@ -70,15 +104,25 @@ def bench_serve(
     with user_errors():
         inputs = _range(random_range, random_input_len, "--random-range")
         outputs = _range(random_range, output_len, "--random-range")
-        vocab = vocab_size or _vocab_size(base_url, model, api_key)
-        requests = workload(num_prompts, inputs, outputs, vocab, seed)
-        result = asyncio.run(
-            run_load(base_url, model, requests, request_rate, max_concurrency, api_key, seed)
+        text_tokenizer = _text_prompts(tokenizer, backend)
+        vocab = vocab_size or (
+            text_tokenizer.get_vocab_size() if text_tokenizer else _vocab_size(base_url, model, api_key)
         )
-        result.update(model=model, base_url=base_url, input_range=inputs, output_range=outputs)
+        requests = workload(num_prompts, inputs, outputs, vocab, seed)
+        texts = None
+        if text_tokenizer:
+            texts = [text_tokenizer.decode(ids, skip_special_tokens=False) for ids, _ in requests]
+        result = asyncio.run(
+            run_load(
+                base_url, model, requests, request_rate, max_concurrency, api_key, seed, texts, max_duration
+            )
+        )
+        result.update(
+            model=model, base_url=base_url, input_range=inputs, output_range=outputs, backend=backend
+        )
         console.print(format_summary(result), highlight=False)
         if out:
             out.write_text(json.dumps(result, indent=2))
             console.print(f"wrote {out}")
-    if result["failed"]:
+    if not result["complete"]:
         raise typer.Exit(1)
