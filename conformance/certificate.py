@@ -1,8 +1,9 @@
 """Certificates: the signed-off summary of one conformance run, kept per platform and device.
 
 Stored in the user's data directory as ``certificates/<platform>/<canonical device>.json``
-(the latest) next to the report it was made from; ``tessera platform list`` and ``tessera conformance
-show`` verify each one when they show it (report present, its sha256, the installed versions).
+(the latest) next to the report it was made from; ``tessera platform list``, ``tessera conformance
+show`` and ``tessera conformance verify`` verify each one when they show it (report present, its sha256,
+the installed versions and the code fingerprints of the installed distributions).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
+from tessera.conformance.fingerprint import code_fingerprint, code_fingerprints
 from tessera.conformance.report import SUITE_VERSION, ConformanceReport
 from tessera.errors import describe_validation_error
 
+#: 2: code fingerprints and untested ops (version 1 files are read, and shown as unverified)
+SCHEMA_VERSION = 2
+#: the distribution of the reference kernels and layers the suite compares against
+CORE_DISTRIBUTION = "tessera"
+
 
 class Certificate(BaseModel):
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     suite_version: str
     platform: str
     device: str
@@ -43,6 +50,10 @@ class Certificate(BaseModel):
     sanitized: bool = False
     #: the ranks the collective ops were certified on (None: made before collectives, or none ran)
     world_size: int | None = None
+    #: op -> why none of its cases ran (an op listed here is not certified, whatever the verdict)
+    untested_ops: dict[str, str] = {}
+    #: distribution -> sha256 of its code when it was certified (empty: made before fingerprints)
+    fingerprints: dict[str, str] = {}
 
 
 def certificate_root() -> Path:
@@ -61,7 +72,8 @@ def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) 
         passed=counts["pass"] + counts["xfail"], total=total,
         verdict="conformant" if report.passed else "not conformant", report_sha256=sha256, report_path=str(report_path),
         generated={op: by.get("generated", 0) for op, by in report.drawn.items()}, sanitized=report.sanitized,
-        world_size=report.world_size,
+        world_size=report.world_size, untested_ops=report.untested_ops,
+        fingerprints=code_fingerprints([CORE_DISTRIBUTION, *report.plugins]),
     )  # fmt: skip
 
 
@@ -93,12 +105,15 @@ CertificateStatus = Literal["verified", "stale", "unverified", "corrupt"]
 
 class CheckedCertificate(BaseModel):
     """A stored certificate as found now: ``verified`` only when its report is there, hashes to the
-    recorded sha256, and the suite and every recorded plugin are installed at the recorded versions."""
+    recorded sha256, the suite and every recorded plugin are installed at the recorded versions, and
+    the code of each recorded distribution still has the recorded fingerprint."""
 
     path: str
     status: CertificateStatus
     reason: str = ""
     certificate: Certificate | None = None
+    #: the report that was checked (the recorded path, or the one found beside the certificate)
+    report: str | None = None
 
 
 def installed_version(distribution: str) -> str | None:
@@ -106,6 +121,24 @@ def installed_version(distribution: str) -> str | None:
         return importlib_metadata.version(distribution)
     except importlib_metadata.PackageNotFoundError:
         return None
+
+
+def report_candidates(path: Path, cert: Certificate) -> list[Path]:
+    """Where the report may be: the recorded path (on the machine that ran the suite), then beside the
+    certificate as ``store`` keeps it (``<stem>.report/report.json``) or as a committed folder holds it."""
+    return [Path(cert.report_path), path.with_name(f"{path.stem}.report") / "report.json",
+            path.with_name("report.json")]  # fmt: skip
+
+
+def _find_report(path: Path, cert: Certificate) -> tuple[Path | None, str]:
+    """The first report that can be read, or None and what went wrong at each place tried."""
+    tried = []
+    for candidate in report_candidates(path, cert):
+        try:
+            return candidate, hashlib.sha256(candidate.read_bytes()).hexdigest()
+        except OSError as exc:
+            tried.append(f"{candidate}: {exc.strerror or exc}")
+    return None, "; ".join(tried)
 
 
 def check_certificate(path: Path) -> CheckedCertificate:
@@ -117,27 +150,40 @@ def check_certificate(path: Path) -> CheckedCertificate:
         return CheckedCertificate(
             path=str(path), status="corrupt", reason=f"unreadable certificate: {detail}"
         )
-    report = Path(cert.report_path)
-    try:
-        digest = hashlib.sha256(report.read_bytes()).hexdigest()
-    except OSError as exc:
-        return _checked(
-            path, cert, "unverified", f"its report cannot be read ({report}: {exc.strerror or exc})"
-        )
+    report, digest = _find_report(path, cert)
+    if report is None:
+        return _checked(path, cert, "unverified", f"its report cannot be read ({digest})")
     if digest != cert.report_sha256:
         return _checked(path, cert, "unverified", f"its report {report} hashes to {digest[:12]}…, "
-                                                  f"not the recorded {cert.report_sha256[:12]}…")  # fmt: skip
+                                                  f"not the recorded {cert.report_sha256[:12]}…", report)  # fmt: skip
+    status, reason = _installed_status(cert)
+    checked = f"report checked: {report}"
+    if str(report) != cert.report_path:
+        checked += f", found beside the certificate (the recorded {cert.report_path} is missing)"
+    return _checked(path, cert, status, f"{reason}; {checked}" if reason else checked, report)
+
+
+def _installed_status(cert: Certificate) -> tuple[CertificateStatus, str]:
+    """Whether what is installed now is what was certified: fingerprints, then versions, then code."""
+    if not cert.fingerprints:
+        return "unverified", "made before code fingerprints were recorded; run the suite again"
     changed = [f"{dist} {ver} (installed: {installed_version(dist) or 'none'})"
                for dist, ver in sorted(cert.plugins.items()) if installed_version(dist) != ver]  # fmt: skip
     if cert.suite_version != SUITE_VERSION:
         changed.insert(0, f"suite {cert.suite_version} (installed: {SUITE_VERSION})")
     if changed:
-        return _checked(path, cert, "stale", "made with " + ", ".join(changed) + "; run the suite again")
-    return _checked(path, cert, "verified", "")
+        return "stale", "made with " + ", ".join(changed) + "; run the suite again"
+    code = [dist for dist, fp in sorted(cert.fingerprints.items()) if code_fingerprint(dist) != fp]
+    if code:
+        whose = " and ".join(f"{dist}'s" for dist in code)
+        return "stale", f"{whose} code changed since it was certified; run the suite again"
+    return "verified", ""
 
 
-def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str) -> CheckedCertificate:
-    return CheckedCertificate(path=str(path), status=status, reason=reason, certificate=cert)
+def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str,
+             report: Path | None = None) -> CheckedCertificate:  # fmt: skip
+    return CheckedCertificate(path=str(path), status=status, reason=reason, certificate=cert,
+                              report=None if report is None else str(report))  # fmt: skip
 
 
 def latest_certificates(platform: str) -> list[CheckedCertificate]:
