@@ -62,19 +62,42 @@ def certificate_root() -> Path:
     return data_dir() / "certificates"
 
 
-def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) -> Certificate:
+def claims(report: ConformanceReport) -> dict:
+    """What a certificate says about its report (every field but the report's place, hash and the code
+    fingerprints): made from the report, and checked against it whenever the certificate is shown."""
     counts = report.counts()
-    total = sum(v for k, v in counts.items() if k != "skip")
-    return Certificate(
+    return dict(
         suite_version=report.suite_version, platform=report.platform, device=report.device.name,
         canonical_device=report.device.canonical_name, arch=report.device.arch, driver=report.device.driver,
         torch=report.torch, plugins=report.plugins, mode=report.mode, scope=report.scope, date=report.started, counts=counts,
-        passed=counts["pass"] + counts["xfail"], total=total,
-        verdict="conformant" if report.passed else "not conformant", report_sha256=sha256, report_path=str(report_path),
+        passed=counts["pass"] + counts["xfail"], total=sum(v for k, v in counts.items() if k != "skip"),
+        verdict="conformant" if report.passed else "not conformant",
         generated={op: by.get("generated", 0) for op, by in report.drawn.items()}, sanitized=report.sanitized,
         world_size=report.world_size, untested_ops=report.untested_ops,
+    )  # fmt: skip
+
+
+def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) -> Certificate:
+    return Certificate(
+        **claims(report), report_sha256=sha256, report_path=str(report_path),
         fingerprints=code_fingerprints([CORE_DISTRIBUTION, *report.plugins]),
     )  # fmt: skip
+
+
+def _differences(cert: Certificate, data: bytes) -> str | None:
+    """Where the certificate's claims differ from the report they were made from (None: nowhere)."""
+    try:
+        report = ConformanceReport.model_validate_json(data)
+    except (ValidationError, ValueError) as exc:
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        return f"it is not a conformance report ({detail})"
+    made = claims(report)
+    wrong = [
+        f"{k} (certificate: {getattr(cert, k)}, report: {v})"
+        for k, v in made.items()
+        if getattr(cert, k) != v
+    ]
+    return "; ".join(wrong) or None
 
 
 def stem(certificate: Certificate) -> str:
@@ -130,15 +153,15 @@ def report_candidates(path: Path, cert: Certificate) -> list[Path]:
             path.with_name("report.json")]  # fmt: skip
 
 
-def _find_report(path: Path, cert: Certificate) -> tuple[Path | None, str]:
-    """The first report that can be read, or None and what went wrong at each place tried."""
+def _find_report(path: Path, cert: Certificate) -> tuple[Path | None, bytes, str]:
+    """The first report that can be read and its bytes, or None and what went wrong at each place tried."""
     tried = []
     for candidate in report_candidates(path, cert):
         try:
-            return candidate, hashlib.sha256(candidate.read_bytes()).hexdigest()
+            return candidate, candidate.read_bytes(), ""
         except OSError as exc:
             tried.append(f"{candidate}: {exc.strerror or exc}")
-    return None, "; ".join(tried)
+    return None, b"", "; ".join(tried)
 
 
 def check_certificate(path: Path) -> CheckedCertificate:
@@ -150,12 +173,18 @@ def check_certificate(path: Path) -> CheckedCertificate:
         return CheckedCertificate(
             path=str(path), status="corrupt", reason=f"unreadable certificate: {detail}"
         )
-    report, digest = _find_report(path, cert)
+    report, data, tried = _find_report(path, cert)
     if report is None:
-        return _checked(path, cert, "unverified", f"its report cannot be read ({digest})")
+        return _checked(path, cert, "unverified", f"its report cannot be read ({tried})")
+    digest = hashlib.sha256(data).hexdigest()
     if digest != cert.report_sha256:
         return _checked(path, cert, "unverified", f"its report {report} hashes to {digest[:12]}…, "
                                                   f"not the recorded {cert.report_sha256[:12]}…", report)  # fmt: skip
+    wrong = _differences(cert, data)
+    if wrong:
+        return _checked(
+            path, cert, "unverified", f"it says what its report {report} does not: {wrong}", report
+        )
     status, reason = _installed_status(cert)
     checked = f"report checked: {report}"
     if str(report) != cert.report_path:
