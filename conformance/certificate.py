@@ -1,8 +1,9 @@
 """Certificates: the signed-off summary of one conformance run, kept per platform and device.
 
 Stored in the user's data directory as ``certificates/<platform>/<canonical device>.json``
-(the latest) next to the report it was made from; ``tessera platform list`` and ``tessera conformance
-show`` verify each one when they show it (report present, its sha256, the installed versions).
+(the latest) next to the report it was made from; ``tessera platform list``, ``tessera conformance
+show`` and ``tessera conformance verify`` verify each one when they show it (report present, its sha256,
+the installed versions and the code fingerprints of the installed distributions).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
+from tessera.conformance.fingerprint import code_fingerprint, code_fingerprints
 from tessera.conformance.report import SUITE_VERSION, ConformanceReport
 from tessera.errors import describe_validation_error
 
+#: 2: code fingerprints and untested ops (version 1 files are read, and shown as unverified)
+SCHEMA_VERSION = 2
+#: the distribution of the reference kernels and layers the suite compares against
+CORE_DISTRIBUTION = "tessera"
+
 
 class Certificate(BaseModel):
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     suite_version: str
     platform: str
     device: str
@@ -43,6 +50,10 @@ class Certificate(BaseModel):
     sanitized: bool = False
     #: the ranks the collective ops were certified on (None: made before collectives, or none ran)
     world_size: int | None = None
+    #: op -> why none of its cases ran (an op listed here is not certified, whatever the verdict)
+    untested_ops: dict[str, str] = {}
+    #: distribution -> sha256 of its code when it was certified (empty: made before fingerprints)
+    fingerprints: dict[str, str] = {}
 
 
 def certificate_root() -> Path:
@@ -51,18 +62,42 @@ def certificate_root() -> Path:
     return data_dir() / "certificates"
 
 
-def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) -> Certificate:
+def claims(report: ConformanceReport) -> dict:
+    """What a certificate says about its report (every field but the report's place, hash and the code
+    fingerprints): made from the report, and checked against it whenever the certificate is shown."""
     counts = report.counts()
-    total = sum(v for k, v in counts.items() if k != "skip")
-    return Certificate(
+    return dict(
         suite_version=report.suite_version, platform=report.platform, device=report.device.name,
         canonical_device=report.device.canonical_name, arch=report.device.arch, driver=report.device.driver,
         torch=report.torch, plugins=report.plugins, mode=report.mode, scope=report.scope, date=report.started, counts=counts,
-        passed=counts["pass"] + counts["xfail"], total=total,
-        verdict="conformant" if report.passed else "not conformant", report_sha256=sha256, report_path=str(report_path),
+        passed=counts["pass"] + counts["xfail"], total=sum(v for k, v in counts.items() if k != "skip"),
+        verdict="conformant" if report.passed else "not conformant",
         generated={op: by.get("generated", 0) for op, by in report.drawn.items()}, sanitized=report.sanitized,
-        world_size=report.world_size,
+        world_size=report.world_size, untested_ops=report.untested_ops,
     )  # fmt: skip
+
+
+def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) -> Certificate:
+    return Certificate(
+        **claims(report), report_sha256=sha256, report_path=str(report_path),
+        fingerprints=code_fingerprints([CORE_DISTRIBUTION, *report.plugins]),
+    )  # fmt: skip
+
+
+def _differences(cert: Certificate, data: bytes) -> str | None:
+    """Where the certificate's claims differ from the report they were made from (None: nowhere)."""
+    try:
+        report = ConformanceReport.model_validate_json(data)
+    except (ValidationError, ValueError) as exc:
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        return f"it is not a conformance report ({detail})"
+    made = claims(report)
+    wrong = [
+        f"{k} (certificate: {getattr(cert, k)}, report: {v})"
+        for k, v in made.items()
+        if getattr(cert, k) != v
+    ]
+    return "; ".join(wrong) or None
 
 
 def stem(certificate: Certificate) -> str:
@@ -93,12 +128,15 @@ CertificateStatus = Literal["verified", "stale", "unverified", "corrupt"]
 
 class CheckedCertificate(BaseModel):
     """A stored certificate as found now: ``verified`` only when its report is there, hashes to the
-    recorded sha256, and the suite and every recorded plugin are installed at the recorded versions."""
+    recorded sha256, the suite and every recorded plugin are installed at the recorded versions, and
+    the code of each recorded distribution still has the recorded fingerprint."""
 
     path: str
     status: CertificateStatus
     reason: str = ""
     certificate: Certificate | None = None
+    #: the report that was checked (the recorded path, or the one found beside the certificate)
+    report: str | None = None
 
 
 def installed_version(distribution: str) -> str | None:
@@ -106,6 +144,24 @@ def installed_version(distribution: str) -> str | None:
         return importlib_metadata.version(distribution)
     except importlib_metadata.PackageNotFoundError:
         return None
+
+
+def report_candidates(path: Path, cert: Certificate) -> list[Path]:
+    """Where the report may be: the recorded path (on the machine that ran the suite), then beside the
+    certificate as ``store`` keeps it (``<stem>.report/report.json``) or as a committed folder holds it."""
+    return [Path(cert.report_path), path.with_name(f"{path.stem}.report") / "report.json",
+            path.with_name("report.json")]  # fmt: skip
+
+
+def _find_report(path: Path, cert: Certificate) -> tuple[Path | None, bytes, str]:
+    """The first report that can be read and its bytes, or None and what went wrong at each place tried."""
+    tried = []
+    for candidate in report_candidates(path, cert):
+        try:
+            return candidate, candidate.read_bytes(), ""
+        except OSError as exc:
+            tried.append(f"{candidate}: {exc.strerror or exc}")
+    return None, b"", "; ".join(tried)
 
 
 def check_certificate(path: Path) -> CheckedCertificate:
@@ -117,27 +173,46 @@ def check_certificate(path: Path) -> CheckedCertificate:
         return CheckedCertificate(
             path=str(path), status="corrupt", reason=f"unreadable certificate: {detail}"
         )
-    report = Path(cert.report_path)
-    try:
-        digest = hashlib.sha256(report.read_bytes()).hexdigest()
-    except OSError as exc:
-        return _checked(
-            path, cert, "unverified", f"its report cannot be read ({report}: {exc.strerror or exc})"
-        )
+    report, data, tried = _find_report(path, cert)
+    if report is None:
+        return _checked(path, cert, "unverified", f"its report cannot be read ({tried})")
+    digest = hashlib.sha256(data).hexdigest()
     if digest != cert.report_sha256:
         return _checked(path, cert, "unverified", f"its report {report} hashes to {digest[:12]}…, "
-                                                  f"not the recorded {cert.report_sha256[:12]}…")  # fmt: skip
+                                                  f"not the recorded {cert.report_sha256[:12]}…", report)  # fmt: skip
+    wrong = _differences(cert, data)
+    if wrong:
+        return _checked(
+            path, cert, "unverified", f"it says what its report {report} does not: {wrong}", report
+        )
+    status, reason = _installed_status(cert)
+    checked = f"report checked: {report}"
+    if str(report) != cert.report_path:
+        checked += f", found beside the certificate (the recorded {cert.report_path} is missing)"
+    return _checked(path, cert, status, f"{reason}; {checked}" if reason else checked, report)
+
+
+def _installed_status(cert: Certificate) -> tuple[CertificateStatus, str]:
+    """Whether what is installed now is what was certified: fingerprints, then versions, then code."""
+    if not cert.fingerprints:
+        return "unverified", "made before code fingerprints were recorded; run the suite again"
     changed = [f"{dist} {ver} (installed: {installed_version(dist) or 'none'})"
                for dist, ver in sorted(cert.plugins.items()) if installed_version(dist) != ver]  # fmt: skip
     if cert.suite_version != SUITE_VERSION:
         changed.insert(0, f"suite {cert.suite_version} (installed: {SUITE_VERSION})")
     if changed:
-        return _checked(path, cert, "stale", "made with " + ", ".join(changed) + "; run the suite again")
-    return _checked(path, cert, "verified", "")
+        return "stale", "made with " + ", ".join(changed) + "; run the suite again"
+    code = [dist for dist, fp in sorted(cert.fingerprints.items()) if code_fingerprint(dist) != fp]
+    if code:
+        whose = " and ".join(f"{dist}'s" for dist in code)
+        return "stale", f"{whose} code changed since it was certified; run the suite again"
+    return "verified", ""
 
 
-def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str) -> CheckedCertificate:
-    return CheckedCertificate(path=str(path), status=status, reason=reason, certificate=cert)
+def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str,
+             report: Path | None = None) -> CheckedCertificate:  # fmt: skip
+    return CheckedCertificate(path=str(path), status=status, reason=reason, certificate=cert,
+                              report=None if report is None else str(report))  # fmt: skip
 
 
 def latest_certificates(platform: str) -> list[CheckedCertificate]:

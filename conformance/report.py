@@ -65,6 +65,8 @@ class ConformanceReport(BaseModel):
     limits: dict[str, float] = Field(default_factory=dict)  # measured copy GB/s, matmul TFLOP/s (--perf)
     #: the ranks the collective ops ran on (None: no collective case ran)
     world_size: int | None = None
+    #: op -> why none of its cases ran (every one skipped): the run certifies nothing about it
+    untested_ops: dict[str, str] = Field(default_factory=dict)
     results: list[CaseResult]
 
     def counts(self) -> dict[str, int]:
@@ -79,6 +81,21 @@ class ConformanceReport(BaseModel):
         return c["fail"] == 0 and c["error"] == 0
 
 
+def untested_ops(results: list[CaseResult]) -> dict[str, str]:
+    """Op -> the reasons (distinct, joined) its cases were skipped, for each op none of whose op-level
+    cases ran; an op with one case that ran (passed, failed or errored) is tested."""
+    skipped: dict[str, list[str]] = {}
+    ran: set[str] = set()
+    for r in results:
+        if r.level != "op" or not r.op:
+            continue
+        if r.status == "skip":
+            skipped.setdefault(r.op, []).append(r.message or "skipped")
+        else:
+            ran.add(r.op)
+    return {op: "; ".join(dict.fromkeys(why)) for op, why in sorted(skipped.items()) if op not in ran}
+
+
 def write_report(report: ConformanceReport, folder: Path) -> tuple[Path, Path, str]:
     """Write report.json and report.md under ``folder``; returns both paths and the JSON's sha256."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,6 +105,21 @@ def write_report(report: ConformanceReport, folder: Path) -> tuple[Path, Path, s
     md_path = folder / "report.md"
     md_path.write_text(markdown(report))
     return json_path, md_path, hashlib.sha256(data.encode()).hexdigest()
+
+
+def untested_text(untested_ops: dict[str, str]) -> str:
+    """``a, b (why); c (why)``: the untested ops grouped by the reason none of their cases ran."""
+    by_reason: dict[str, list[str]] = {}
+    for op, why in sorted(untested_ops.items()):
+        by_reason.setdefault(why, []).append(op)
+    return "; ".join(f"{', '.join(ops)} ({why})" for why, ops in by_reason.items())
+
+
+def _untested_lines(report: ConformanceReport) -> list[str]:
+    if not report.untested_ops:
+        return []
+    return [f"**Untested (none of their cases ran, so this run certifies nothing about them): "
+            f"{untested_text(report.untested_ops)}.**", ""]  # fmt: skip
 
 
 def markdown(report: ConformanceReport) -> str:
@@ -101,6 +133,7 @@ def markdown(report: ConformanceReport) -> str:
         f"**{c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['xfail']} expected failures, "
         f"{c['xpass']} unexpectedly passing, {c['skip']} skipped.**",
         "",
+        *_untested_lines(report),
         "Error figures are against the float64 reference on the CPU; *share* is the normalized error "
         "over the op's budget for the dtype (1.0 = at the budget).",
         "",

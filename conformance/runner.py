@@ -23,7 +23,13 @@ from tessera.conformance.cases import Case, all_cases
 from tessera.conformance.cases.kv_layouts import case_layout
 from tessera.conformance.levels import collectives, contract, kv_pairs, layers, models
 from tessera.conformance.ops import run_op_case
-from tessera.conformance.report import SUITE_VERSION, CaseResult, ConformanceReport, DeviceSummary
+from tessera.conformance.report import (
+    SUITE_VERSION,
+    CaseResult,
+    ConformanceReport,
+    DeviceSummary,
+    untested_ops,
+)
 from tessera.discovery import get_discovery, select_platform
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.pluggable_layers.kv_layout import KV_OPS, layouts_of
@@ -154,6 +160,7 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
     started, t0 = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), time.perf_counter()
     expected = expectations(discovery, platform)
     results: list[CaseResult] = []
+    ranks = None  # the world size, once a collective case ran (not when every one was skipped)
     limits: dict[str, float] = {}
     if "platform" in options.levels:
         results += contract.check(platform, options.device_index)
@@ -185,6 +192,7 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
             progress(f"collectives on {collectives.WORLD_SIZE} ranks", len(work), len(work) + 1)
         found = collectives.check(platform, distributed, options.device_index, seed, options.full)
         results += [apply_expectations(r, expected) for r in found]
+        ranks = collectives.WORLD_SIZE if any(r.status != "skip" for r in found) else None
     whole = not options.ops and not options.kernels and not options.cases and not options.origins
     if "layer" in options.levels and whole:
         results += [
@@ -207,5 +215,5 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         plugins=plugins, torch=torch.__version__, mode="full" if options.full else "quick", scope=scope(options), seed=seed,
         started=started, drawn=drawn_counts(work + distributed), sanitized=prefix is not None,
         duration_s=round(time.perf_counter() - t0, 2), limits=limits, results=results,
-        world_size=collectives.WORLD_SIZE if distributed else None,
+        world_size=ranks, untested_ops=untested_ops(results),
     )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,9 +38,13 @@ def install_fixture(monkeypatch, fresh_discovery):
     """Install a fixture distribution from tests/fixtures/<name> by putting its dist-info on sys.path."""
     added: list[str] = []
 
-    def install(name: str) -> Path:
+    def install(name: str, copy_to: Path | None = None) -> Path:
+        """Install fixture ``name``; with ``copy_to``, a copy of it made there (a test may edit its code)."""
         path = FIXTURES / name
         assert path.is_dir(), f"no fixture plugin {name}"
+        if copy_to is not None:
+            shutil.copytree(path, copy_to, ignore=shutil.ignore_patterns("__pycache__"))
+            path = copy_to
         monkeypatch.syspath_prepend(str(path))
         added.extend(p.stem for p in path.glob("*.py"))
         fresh_discovery._cached.clear()

@@ -3,7 +3,9 @@ plugin versions that changed and a corrupt file are each shown as such, never as
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -45,8 +47,8 @@ def test_a_missing_report_or_a_different_hash_is_unverified(stored):
     stored.write_text(json.dumps(data))
     (cert,) = listed()
     assert cert["status"] == "unverified" and "hashes to" in cert["reason"]
-    data["report_path"] = report + ".gone"
-    stored.write_text(json.dumps(data))
+    # gone from the recorded path, and so from beside the certificate (where it would be looked for too)
+    Path(report).rename(report + ".gone")
     (cert,) = listed()
     assert cert["status"] == "unverified" and "cannot be read" in cert["reason"]
     text = runner.invoke(app, ["platform", "list"]).output
@@ -56,8 +58,13 @@ def test_a_missing_report_or_a_different_hash_is_unverified(stored):
 
 
 def test_changed_plugin_versions_make_it_stale(stored):
+    # the report and certificate of a run made when tessera-cpu was 0.0.9 (they agree with each other)
     data = json.loads(stored.read_text())
-    data["plugins"]["tessera-cpu"] = "0.0.9"
+    report = Path(data["report_path"])
+    run = json.loads(report.read_text())
+    run["plugins"]["tessera-cpu"] = data["plugins"]["tessera-cpu"] = "0.0.9"
+    report.write_text(json.dumps(run))
+    data["report_sha256"] = hashlib.sha256(report.read_bytes()).hexdigest()
     stored.write_text(json.dumps(data))
     checked = check_certificate(stored)
     assert checked.status == "stale" and "tessera-cpu 0.0.9 (installed: 0.1.0)" in checked.reason

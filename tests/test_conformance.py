@@ -54,6 +54,7 @@ def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
 
     assert ops == set(OPS)
     assert cert["world_size"] == report["world_size"] == 2  # the collectives ran on two ranks (gloo)
+    assert cert["untested_ops"] == report["untested_ops"] == {}  # every op ran at least one case
     listing = json.loads(runner.invoke(app, ["platform", "list", "--json"]).stdout)
     cpu = next(p for p in listing["plugins"] if p["plugin"] == "cpu")["platforms"][0]
     assert (

@@ -1,4 +1,4 @@
-"""``tessera conformance run`` and ``tessera conformance show``."""
+"""``tessera conformance run``, ``tessera conformance show`` and ``tessera conformance verify``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -142,6 +143,11 @@ def summarize(report) -> None:
     for r in report.results:
         if r.status in ("fail", "error", "xpass"):
             console.print(f"[red]{r.status}[/] {r.case_id}: {r.message}", highlight=False)
+    if report.untested_ops:
+        from tessera.conformance.report import untested_text
+
+        console.print(f"[yellow]untested[/] (none of their cases ran): {untested_text(report.untested_ops)}",
+                      highlight=False)  # fmt: skip
     c = report.counts()
     console.print(f"{c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['xfail']} xfail, {c['xpass']} xpass, "
                   f"{c['skip']} skipped in {report.duration_s:.1f}s")  # fmt: skip
@@ -185,8 +191,51 @@ def _latest_verified_report(root: Path) -> Path:
     newest = certs[-1]
     entry = next(c for c in certificates_of(newest.parent.name) if c["path"] == str(newest))
     console.print(certificate_line(entry), highlight=False)
-    if entry["status"] == "corrupt" or (
-        entry["status"] == "unverified" and not Path(entry["report_path"]).is_file()
-    ):
+    if entry["status"] == "corrupt" or entry["report"] is None:
         raise TesseraError(f"the newest certificate, {newest}, cannot be shown: {entry['reason']}")
-    return Path(entry["report_path"])
+    return Path(entry["report"])
+
+
+@app.command("verify")
+def verify(
+    path: Path = typer.Argument(..., help="A certificate.json, or a folder holding one."),
+) -> None:
+    """Check a certificate against its report and what is installed here; exit 1 unless it is verified."""
+    from tessera.cli.platform_cmd import certificate_entry, certificate_what
+    from tessera.conformance.certificate import check_certificate
+
+    with user_errors():
+        checked = check_certificate(_certificate_file(path))
+    entry = certificate_entry(checked)
+    console.print(f"{escape(checked.path)}: {checked.status}", highlight=False)
+    console.print(f"reason: {escape(checked.reason)}", highlight=False)
+    if checked.certificate is not None:
+        untested = entry["untested_ops"]
+        console.print(f"recorded: {escape(entry['verdict'])} {certificate_what(entry)}", highlight=False)
+        if untested:
+            from tessera.conformance.report import untested_text
+
+            console.print(f"untested: {escape(untested_text(untested))}", highlight=False)
+    if checked.status != "verified":
+        raise typer.Exit(1)
+
+
+def _certificate_file(path: Path) -> Path:
+    """``path`` itself, or the one certificate in the folder ``path`` (``certificate.json`` first)."""
+    from tessera.errors import TesseraError
+
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise TesseraError(f"{path} does not exist: give a certificate.json or the folder holding one")
+    if (path / "certificate.json").is_file():
+        return path / "certificate.json"
+    found = sorted(p for p in path.glob("*.json") if p.name != "report.json")
+    if len(found) != 1:
+        what = (
+            "no certificate"
+            if not found
+            else f"{len(found)} certificates ({', '.join(p.name for p in found)})"
+        )
+        raise TesseraError(f"{path} holds {what}: give the certificate file itself")
+    return found[0]

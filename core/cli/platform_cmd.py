@@ -23,16 +23,24 @@ def certificates_of(platform: str) -> list[dict]:
     verified, stale, unverified or corrupt, with the reason."""
     from tessera.conformance.certificate import latest_certificates
 
-    out = []
-    for checked in latest_certificates(platform):
-        entry = {"status": checked.status, "reason": checked.reason, "path": checked.path}
-        c = checked.certificate
-        if c is not None:
-            entry |= {"device": c.device, "canonical_device": c.canonical_device, "passed": c.passed, "total": c.total,
-                      "verdict": c.verdict, "date": c.date, "suite_version": c.suite_version, "mode": c.mode,
-                      "scope": c.scope, "report_sha256": c.report_sha256, "report_path": c.report_path}  # fmt: skip
-        out.append(entry)
-    return out
+    return [certificate_entry(checked) for checked in latest_certificates(platform)]
+
+
+def certificate_entry(checked) -> dict:
+    """One checked certificate as plain data (``report``: the report that was checked, if one was found)."""
+    entry = {
+        "status": checked.status,
+        "reason": checked.reason,
+        "path": checked.path,
+        "report": checked.report,
+    }
+    c = checked.certificate
+    if c is not None:
+        entry |= {"device": c.device, "canonical_device": c.canonical_device, "passed": c.passed, "total": c.total,
+                  "verdict": c.verdict, "date": c.date, "suite_version": c.suite_version, "mode": c.mode,
+                  "scope": c.scope, "report_sha256": c.report_sha256, "report_path": c.report_path,
+                  "world_size": c.world_size, "untested_ops": c.untested_ops}  # fmt: skip
+    return entry
 
 
 def plugin_json(report: PluginReport) -> dict:
@@ -42,16 +50,35 @@ def plugin_json(report: PluginReport) -> dict:
     return data
 
 
+def _untested(c: dict) -> str:
+    """``; untested: a, b (why)`` (markup) for a certificate that left ops untested, else ``""``."""
+    if not c.get("untested_ops"):
+        return ""
+    from tessera.conformance.report import untested_text
+
+    return f"[yellow]; untested: {escape(untested_text(c['untested_ops']))}[/]"
+
+
+def certificate_what(c: dict) -> str:
+    """The recorded result of a readable certificate: passed/total, device, date, suite, mode, scope."""
+    scope = "" if c["scope"] == "complete" else f", partial: {c['scope']}"
+    return escape(
+        f"{c['passed']}/{c['total']} on {c['canonical_device']}, {c['date'][:10]}, suite {c['suite_version']} ({c['mode']}{scope})"
+    )
+
+
 def certificate_line(c: dict) -> str:
-    """One certificate as a line; only a verified one is called conformant."""
+    """One certificate as a line; only a verified one is called conformant, and then with the ops it left
+    untested ("conformant; untested: all_gather, all_reduce (why): 1/1 on ...")."""
     if c["status"] == "corrupt":
         return f"[red]certificate corrupt[/]: {escape(c['path'])}: {escape(c['reason'])}"
-    scope = "" if c["scope"] == "complete" else f", partial: {c['scope']}"
-    what = f"{c['passed']}/{c['total']} on {c['canonical_device']}, {c['date'][:10]}, suite {c['suite_version']} ({c['mode']}{scope})"
     if c["status"] == "verified":
         style = "green" if c["verdict"] == "conformant" else "red"
-        return f"certificate: [{style}]{c['verdict']}[/] {escape(what)}"
-    return f"[yellow]certificate {c['status']}[/] ({escape(c['reason'])}): {escape(what)}"
+        sep = ":" if c.get("untested_ops") else ""
+        return f"certificate: [{style}]{c['verdict']}[/]{_untested(c)}{sep} {certificate_what(c)}"
+    return (
+        f"[yellow]certificate {c['status']}[/] ({escape(c['reason'])}): {certificate_what(c)}{_untested(c)}"
+    )
 
 
 def _certificate_text(platform: str) -> str:
