@@ -18,7 +18,12 @@ def tensor_bytes(values: dict) -> int:
 def time_kernel(bound, inputs: dict, platform, limits: dict[str, float]) -> dict[str, float]:
     ms = median_ms([lambda: bound(**inputs)], platform, iters=10, warmup=3)
     gbps = tensor_bytes(inputs) / ms / 1e6
-    out = {"median_ms": round(ms, 5), "GBps_touched": round(gbps, 2)}
+    out = {"median_ms": significant(ms), "GBps_touched": significant(gbps)}
     if limits.get("copy_GBps"):
-        out["share_of_copy_bandwidth"] = round(gbps / limits["copy_GBps"], 3)
+        out["share_of_copy_bandwidth"] = significant(gbps / limits["copy_GBps"])
     return out
+
+
+def significant(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits: a one-token case on a fast device is not rounded to zero."""
+    return float(f"{x:.{digits}g}")

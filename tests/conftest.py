@@ -60,3 +60,29 @@ def checkpoints_dir_llama(tmp_path_factory):
     from .hf_checkpoints import write_tiny_checkpoint
 
     return write_tiny_checkpoint("llama", tmp_path_factory.mktemp("llama_cli"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def strict_interpreted_launch():
+    """Launches in the Triton interpreter refuse keywords their kernel lacks, as a compiled launch does
+    (``KeyError: Keyword argument X was specified but unrecognised``); the interpreter alone would drop them,
+    and a config key meant for another kernel of the op would pass every test here and fail on a GPU."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # no Triton installed: nothing is interpreted
+        yield
+        return
+    from tessera_triton.common import LAUNCH_KEYS
+
+    options = {*LAUNCH_KEYS, "num_ctas", "maxnreg"}
+    run = InterpretedFunction.run
+
+    def strict_run(self, *args, grid, warmup, **kwargs):
+        unknown = sorted(k for k in kwargs if k not in self.arg_names and k not in options)
+        if unknown:
+            raise KeyError(f"Keyword argument {unknown[0]} was specified but unrecognised ({self.__name__})")
+        return run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    InterpretedFunction.run = strict_run
+    yield
+    InterpretedFunction.run = run

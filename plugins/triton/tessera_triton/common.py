@@ -67,9 +67,12 @@ def launch_options(config: dict) -> dict:
     return {k: config[k] for k in LAUNCH_KEYS if k in config and k in allowed}
 
 
-def constants(config: dict) -> dict:
-    """The keys of a config that are the kernel's constexpr parameters."""
-    return {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+def constants(config: dict, kernel) -> dict:
+    """The keys of a config that are parameters of ``kernel`` (a ``triton.jit`` function). A config may hold
+    keys for another kernel of the same op (linear_wna16's GEMV tiles); a compiled launch refuses any keyword
+    its kernel lacks, so those stay behind."""
+    params = set(kernel.arg_names)
+    return {k: v for k, v in config.items() if k not in LAUNCH_KEYS and k in params}
 
 
 def fp32_compute(dtype: torch.dtype) -> bool:

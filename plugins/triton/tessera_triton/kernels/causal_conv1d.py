@@ -181,7 +181,7 @@ def causal_conv1d(x, weight, bias, query_start_loc, conv_states, state_indices, 
             x, weight, bias if bias is not None else weight, query_start_loc, conv_states, state_indices, init, out,
             tokens, channels, batch, x.stride(0), out.stride(0), conv_states.stride(0), conv_states.stride(1),
             WIDTH=width, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_B=64,
-            **constants(config), **launch_options(config),
+            **constants(config, _conv_prefill_kernel), **launch_options(config),
         )  # fmt: skip
     _conv_state_writeback_kernel[(batch, triton.cdiv(channels, 256))](
         x, query_start_loc, conv_states, state_indices, init, channels, x.stride(0), conv_states.stride(0),
@@ -204,7 +204,7 @@ def causal_conv1d_update(
             x, weight, bias if bias is not None else weight, conv_states, state_indices, out, channels,
             x.stride(0), out.stride(0), conv_states.stride(0), conv_states.stride(1),
             WIDTH=width, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_W=next_pow2(width - 1),
-            **constants(config), **launch_options(config),
+            **constants(config, _conv_update_kernel), **launch_options(config),
         )  # fmt: skip
     elif batch:
         from tessera.pluggable_layers.reference import reference

@@ -79,7 +79,7 @@ def gated_rms_norm(x, z, weight, eps, group_size, out=None, config=None):
         zz = z if z is not None else x
         _gated_rms_norm_kernel[(x.shape[0], x.shape[1] // group_size)](
             x, zz, weight.contiguous(), out, group_size, eps, x.stride(0), zz.stride(0), out.stride(0),
-            HAS_Z=z is not None, SINGLE=config["BLOCK"] >= group_size, **constants(config), **launch_options(config),
+            HAS_Z=z is not None, SINGLE=config["BLOCK"] >= group_size, **constants(config, _gated_rms_norm_kernel), **launch_options(config),
         )  # fmt: skip
     return out
 

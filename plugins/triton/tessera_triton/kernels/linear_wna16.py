@@ -222,7 +222,7 @@ def linear_wna16(x, qweight, scales, qzeros, bias=None, weight_format="gptq", ou
     part = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
     grid = (triton.cdiv(n, config["BLOCK_N"]), triton.cdiv(m, config["BLOCK_M"]), split)
     precision = fast_fp32_dot_precision() if x.dtype == torch.float32 else "ieee"
-    consts = {**constants(config), "SPLIT_K": split}
+    consts = {**constants(config, _linear_wna16_kernel), "SPLIT_K": split}
     _linear_wna16_kernel[grid](
         x, qweight, scales, qzeros, bias if bias is not None else scales, part, m, n, k, k_split, group,
         x.stride(0), part.stride(-2), part.stride(0) if split > 1 else 0, HAS_BIAS=bias is not None,

@@ -91,7 +91,7 @@ def moe_route(router_logits, top_k, renormalize=True, scoring="softmax", config=
             router_logits, weights, ids, tokens, experts, router_logits.stride(0),
             TOP_K=top_k, BLOCK_K=next_pow2(top_k), BLOCK_E=next_pow2(experts),
             SIGMOID=scoring == "sigmoid", RENORMALIZE=bool(renormalize),
-            **constants(config), **launch_options(config),
+            **constants(config, _moe_route_kernel), **launch_options(config),
         )  # fmt: skip
     return weights, ids
 

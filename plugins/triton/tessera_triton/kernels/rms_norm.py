@@ -96,7 +96,7 @@ def rms_norm(x, weight, eps, out=None, config=None):
         _rms_norm_kernel[(x.shape[0],)](
             x, x, weight.contiguous(), out, out, x.shape[1], eps,
             x.stride(0), x.stride(0), out.stride(0), out.stride(0),
-            HAS_RESIDUAL=False, SINGLE=config["BLOCK"] >= x.shape[1], **constants(config), **launch_options(config),
+            HAS_RESIDUAL=False, SINGLE=config["BLOCK"] >= x.shape[1], **constants(config, _rms_norm_kernel), **launch_options(config),
         )  # fmt: skip
     return out
 
@@ -115,7 +115,7 @@ def add_rms_norm(x, residual, weight, eps, out=None, residual_out=None, config=N
         _rms_norm_kernel[(x.shape[0],)](
             x, residual, weight.contiguous(), out, residual_out, x.shape[1], eps,
             x.stride(0), residual.stride(0), out.stride(0), residual_out.stride(0),
-            HAS_RESIDUAL=True, SINGLE=config["BLOCK"] >= x.shape[1], **constants(config), **launch_options(config),
+            HAS_RESIDUAL=True, SINGLE=config["BLOCK"] >= x.shape[1], **constants(config, _rms_norm_kernel), **launch_options(config),
         )  # fmt: skip
     return out, residual_out
 

@@ -98,7 +98,7 @@ def selective_state_update(ssm_states, x, dt, A, B, C, D, z, dt_bias, dt_softplu
             B.stride(0), B.stride(1), C.stride(0), C.stride(1), (z if z is not None else x).stride(0),
             (z if z is not None else x).stride(1), out.stride(0), out.stride(1),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_DT_BIAS=dt_bias is not None,
-            DT_SOFTPLUS=bool(dt_softplus), BLOCK_N=next_pow2(B.shape[2]), **constants(config), **launch_options(config),
+            DT_SOFTPLUS=bool(dt_softplus), BLOCK_N=next_pow2(B.shape[2]), **constants(config, _state_update_kernel), **launch_options(config),
         )  # fmt: skip
     return out
 
