@@ -56,8 +56,9 @@ def silu_and_mul(x, out=None, config=None):
     if x.shape[0] and inter:
         grid = (x.shape[0], triton.cdiv(inter, config["BLOCK"]))
         _silu_and_mul_kernel[grid](
-            x, out, inter, x.stride(0), out.stride(0), **constants(config, _silu_and_mul_kernel), **launch_options(config)
-        )
+            x, out, inter, x.stride(0), out.stride(0),
+            **constants(config, _silu_and_mul_kernel), **launch_options(config),
+        )  # fmt: skip
     return out
 
 
