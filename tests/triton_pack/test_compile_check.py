@@ -67,6 +67,22 @@ def test_a_kernel_the_interpreter_runs_fails_the_compile_check(targets, target):
     assert "Loop-carried variable acc has initial type int32 but is re-assigned to fp32" in line, line
 
 
+def test_a_keyword_the_kernel_lacks_is_a_compile_check_error():
+    """A compiled launch refuses a keyword its kernel lacks (a config key meant for another kernel of the op
+    reached linear_wna16's dot kernel that way on the H200); the recorder says so rather than dropping it."""
+    x, out = torch.arange(5, dtype=torch.float32), torch.zeros(1)
+    recorder = LaunchRecorder()
+    with recorder.recording(), pytest.raises(KeyError, match="GEMV_ROWS"):
+        _sum_kernel[(1,)](x, out, 5, BLOCK=8, GEMV_ROWS=4)
+    assert any("Keyword argument GEMV_ROWS was specified but unrecognised" in e for e in recorder.errors), (
+        recorder.errors
+    )
+    recorder = LaunchRecorder()  # a launch option of another backend is no error: launch_options drops it
+    with recorder.recording():
+        _sum_kernel[(1,)](x, out, 5, BLOCK=8, num_warps=1)
+    assert recorder.errors == [] and float(out) == 10.0
+
+
 @pytest.fixture(scope="module")
 def pack_specializations(tmp_path_factory):
     import os

@@ -30,6 +30,8 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 
+from tessera_triton.common import LAUNCH_KEYS
+
 #: target name -> (backend, arch, warp size), as triton.backends.compiler.GPUTarget takes them
 TARGETS: dict[str, tuple[str, int | str, int]] = {"sm_90": ("cuda", 90, 32), "gfx942": ("hip", "gfx942", 64)}
 #: what the last stage of each backend is (the binary)
@@ -101,7 +103,9 @@ class LaunchRecorder:
         self.errors: list[str] = []  # launches whose arguments could not be bound for a target
 
     @contextlib.contextmanager
-    def recording(self) -> Iterator[LaunchRecorder]:
+    def recording(self, execute: bool = True) -> Iterator[LaunchRecorder]:
+        """Record the interpreter's launches while in the block; ``execute=False`` records without running
+        them (the outputs stay as they were: for launches whose specializations alone are wanted)."""
         from triton.runtime.interpreter import InterpretedFunction
 
         original = InterpretedFunction.run
@@ -109,7 +113,9 @@ class LaunchRecorder:
 
         def run(fn_self, *args, grid, warmup, **kwargs):
             recorder.record(fn_self, args, kwargs)
-            return original(fn_self, *args, grid=grid, warmup=warmup, **kwargs)
+            if execute:
+                return original(fn_self, *args, grid=grid, warmup=warmup, **kwargs)
+            return None
 
         InterpretedFunction.run = run
         try:
@@ -144,6 +150,11 @@ class LaunchRecorder:
         fn = interpreted.fn
         for target, backend in self.backends.items():
             jit, binder, known = self._binder(interpreted, target)
+            # a keyword that is neither a parameter nor a launch option of any backend: a compiled launch
+            # refuses it (a config key meant for another kernel of the op, say)
+            unknown = sorted(k for k in kwargs if k not in known and k not in LAUNCH_KEYS)
+            if unknown:
+                raise KeyError(f"Keyword argument {unknown[0]} was specified but unrecognised")
             # what launch_options passes on that backend
             given = {k: v for k, v in kwargs.items() if k in known}
             bound, specialization, _ = binder(*args, **given)
