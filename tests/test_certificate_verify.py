@@ -15,6 +15,8 @@ from tessera.cli import app
 from tessera.conformance.certificate import check_certificate
 from tessera.conformance.report import ConformanceReport, markdown, untested_ops
 
+from .test_fingerprints import certify_rms_norm
+
 runner = CliRunner()
 H200 = Path(__file__).resolve().parents[1] / "conformance" / "certificates" / "NVIDIA_H200"
 COLLECTIVES = ("all_gather", "all_reduce", "reduce_scatter")
@@ -28,13 +30,7 @@ def verify(path) -> tuple[int, str]:
 @pytest.fixture
 def stored(tmp_path, monkeypatch, fresh_discovery):
     """One real certificate of a small cpu run (one op), stored under a fresh TESSERA_HOME."""
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
-    result = runner.invoke(
-        app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--seed", "2"]
-    )
-    assert result.exit_code == 0, result.output
-    (path,) = (tmp_path / "home" / "certificates" / "cpu").glob("*.json")
-    return path
+    return certify_rms_norm(tmp_path / "home", monkeypatch)
 
 
 def test_the_committed_h200_certificate_is_found_but_unverified_for_want_of_fingerprints(tmp_path):

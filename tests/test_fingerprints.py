@@ -29,16 +29,21 @@ def pack(tmp_path, install_fixture):
     fingerprint.code_fingerprint.cache_clear()
 
 
-@pytest.fixture
-def certified(tmp_path, monkeypatch, pack):
-    """A real certificate of a cpu run of rms_norm with the kernel pack installed."""
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+def certify_rms_norm(home, monkeypatch):
+    """A real certificate of a cpu run of rms_norm (one op), stored under ``home`` as TESSERA_HOME."""
+    monkeypatch.setenv("TESSERA_HOME", str(home))
     result = runner.invoke(
         app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--seed", "2"]
     )
     assert result.exit_code == 0, result.output
-    (path,) = (tmp_path / "home" / "certificates" / "cpu").glob("*.json")
+    (path,) = (home / "certificates" / "cpu").glob("*.json")
     return path
+
+
+@pytest.fixture
+def certified(tmp_path, monkeypatch, pack):
+    """A real certificate of a cpu run of rms_norm with the kernel pack installed."""
+    return certify_rms_norm(tmp_path / "home", monkeypatch)
 
 
 def test_the_editable_tessera_distribution_is_fingerprinted_from_all_its_package_folders():
