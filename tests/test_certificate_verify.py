@@ -15,7 +15,7 @@ from tessera.cli import app
 from tessera.conformance.certificate import check_certificate
 from tessera.conformance.report import ConformanceReport, markdown, untested_ops
 
-from .test_fingerprints import certify_rms_norm
+from .certificate_helpers import certify_rms_norm
 
 runner = CliRunner()
 H200 = Path(__file__).resolve().parents[1] / "conformance" / "certificates" / "NVIDIA_H200"

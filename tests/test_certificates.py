@@ -13,19 +13,15 @@ from typer.testing import CliRunner
 from tessera.cli import app
 from tessera.conformance.certificate import check_certificate
 
+from .certificate_helpers import certify_rms_norm
+
 runner = CliRunner()
 
 
 @pytest.fixture
 def stored(tmp_path, monkeypatch, fresh_discovery):
     """One real certificate of a small cpu run, stored under a fresh TESSERA_HOME."""
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    result = runner.invoke(
-        app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--seed", "2"]
-    )
-    assert result.exit_code == 0, result.output
-    (path,) = (tmp_path / "certificates" / "cpu").glob("*.json")
-    return path
+    return certify_rms_norm(tmp_path, monkeypatch)
 
 
 def listed(platform="cpu"):

@@ -17,6 +17,8 @@ from tessera.cli import app
 from tessera.conformance import fingerprint
 from tessera.conformance.certificate import check_certificate
 
+from .certificate_helpers import certify_rms_norm
+
 runner = CliRunner()
 PACK = "tessera-fixture-fast-norm"
 
@@ -27,17 +29,6 @@ def pack(tmp_path, install_fixture):
     fingerprint.code_fingerprint.cache_clear()
     yield install_fixture("kernel_pack", copy_to=tmp_path / "pack") / "fixture_fast_norm.py"
     fingerprint.code_fingerprint.cache_clear()
-
-
-def certify_rms_norm(home, monkeypatch):
-    """A real certificate of a cpu run of rms_norm (one op), stored under ``home`` as TESSERA_HOME."""
-    monkeypatch.setenv("TESSERA_HOME", str(home))
-    result = runner.invoke(
-        app, ["conformance", "run", "--platform", "cpu", "--ops", "rms_norm", "--seed", "2"]
-    )
-    assert result.exit_code == 0, result.output
-    (path,) = (home / "certificates" / "cpu").glob("*.json")
-    return path
 
 
 @pytest.fixture
