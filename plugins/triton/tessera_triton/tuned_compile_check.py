@@ -12,7 +12,6 @@ what :mod:`tessera_triton.compile_check` proves, for the configs a card will act
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import os
 import sys
@@ -35,23 +34,13 @@ PLUGINS = ("tessera_cuda", "tessera_rocm", "tessera_xpu")
 
 
 def kernels() -> dict[str, tuple]:
-    """Kernel name -> (launcher, config space, tune-inputs function), as the pack registers them."""
-    from tessera_triton import register
+    """Kernel name -> (launcher, config space, tune-inputs function), from the pack's own registration."""
+    from tessera.pluggable_layers.registry import KernelRegistry
+    from tessera_triton.register import register_all
 
-    out = {}
-    for op, (module_name, fn_name, inputs_name) in register.KERNELS.items():
-        module = importlib.import_module(f"tessera_triton.kernels.{module_name}")
-        space = register.SPACES.get(op, ("CONFIG_SPACE",))[0]
-        out[register.kernel_name(op)] = (
-            getattr(module, fn_name),
-            getattr(module, space),
-            getattr(module, inputs_name),
-        )
-    for op, (module_name, fn_name, inputs_name, _key) in register.HEAD_MAJOR.items():
-        module = importlib.import_module(f"tessera_triton.kernels.{module_name}")
-        out[f"{register.kernel_name(op)}_hnd"] = (getattr(module, fn_name), module.CONFIG_SPACE,
-                                                  getattr(module, inputs_name))  # fmt: skip
-    return out
+    registry = KernelRegistry()
+    register_all(registry)
+    return {k.name: (k.fn, k.config_space, k.tune_inputs) for k in registry.kernels() if k.config_space}
 
 
 def tuned_files() -> list[Path]:
