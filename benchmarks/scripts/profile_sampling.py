@@ -70,8 +70,12 @@ def host_profile(llm, prompts, tokens: int) -> list[dict]:
     stream = io.StringIO()
     stats = pstats.Stats(prof, stream=stream)
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:40]  # by own time
-    return [{"function": f"{Path(f).name}:{line}:{name}", "calls": nc, "own_s": tt, "cum_s": ct}
-            for (f, line, name), (cc, nc, tt, ct, _) in rows]  # fmt: skip
+    where = lambda f, line, name: f"{Path(f).name}:{line}:{name}"  # noqa: E731
+    # a torch call that waits for the device shows as own time of a built-in: its callers say which line
+    return [{"function": where(f, line, name), "calls": nc, "own_s": tt, "cum_s": ct,
+             "callers": {where(*c): round(v[2], 6) for c, v in sorted(callers.items(), key=lambda cv: -cv[1][2])[:6]}
+             if f == "~" else {}}
+            for (f, line, name), (cc, nc, tt, ct, callers) in rows]  # fmt: skip
 
 
 def main() -> None:
@@ -103,6 +107,8 @@ def main() -> None:
         print(f"  {f['ms_per_step'] * 1000:8.1f} us/step x{f['per_step']:5.1f} {f['name']}")
     for h in result["host_profile_both"][:20]:
         print(f"  host {h['own_s']:7.3f} s own {h['cum_s']:7.3f} s cum {h['calls']:8d} {h['function']}")
+        for caller, own in list(h["callers"].items())[:3]:
+            print(f"        {own:7.3f} s from {caller}")
     for v, r in rates.items():
         print(f"{v:>10}: {r:9.1f} tok/s  ({r / rates['plain']:.3f} of plain)")
 

@@ -4,7 +4,8 @@ Prepared layout (``prepare``, run once at load): ``qweight`` int32 [K/8, N], wor
 ``8r..8r+7`` of column n, lowest nibble first (GPTQ's own layout: a GPTQ weight is kept as it is, an AWQ
 one repacked from its column-packed, interleaved order); ``qzeros`` [G, N] and ``scales`` [G, N] in the
 scales' dtype, the zero points real (GPTQ v1's minus-one undone). A [BLOCK_K, BLOCK_N] weight tile is
-[BLOCK_K/8, BLOCK_N] words read along N, unpacked with shifts, ``(q - z) * s`` in float32, cast to x's
+[BLOCK_K/8, BLOCK_N] words read along N, unpacked with shifts (to float32 by bits, no conversion instruction:
+:func:`~tessera_triton.kernels.linear_wna16_gemv.nibbles_f32`), ``(q - z) * s`` in float32, cast to x's
 dtype and fed to ``tl.dot`` with float32 accumulation.
 
 Two unpackings (config ``UNPACK``): 0 reads each word once per row it holds (the repeats hit the L1)
@@ -34,7 +35,7 @@ from tessera_triton.common import (
     launch_options,
     next_pow2,
 )
-from tessera_triton.kernels.linear_wna16_gemv import gemv_tile_k, launch_gemv
+from tessera_triton.kernels.linear_wna16_gemv import MAGIC, gemv_tile_k, launch_gemv, nibbles_f32
 
 OP = "linear_wna16"
 PREPARED_LAYOUT = ("qweight int32 [K/8, N] packed along K (GPTQ order), qzeros and scales [G, N] in the scales' "
@@ -108,11 +109,11 @@ def _linear_wna16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K
             offs_w = k0 // 8 + tl.arange(0, BLOCK_K // 8)
             words = tl.load(qw_ptr + offs_w[:, None].to(tl.int64) * N + offs_n[None, :],
                             mask=(offs_w[:, None] < K // 8) & mask_n[None, :], other=0)  # fmt: skip
-            q = tl.reshape((words[:, None, :] >> shifts) & 0xF, (BLOCK_K, BLOCK_N)).to(tl.float32)
+            q = tl.reshape(nibbles_f32(words[:, None, :] >> shifts), (BLOCK_K, BLOCK_N)) - MAGIC
         else:  # each word read by its eight rows (the repeats hit the L1), shifted per row
             words = tl.load(qw_ptr + (offs_k[:, None] // 8).to(tl.int64) * N + offs_n[None, :],
                             mask=(offs_k[:, None] < K) & mask_n[None, :], other=0)  # fmt: skip
-            q = ((words >> ((offs_k % 8) * 4)[:, None]) & 0xF).to(tl.float32)
+            q = nibbles_f32(words >> ((offs_k % 8) * 4)[:, None]) - MAGIC
         if ONE_GROUP:  # the whole tile lies in one group
             g = k0 // GROUP
             s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]

@@ -4,10 +4,10 @@ At decode sizes the dot path of :mod:`tessera_triton.kernels.linear_wna16` pads 
 sends every dequantized [BLOCK_K, BLOCK_N] weight tile through shared memory to feed the tensor cores,
 so it runs at the bf16 GEMM's speed while reading a quarter of the bytes. Here each program takes one row
 of x, one [GV_K, GV_N] tile column of words at a time (read once along N), unpacks it in registers to
-[GV_K / 8, 8, GV_N] and reduces ``x * q`` over K with FMAs. The zero points and scales come out of the
-sum: within one group ``sum_k x_k (q_kn - z_n) s_n = s_n (sum_k x_k q_kn - z_n sum_k x_k)``, so a
-tile costs a shift, a mask, a convert and an FMA per weight, and two scalars per column. A tile never
-straddles two groups (the launcher sizes GV_K to the group). K is split over ``split`` programs
+[GV_K / 8, 8, GV_N] and reduces ``x * (q - z)`` over K with FMAs; the scale comes out of the sum (within
+one group ``sum_k x_k (q_kn - z_n) s_n = s_n sum_k x_k (q_kn - z_n)``). A nibble becomes a float without a
+conversion instruction (:func:`nibbles_f32`), so a weight costs a shift, a logic op, a subtraction and an
+FMA, all at the full ALU rate. A tile never straddles two groups (the launcher sizes GV_K to the group). K is split over ``split`` programs
 (float32 partial sums added by the dot path's second kernel) so that small N still fills the device.
 """
 
@@ -20,6 +20,15 @@ import triton.language as tl
 from tessera_triton.common import next_pow2
 
 TARGET_PROGRAMS = 512
+MAGIC = tl.constexpr(8388608.0)  # 2**23: the float32 whose mantissa bits are an integer below 2**23
+
+
+@triton.jit
+def nibbles_f32(shifted):
+    """The low four bits of int32 ``shifted`` as float32, by bits: ``0x4B000000 | q`` is the float
+    ``2**23 + q`` exactly, so subtracting ``2**23`` (by the caller, folded with the zero point) gives ``q``.
+    This replaces the int-to-float conversion, which runs at a quarter of the ALU rate or less."""
+    return ((shifted & 0xF) | 0x4B000000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -40,14 +49,14 @@ def _wna16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, N, K, K_S
         words_r = k0 // 8 + offs_r
         words = tl.load(qw_ptr + words_r[:, None].to(tl.int64) * N + offs_n[None, :],
                         mask=(words_r[:, None] < K // 8) & mask_n[None, :], other=0)  # fmt: skip
-        q = ((words[:, None, :] >> shifts) & 0xF).to(tl.float32)  # [GV_K/8, 8, GV_N]
-        kk = k0 + offs_r[:, None] * 8 + offs_j[None, :]  # [GV_K/8, 8]
-        xv = tl.load(x_ptr + row.to(tl.int64) * stride_xm + kk, mask=kk < K, other=0.0).to(tl.float32)
         g = k0 // GROUP
         s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        dot = tl.sum(tl.sum(q * xv[:, :, None], axis=1), axis=0)
-        acc += s * (dot - z * tl.sum(tl.sum(xv, axis=1), axis=0))
+        # 2**23 + q - (2**23 + z) = q - z, exact: both operands are integers below 2**24
+        w = nibbles_f32(words[:, None, :] >> shifts) - (z + MAGIC)[None, None, :]  # [GV_K/8, 8, GV_N]
+        kk = k0 + offs_r[:, None] * 8 + offs_j[None, :]  # [GV_K/8, 8]
+        xv = tl.load(x_ptr + row.to(tl.int64) * stride_xm + kk, mask=kk < K, other=0.0).to(tl.float32)
+        acc += s * tl.sum(tl.sum(w * xv[:, :, None], axis=1), axis=0)
     if PARTIAL:
         tl.store(
             out_ptr + pid_k.to(tl.int64) * stride_os + row.to(tl.int64) * stride_om + offs_n, acc, mask=mask_n
