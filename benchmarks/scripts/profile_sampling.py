@@ -45,12 +45,21 @@ def generate(llm, prompts, variant: str, tokens: int):
 
 
 def device_profile(llm, prompts, tokens: int) -> dict:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
         generate(llm, prompts, "both", tokens)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(path))
-        acts = device_activities(json.loads(path.read_text()))
+        trace = json.loads(path.read_text())
+        acts = device_activities(trace)
+    # runtime calls by host time: a synchronizing one (event or stream sync, a pageable copy, a host or
+    # device allocation) shows here with the time the host spent in it
+    runtime: dict[str, list[float]] = defaultdict(list)
+    for e in trace["traceEvents"]:
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and "dur" in e:
+            runtime[e["name"]].append(e["dur"])
+    calls = sorted(((k, sum(v) / tokens, len(v) / tokens) for k, v in runtime.items()), key=lambda r: -r[1])
     span = (acts[-1]["ts"] + acts[-1]["dur"] - acts[0]["ts"]) / 1000.0
     by_family: dict[str, list[float]] = defaultdict(list)
     for a in acts:
@@ -59,7 +68,8 @@ def device_profile(llm, prompts, tokens: int) -> dict:
         ((k, sum(v) / tokens / 1000.0, len(v) / tokens) for k, v in by_family.items()), key=lambda r: -r[1]
     )
     return {"span_ms_per_step": span / tokens, "busy_ms_per_step": sum(a["dur"] for a in acts) / 1000.0 / tokens,
-            "families": [{"name": k, "ms_per_step": ms, "per_step": c} for k, ms, c in rows[:30]]}  # fmt: skip
+            "families": [{"name": k, "ms_per_step": ms, "per_step": c} for k, ms, c in rows[:30]],
+            "runtime_calls": [{"name": k, "host_us_per_step": us, "per_step": c} for k, us, c in calls[:12]]}  # fmt: skip
 
 
 def host_profile(llm, prompts, tokens: int) -> list[dict]:
@@ -105,6 +115,13 @@ def main() -> None:
     print(f"device span {dev['span_ms_per_step']:.2f} ms/step, busy {dev['busy_ms_per_step']:.2f} ms/step")
     for f in dev["families"][:15]:
         print(f"  {f['ms_per_step'] * 1000:8.1f} us/step x{f['per_step']:5.1f} {f['name']}")
+    for c in dev.get("runtime_calls", []):
+        print(f"  runtime {c['host_us_per_step']:8.1f} host us/step x{c['per_step']:6.1f} {c['name']}")
+    stats = torch.cuda.memory_stats() if on_gpu else {}
+    result["allocator"] = {k: stats.get(k) for k in ("num_alloc_retries", "num_sync_all_streams", "num_device_alloc",
+                                                     "num_device_free")}  # fmt: skip
+    print("allocator:", result["allocator"])
+    (args.out / "profile_sampling.json").write_text(json.dumps(result, indent=2))
     for h in result["host_profile_both"][:20]:
         print(f"  host {h['own_s']:7.3f} s own {h['cum_s']:7.3f} s cum {h['calls']:8d} {h['function']}")
         for caller, own in list(h["callers"].items())[:3]:

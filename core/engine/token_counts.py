@@ -66,6 +66,9 @@ class TokenCounts:
             self.slots[req.request_id] = (slot, counted, pre)
             out.append(slot)
         self._scatter(fresh, host_slots, host_tokens, dev_slots, dev_rows, prev_sampled)
+        if out[0] > 0 and out == list(range(out[0], out[0] + len(out))):
+            # the rows hold consecutive slots in order (a batch admitted together keeps them): views, no copy
+            return self.prompt_mask[out[0] : out[-1] + 1], self.output_counts[out[0] : out[-1] + 1]
         index = self._to_device(out)
         return self.prompt_mask[index], self.output_counts[index]
 
@@ -73,15 +76,18 @@ class TokenCounts:
         return list_to_device(values, torch.int64, self.device, self.pin)
 
     def _scatter(self, fresh, host_slots, host_tokens, dev_slots, dev_rows, prev_sampled) -> None:
+        """Fresh rows get their prompt marks, every row its new output tokens: flat ``index_fill_`` and
+        ``scatter_add_`` on views of the pool (no sort and no host sync, which ``index_put_`` can need)."""
+        vocab = self.vocab
         for slot, prompt in fresh:
             self.prompt_mask[slot].zero_()
             self.output_counts[slot].zero_()
-            self.prompt_mask[slot, self._to_device(prompt)] = True
+            self.prompt_mask[slot].index_fill_(0, self._to_device(prompt), True)
+        counts = self.output_counts.view(-1)
         ones = lambda n: torch.ones(n, dtype=torch.int32, device=self.device)  # noqa: E731
         if host_tokens:
-            where = self._to_device([host_slots, host_tokens])  # one copy for both index rows
-            self.output_counts.index_put_((where[0], where[1]), ones(len(host_tokens)), accumulate=True)
+            flat = self._to_device([s * vocab + t for s, t in zip(host_slots, host_tokens, strict=True)])
+            counts.scatter_add_(0, flat, ones(len(host_tokens)))
         if dev_slots:
-            where = self._to_device([dev_slots, dev_rows])
-            tokens = prev_sampled[where[1]]
-            self.output_counts.index_put_((where[0], tokens), ones(len(dev_slots)), accumulate=True)
+            where = self._to_device([dev_slots, dev_rows])  # one copy for both index rows
+            counts.scatter_add_(0, where[0] * vocab + prev_sampled[where[1]], ones(len(dev_slots)))

@@ -16,8 +16,8 @@ noise given, it never reads a device value on the host either.
 
 The 1.1 inputs: penalties and the logit bias run first, in ``_penalize_kernel``
 (one elementwise pass over [B, V] writing float32 logits); min_p joins top-k and
-top-p in the filtered path; logprobs are the contract's batched ``log_softmax`` +
-``topk`` over the raw logits (one reduction and a partial sort, in torch).
+top-p in the filtered path; logprobs come from one pass over the raw logits
+(:mod:`tessera_triton.kernels.sample_logprobs`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import triton
 import triton.language as tl
 
 from tessera.pluggable_layers.reference.sample import check_sample_args, tempered_softmax
-from tessera.pluggable_layers.sample_features import check_feature_args, drop_below_min_p, logprobs_of
+from tessera.pluggable_layers.sample_features import check_feature_args, drop_below_min_p
 from tessera.pluggable_layers.top_k_top_p import filter_probabilities
 from tessera.pluggable_layers.tuning import ConfigSpace, ShapeKey
 from tessera_triton.common import BACKEND_OPTIONS, launch_options
+from tessera_triton.kernels.sample_logprobs import triton_logprobs
 
 CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
@@ -170,7 +171,7 @@ def sample(logits, temperature, top_k, top_p, exponential_noise=None, *, min_p=N
     )
     if num_logprobs is None:
         return tokens
-    return (tokens, *logprobs_of(raw, tokens, int(num_logprobs)))
+    return (tokens, *triton_logprobs(raw, tokens, int(num_logprobs)))
 
 
 def _race(logits, temperature, top_k, top_p, min_p, exponential_noise, config):
