@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import pstats
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,6 +34,31 @@ from tessera.bench.e2e import sampling_extras  # noqa: E402
 from tessera.models.presets import preset_dir  # noqa: E402
 
 VARIANTS = {"plain": (None, False), "logprobs5": (5, False), "penalties": (None, True), "both": (5, True)}
+
+
+class CollectorTime:
+    """Seconds the cyclic garbage collector spends per generation while ``timing()`` is active."""
+
+    def __init__(self) -> None:
+        self.spent: dict[int, float] | None = None
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if self.spent is None:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.spent[info["generation"]] += time.perf_counter() - self._start
+
+    @contextmanager
+    def timing(self):
+        self.spent = {0: 0.0, 1: 0.0, 2: 0.0}
+        try:
+            yield self.spent
+        finally:
+            self.spent = None
 
 
 def generate(llm, prompts, variant: str, tokens: int):
@@ -104,9 +131,25 @@ def main() -> None:
     on_gpu = torch.cuda.is_available()
     for variant in VARIANTS:  # warm-up: every sampling path compiles here
         generate(llm, prompts, variant, 4)
-    rates = {v: max(generate(llm, prompts, v, args.output_len) for _ in range(2)) for v in VARIANTS}
+    collector = CollectorTime()
+    rates, gc_us = {}, {}
+    for v in VARIANTS:
+        with collector.timing() as spent:
+            rates[v] = max(generate(llm, prompts, v, args.output_len) for _ in range(2))
+        gc_us[v] = {gen: round(1e6 * t / (2 * args.output_len), 1) for gen, t in spent.items()}
+    gc.collect()
+    gc.freeze()  # everything alive after startup out of the collector's walks: what full collections cost
+    with collector.timing() as spent:
+        rates["both, startup heap frozen"] = max(
+            generate(llm, prompts, "both", args.output_len) for _ in range(2)
+        )
+    gc_us["both, startup heap frozen"] = {
+        gen: round(1e6 * t / (2 * args.output_len), 1) for gen, t in spent.items()
+    }
+    gc.unfreeze()
     result = {"device": torch.cuda.get_device_name(0) if on_gpu else "cpu", "preset": args.preset, "batch": args.batch,
               "input_len": args.input_len, "output_len": args.output_len, "tok_s": rates,
+              "gc_us_per_step": gc_us, "gc_objects": len(gc.get_objects()),
               "device_profile_both": device_profile(llm, prompts, args.output_len) if on_gpu else None,
               "host_profile_both": host_profile(llm, prompts, args.output_len)}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +169,11 @@ def main() -> None:
         print(f"  host {h['own_s']:7.3f} s own {h['cum_s']:7.3f} s cum {h['calls']:8d} {h['function']}")
         for caller, own in list(h["callers"].items())[:3]:
             print(f"        {own:7.3f} s from {caller}")
+    print(f"collector: {result['gc_objects']} objects tracked")
     for v, r in rates.items():
-        print(f"{v:>10}: {r:9.1f} tok/s  ({r / rates['plain']:.3f} of plain)")
+        print(
+            f"{v:>26}: {r:9.1f} tok/s  ({r / rates['plain']:.3f} of plain)  gc us/step by generation {gc_us[v]}"
+        )
 
 
 if __name__ == "__main__":

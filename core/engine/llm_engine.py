@@ -18,6 +18,7 @@ from tessera.discovery import select_platform
 from tessera.engine import request_outputs as ro
 from tessera.engine.admission import Limits, prepare
 from tessera.engine.generation_config import default_values, eos_token_ids, read_generation_config
+from tessera.engine.heap import freeze_heap, release_heap
 from tessera.engine.kv_cache import KVCacheManager
 from tessera.engine.model_runner import StepHandle
 from tessera.engine.request import Request
@@ -37,6 +38,7 @@ log = logging.getLogger("tessera.engine")
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
+        release_heap()  # an earlier engine's frozen heap, collectable before this one takes memory
         self.config = config
         self.spec = ModelSpec.from_dir(config.model)
         from tessera.models.architectures import model_class
@@ -67,6 +69,7 @@ class LLMEngine:
         self._prev: StepHandle | None = None
         self._aborted: list[Request] = []
         self._counter = 0
+        freeze_heap()  # startup is done: full collections while serving walk only what serving creates
 
     def _max_model_len(self) -> int:
         limit = self.spec.max_position

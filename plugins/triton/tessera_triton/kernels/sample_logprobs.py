@@ -20,7 +20,7 @@ import triton.language as tl
 
 from tessera.pluggable_layers.sample_features import logprobs_of
 
-BLOCK = 4096
+BLOCK, NUM_WARPS = 4096, 8
 #: the lowest finite float32: a real -inf's key, above every placeholder
 LOWEST = tl.constexpr(-3.4028234663852886e38)
 
@@ -56,21 +56,22 @@ def _logprobs_kernel(logits_ptr, tokens_ptr, V, stride_l, lse_ptr, above_ptr, ke
         avail = avail & (cols != idx)
 
 
-def triton_logprobs(logits: torch.Tensor, tokens: torch.Tensor, num_logprobs: int):
+def triton_logprobs(logits: torch.Tensor, tokens: torch.Tensor, num_logprobs: int, block: int = BLOCK,
+                    num_warps: int = NUM_WARPS):  # fmt: skip
     """The op's logprobs tuple for ``logits`` [B, V] (float32/16-bit; float64 goes through torch)."""
     rows, vocab = logits.shape
     if logits.dtype == torch.float64 or rows == 0:
         return logprobs_of(logits, tokens, num_logprobs)
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()
     tokens = tokens.contiguous()
-    tiles, n = triton.cdiv(vocab, BLOCK), max(int(num_logprobs), 1)
+    tiles, n = triton.cdiv(vocab, block), max(int(num_logprobs), 1)
     f32 = dict(dtype=torch.float32, device=logits.device)
     lse = torch.empty(rows, tiles, **f32)
     above = torch.empty(rows, tiles, dtype=torch.int32, device=logits.device)
     keys, vals = torch.empty(rows, tiles * n, **f32), torch.empty(rows, tiles * n, **f32)
     ids = torch.empty(rows, tiles * n, dtype=torch.int32, device=logits.device)
     _logprobs_kernel[(rows, tiles)](logits, tokens, vocab, logits.stride(0), lse, above, keys, vals, ids, N=n,
-                                    BLOCK=BLOCK, num_warps=8)  # fmt: skip
+                                    BLOCK=block, num_warps=num_warps)  # fmt: skip
     total = torch.logsumexp(lse, dim=-1, keepdim=True)
     chosen = logits.gather(1, tokens[:, None]).to(torch.float32)
     rank = above.sum(-1, dtype=torch.int64) + 1
