@@ -1,7 +1,8 @@
 """The pack's linear_wna16 under TRITON_INTERPRET=1: its prepare on GPTQ (v1, v2) and AWQ checkpoint tensors,
 then the GEMM, against the float64 reference on the checkpoint tensors: group size 128, 32 (a group
 smaller than the K tile) and per channel, one token and ragged M, split K, bias, fp32 and fp16; the GEMV
-that serves a few rows, with the same inputs."""
+that serves a few rows, with the same inputs, and both of its formulations (GV_MODE) on its edge shapes in
+fp32, fp16 and bf16."""
 
 from __future__ import annotations
 
@@ -53,6 +54,39 @@ def test_prepared_gemm_matches_reference(dtype, m, k, n, group, fmt, config):
                                     weights["qzeros"], bias.double(), weight_format=fmt)  # fmt: skip
     assert got is out and not torch.isnan(got).any()
     assert normalized_error(got, ref) <= (2e-3 if dtype == torch.float32 else 5e-3)
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("m", "k", "n", "group", "fmt", "tiles", "bias"), [
+    (1, 256, 64, 128, "gptq", (64, 128), True),  # one tile column, K in two groups
+    (3, 1024, 96, 128, "awq", (32, 64), True),  # split K
+    (1, 1024, 64, 256, "gptq_v2", (64, 64), False),  # split K, each split starting or ending inside a group
+    (8, 256, 40, 32, "gptq_v2", (32, 128), True),  # a group smaller than GV_K (the tile shrinks), ragged N
+    (2, 480, 64, 40, "gptq", (64, 64), False),  # a group of 40: 8-row tiles
+    (2, 200, 72, -1, "gptq", (64, 64), True),  # one group over a K no tile divides, ragged N
+    (1, 456, 72, -1, "awq", (64, 64), False),  # the same, split K: the last split ends in a partial tile
+    (1, 256, 40, 128, "gptq", (256, 64), True),  # GV_N wider than N
+])  # fmt: skip
+def test_gemv_modes_match_reference(mode, dtype, m, k, n, group, fmt, tiles, bias):
+    """Both GEMV formulations (GV_MODE 0: each tile reduced over K when read; 1: per-column sums reduced
+    once) on the GEMV's edge shapes, every element written (the output starts as NaN)."""
+    weights = checkpoint(k, n, group, fmt, seed=k + n)
+    weights["scales"] = weights["scales"].to(dtype)
+    x = torch.randn(m, k).to(dtype)
+    b = torch.randn(n).to(dtype) if bias else None
+    prepared = wna16.prepare(dict(weights), weight_format=fmt)
+    config = {**wna16.CONFIG_SPACE.default, "GEMV_ROWS": 8, "GV_N": tiles[0], "GV_K": tiles[1]}
+    config["GV_MODE"] = mode
+    assert wna16.CONFIG_SPACE.problem(config) is None
+    out = torch.full((m, n), float("nan"), dtype=dtype)
+    got = wna16.linear_wna16(x, prepared["qweight"], prepared["scales"], prepared["qzeros"], b,
+                             weight_format=fmt, out=out, config=config)  # fmt: skip
+    ref = reference("linear_wna16")(x.double(), weights["qweight"], weights["scales"].double(),
+                                    weights["qzeros"], None if b is None else b.double(), weight_format=fmt)  # fmt: skip
+    assert got is out and not torch.isnan(got).any()
+    tolerance = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    assert normalized_error(got, ref) <= tolerance
 
 
 def test_awq_repack_gives_the_gptq_words():

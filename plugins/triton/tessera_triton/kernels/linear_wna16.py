@@ -12,7 +12,8 @@ Two unpackings (config ``UNPACK``): 0 reads each word once per row it holds (the
 and shifts per row; 1 reads [BLOCK_K/8, BLOCK_N] words once and reshapes the unpacked [BLOCK_K/8, 8, BLOCK_N].
 
 Up to ``GEMV_ROWS`` rows of x (config; 0 = never) take the GEMV of
-:mod:`tessera_triton.kernels.linear_wna16_gemv` instead, with its own tiles ``GV_N`` x ``GV_K``.
+:mod:`tessera_triton.kernels.linear_wna16_gemv` instead, with its own tiles ``GV_N`` x ``GV_K`` and
+formulation ``GV_MODE``.
 
 Decode-sized M (1..64) has too few [BLOCK_M, BLOCK_N] tiles to fill the device: ``SPLIT_K`` > 1 splits
 K across programs, each writing float32 partial sums that a second kernel adds (with the bias) into
@@ -46,10 +47,10 @@ CONFIG_SPACE = ConfigSpace(
     optional=BACKEND_OPTIONS,
     params={"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": [32, 64, 128, 256],
             "SPLIT_K": [0, 1, 2, 4, 8, 16], "UNPACK": [0, 1], "DEQUANT": [0, 1], "num_warps": [2, 4, 8],
-            "num_stages": [2, 3, 4, 5], "GEMV_ROWS": [0, 1, 2, 4, 8], "GV_N": [32, 64, 128, 256],
-            "GV_K": [32, 64, 128]},
+            "num_stages": [2, 3, 4, 5], "GEMV_ROWS": [0, 1, 2, 4, 8], "GV_N": [32, 64, 128, 256, 512],
+            "GV_K": [32, 64, 128], "GV_MODE": [0, 1]},
     default={"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 0, "UNPACK": 1, "DEQUANT": 0, "num_warps": 4,
-             "num_stages": 4, "GEMV_ROWS": 4, "GV_N": 128, "GV_K": 64},
+             "num_stages": 4, "GEMV_ROWS": 4, "GV_N": 128, "GV_K": 64, "GV_MODE": 0},
     narrow=lambda key: narrow_for(key),
 )  # fmt: skip
 SHAPE_KEY = ShapeKey(
@@ -63,9 +64,10 @@ def narrow_for(key) -> dict:
     if key["tokens"] <= 8:
         return {
             "GEMV_ROWS": [8],
-            "GV_N": [64, 128, 256],
+            "GV_N": [128, 256, 512],  # mode 1 wants 4+ columns a thread: GV_N >= 128 * num_warps
             "GV_K": [64, 128],
-            "num_warps": [4, 8],
+            "GV_MODE": [0, 1],
+            "num_warps": [2, 4],
             "num_stages": [2],
         }
     if key["tokens"] <= 64:
