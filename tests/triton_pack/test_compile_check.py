@@ -32,6 +32,17 @@ def _carried_type_change_kernel(x_ptr, out_ptr, n):
     tl.store(out_ptr, acc)
 
 
+@triton.jit
+def _dot_kernel(a_ptr, b_ptr, c_ptr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    m, n, k = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for i in range(0, 4):
+        x = tl.load(a_ptr + m[:, None] * BK + k[None, :] + i * BM * BK)
+        y = tl.load(b_ptr + k[:, None] * BN + n[None, :] + i * BK * BN)
+        acc += tl.dot(x, y)
+    tl.store(c_ptr + m[:, None] * BN + n[None, :], acc)
+
+
 def compiled(kernel, *args, **constexprs):
     recorder = LaunchRecorder()
     with recorder.recording():
@@ -65,6 +76,40 @@ def test_a_kernel_the_interpreter_runs_fails_the_compile_check(targets, target):
     assert line.startswith(f"{__name__}._carried_type_change_kernel FAILED at frontend"), line
     assert f"_carried_type_change_kernel[{target}](x_ptr: *fp32, out_ptr: *fp32, n: i32;" in line, line
     assert "Loop-carried variable acc has initial type int32 but is re-assigned to fp32" in line, line
+
+
+@pytest.fixture(scope="module")
+def dot_results() -> dict[tuple[str, str], object]:
+    """(tiles, target) -> the compile result of _dot_kernel at tiles too large ("big") or fitting ("small")."""
+    recorder, tiles = LaunchRecorder(), {"big": (256, 256, 256, 4), "small": (64, 64, 32, 2)}
+    with recorder.recording(execute=False):
+        for bm, bn, bk, stages in tiles.values():
+            a, b = (
+                torch.zeros(4 * bm * bk, dtype=torch.float16),
+                torch.zeros(4 * bk * bn, dtype=torch.float16),
+            )
+            c = torch.zeros(bm * bn)
+            _dot_kernel[(1,)](a, b, c, BM=bm, BN=bn, BK=bk, num_stages=stages, num_warps=8)
+    by_bm = {bm: n for n, (bm, *_rest) in tiles.items()}  # BM (the constexpr at index 3) tells them apart
+    return {(by_bm[dict(r.spec.constexprs)[(3,)]], r.spec.target): r
+            for r in compile_specializations(list(recorder.specializations))}  # fmt: skip
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_tiles_over_the_shared_memory_limit_fail_the_compile_check(targets, dot_results, target):
+    """A config that compiles but asks for more shared memory than a block may have would fail at launch on
+    the card (OutOfResources): the check reports it, and a config of the same kernel that fits passes."""
+    need(targets, target)
+    from tessera_triton.compile_check import SHARED_LIMIT
+
+    big, small = dot_results["big", target], dot_results["small", target]
+    assert not big.ok and big.stage == "launch", big.line()
+    assert big.shared > SHARED_LIMIT[target]
+    assert (
+        f"needs {big.shared} bytes of shared memory a block, over {target}'s {SHARED_LIMIT[target]}"
+        in big.line()
+    )
+    assert small.ok and 0 < small.shared <= SHARED_LIMIT[target], small.line()
 
 
 def test_a_keyword_the_kernel_lacks_is_a_compile_check_error():

@@ -11,10 +11,12 @@ for the target (sm_90: through ptxas to a cubin; gfx942: as far as the installed
 per specialization as the last stage reached).
 
 What it proves: the kernel source, at those constexprs and argument types, passes the target's
-frontend and backend (ttir, ttgir, llir, ptx/amdgcn, the binary). What it does not prove: that the
-kernel computes the right thing on the device, that its shared memory or registers fit at launch
-(the check runs no launch), that it performs, nor anything about specializations the interpreter run
-did not launch (other tuned configs, other shapes' divisibility).
+frontend and backend (ttir, ttgir, llir, ptx/amdgcn, the binary), and that the shared memory the binary
+asks for fits the target's per-block limit (a launch on the card refuses more: ``OutOfResources``).
+What it does not prove: that the kernel computes the right thing on the device, that its registers
+fit without spilling (known only once a driver loads the binary), that it performs, nor anything
+about specializations the interpreter run did not launch (other tuned configs, other shapes'
+divisibility).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from tessera_triton.common import LAUNCH_KEYS
 TARGETS: dict[str, tuple[str, int | str, int]] = {"sm_90": ("cuda", 90, 32), "gfx942": ("hip", "gfx942", 64)}
 #: what the last stage of each backend is (the binary)
 FINAL_STAGE = {"cuda": "cubin", "hip": "hsaco"}
+#: target name -> the most shared memory (LDS on AMD) one block may use, in bytes: sm_90's opt-in
+#: maximum (227 KiB) and gfx942's 64 KiB
+SHARED_LIMIT = {"sm_90": 232448, "gfx942": 65536}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +78,14 @@ class Specialization:
 class CompileResult:
     spec: Specialization
     ok: bool
-    stage: str  # the last stage reached (the one that failed, when not ok)
+    stage: str  # the last stage reached (the one that failed, when not ok; "launch" when it does not fit)
     message: str = ""
+    shared: int | None = None  # bytes of shared memory the binary asks for, once compiled
 
     def line(self) -> str:
         state = "compiled" if self.ok else f"FAILED at {self.stage}"
+        if self.shared is not None:
+            state += f" ({self.shared} B shared)"
         tail = f"\n{self.message}" if self.message else ""
         return f"{self.spec.kernel} {state}: {self.spec.describe()}{tail}"
 
@@ -244,12 +252,17 @@ def compile_one(spec: Specialization) -> CompileResult:
         target = GPUTarget(backend, arch, warp)
         src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=dict(spec.constexprs),
                                         attrs={k: [list(a) for a in v] for k, v in spec.attrs})  # fmt: skip
-        triton.compile(src, target=target, options=dict(spec.options))
+        compiled = triton.compile(src, target=target, options=dict(spec.options))
     except Exception as e:  # noqa: BLE001 - every compiler failure is the result being reported
         return CompileResult(spec, False, reached[-1], f"{type(e).__name__}: {str(e).strip()[-3000:]}")
     finally:
         knobs.runtime.add_stages_inspection_hook = None
-    return CompileResult(spec, True, reached[-1])
+    shared, limit = int(compiled.metadata.shared), SHARED_LIMIT[spec.target]
+    if shared > limit:
+        message = (f"needs {shared} bytes of shared memory a block, over {spec.target}'s {limit}: the launch "
+                   "would fail with OutOfResources; use smaller tiles or fewer stages")  # fmt: skip
+        return CompileResult(spec, False, "launch", message, shared)
+    return CompileResult(spec, True, reached[-1], shared=shared)
 
 
 def _worker(path: str) -> None:
