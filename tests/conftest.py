@@ -86,3 +86,19 @@ def strict_interpreted_launch():
     InterpretedFunction.run = strict_run
     yield
     InterpretedFunction.run = run
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "cpu_dtypes_independent: what the test checks does not depend on the dtypes the cpu platform reports "
+        "(it names its own dtypes, or runs no cpu kernel); it runs where the cpu platform reports bfloat16, so "
+        "CI's float32-only pass does not repeat it",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    forced = os.environ.get("TESSERA_CPU_DTYPES")
+    if item.get_closest_marker("cpu_dtypes_independent") and forced is not None and "bfloat16" not in forced:
+        pytest.skip("does not depend on the cpu platform's dtypes: runs in CI's bfloat16 pass only")

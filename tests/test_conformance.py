@@ -92,6 +92,7 @@ def test_subtly_wrong_kernels_fail_with_figures(home, install_fixture):
     assert not report.passed
 
 
+@pytest.mark.cpu_dtypes_independent  # it names its dtypes (float32, float16)
 def test_triton_pack_certified_under_the_interpreter(home, fresh_discovery, monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TESSERA_CPU_TRITON", "1")

@@ -80,6 +80,7 @@ CASES_FOR = {"triton_paged_attention": ["decode_block_edges_gqa4", "mixed_prefil
              "triton_rms_norm": ["t7_h4099"], "triton_add_rms_norm": ["t7_h4099"], "triton_silu_and_mul": ["t7_i4099"]}  # fmt: skip
 
 
+@pytest.mark.cpu_dtypes_independent  # the rocm and xpu kernels, in float32 and float16
 @pytest.mark.parametrize("plugin", ["rocm", "xpu"])
 def test_every_platform_config_runs_in_the_interpreter(plugin, fresh_discovery):
     pytest.importorskip("triton")

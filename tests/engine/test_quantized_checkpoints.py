@@ -176,6 +176,7 @@ def test_random_weights_fill_a_quantized_layout(tmp_path):
     assert len(greedy(llm, PROMPTS[:1], 4)[0]) == 4
 
 
+@pytest.mark.cpu_dtypes_independent  # float32, through the Triton kernel
 def test_int4_moe_through_the_triton_kernel_in_the_interpreter(tmp_path, monkeypatch):
     """The Triton kernel keeps the experts packed (its prepare repacks them per expert) and the model's
     greedy output equals transformers' on the dequantized weights."""

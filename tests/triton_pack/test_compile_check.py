@@ -95,6 +95,7 @@ def dot_results() -> dict[tuple[str, str], object]:
             for r in compile_specializations(list(recorder.specializations))}  # fmt: skip
 
 
+@pytest.mark.cpu_dtypes_independent
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_tiles_over_the_shared_memory_limit_fail_the_compile_check(targets, dot_results, target):
     """A config that compiles but asks for more shared memory than a block may have would fail at launch on
@@ -130,13 +131,6 @@ def test_a_keyword_the_kernel_lacks_is_a_compile_check_error():
 
 @pytest.fixture(scope="module")
 def pack_specializations(tmp_path_factory):
-    import os
-
-    forced = os.environ.get("TESSERA_CPU_DTYPES")
-    if forced is not None and "bfloat16" not in forced.split(","):
-        # what it compiles (float16 and bfloat16 launches) does not depend on the cpu platform's dtypes:
-        # CI runs it in its bfloat16 pass only, not again in the float32-only pass
-        pytest.skip("runs where the cpu platform reports bfloat16 (CI's first pass)")
     from tessera import discovery, kernel_registry
     from tessera_triton.pack_compile_check import record_pack
 
@@ -167,6 +161,7 @@ def launched_kernels() -> set[str]:
     return names
 
 
+@pytest.mark.cpu_dtypes_independent  # it compiles the float16 and bfloat16 launches for GPU targets
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_pack_compiles_at_every_launched_specialization(targets, pack_specializations, target):
     need(targets, target)

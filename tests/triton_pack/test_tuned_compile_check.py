@@ -5,7 +5,6 @@ first fail on the card (tessera_triton.tuned_compile_check)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -19,16 +18,12 @@ CARDS = ("NVIDIA_H200", "AMD_MI300X")
 
 @pytest.fixture(scope="module")
 def card_files():
-    forced = os.environ.get("TESSERA_CPU_DTYPES")
-    if forced is not None and "bfloat16" not in forced.split(","):
-        pytest.skip(
-            "runs where the cpu platform reports bfloat16 (CI's first pass): it does not depend on it"
-        )
     files = [f for f in tuned_files() if f.stem in CARDS]
     assert {f.stem for f in files} == set(CARDS), "the cuda and rocm plugins' tuned files are installed"
     return files
 
 
+@pytest.mark.cpu_dtypes_independent
 def test_every_tuned_entry_of_the_cards_compiles_for_its_target(card_files):
     specs, problems, skipped = record_tuned(card_files)
     assert problems == [] and skipped == []
