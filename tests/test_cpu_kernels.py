@@ -58,6 +58,8 @@ def test_rotary_embedding(dtype, is_neox, rot):
 #: (seq_lens, q_lens) of the batch shapes the kernel treats differently
 ATTENTION_BATCHES = {
     "decodes": ([1, 17, 33, 8], [1, 1, 1, 1]),  # one batched call
+    "equal-length decodes": ([19, 19, 19], [1, 1, 1]),  # one call without a mask
+    "one decode": ([40], [1]),
     "mixed": ([1, 17, 33, 8], [1, 17, 5, 1]),  # decodes batched, each prefill chunk alone
     "fresh prompts": ([20, 20, 20], [20, 20, 20]),  # one causal call
     "chunks with prefixes": ([40, 36, 30, 7], [20, 30, 25, 1]),  # chunks padded into one call

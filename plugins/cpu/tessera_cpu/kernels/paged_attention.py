@@ -56,39 +56,50 @@ class Group:
 
     ``rows`` [B, Q]: the q rows of each sequence (a padded row repeats the last real one), None when
     the group is the whole batch of one-token queries; ``real`` [B, Q]: the rows that are not padding;
-    ``blocks``/``offsets`` [B, L]: where each key position is read; ``mask`` [B, 1, Q, L] or None
-    for plain causal attention."""
+    ``slots`` [B, L]: the flat cache slot (block * block_size + offset) each key position is read from;
+    ``mask`` [B, 1, Q, L] or None (then ``causal`` says whether SDPA applies its own causal mask: fresh
+    prompts, or none at all: one-token queries that see every key of equal-length contexts)."""
 
     rows: torch.Tensor | None
     real: torch.Tensor | None
-    blocks: torch.Tensor
-    offsets: torch.Tensor
+    slots: torch.Tensor
+    block_size: int
     mask: torch.Tensor | None
+    causal: bool
 
     def __post_init__(self) -> None:
-        self.slots: dict[int, torch.Tensor] = {}  # flat slot index per block size
+        self._flat = self.slots.reshape(-1)
+        self._masks: dict[torch.dtype, torch.Tensor] = {}  # the mask as SDPA adds it, per query dtype
 
     def gather(self, cache: torch.Tensor) -> torch.Tensor:
         """cache (token-major [N, S, H, D], maybe a head-major cache's view) at the group's keys -> [B, H, L, D]."""
         if not cache.is_contiguous():
-            return cache[self.blocks, self.offsets].transpose(1, 2)
-        block_size, heads, dim = cache.shape[1:]
-        slots = self.slots.get(block_size)
-        if slots is None:
-            slots = self.slots[block_size] = (self.blocks * block_size + self.offsets).view(-1)
+            return cache[self.slots // self.block_size, self.slots % self.block_size].transpose(1, 2)
+        heads, dim = cache.shape[2:]
         # index_select: several times faster than advanced indexing on the CPU
         return (
             cache.view(-1, heads, dim)
-            .index_select(0, slots)
-            .view(*self.blocks.shape, heads, dim)
+            .index_select(0, self._flat)
+            .view(*self.slots.shape, heads, dim)
             .transpose(1, 2)
         )
+
+    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The boolean mask as 0 / -inf in ``dtype``, made once (SDPA would convert it in every layer)."""
+        if self.mask is None:
+            return None
+        mask = self._masks.get(dtype)
+        if mask is None:
+            mask = self._masks[dtype] = torch.zeros(self.mask.shape, dtype=dtype).masked_fill_(
+                ~self.mask, float("-inf")
+            )
+        return mask
 
     def run(self, q, out, caches, scale) -> None:
         k, v = self.gather(caches[0]), self.gather(caches[1])
         query = q[:, None] if self.rows is None else q[self.rows]  # [B, Q, Hq, D]
         y = torch.nn.functional.scaled_dot_product_attention(
-            query.transpose(1, 2), k, v, attn_mask=self.mask, is_causal=self.mask is None, scale=scale,
+            query.transpose(1, 2), k, v, attn_mask=self.additive_mask(q.dtype), is_causal=self.causal, scale=scale,
             enable_gqa=q.shape[1] != k.shape[1],
         ).transpose(1, 2)  # fmt: skip
         if self.rows is None:
@@ -116,30 +127,39 @@ def plan_groups(starts: list[int], lengths: list[int], tables: torch.Tensor, blo
 
 
 def _group(seqs, starts, q_lens, lengths, tables, block_size, window, whole: bool) -> Group:
-    q_len = torch.tensor([q_lens[b] for b in seqs])[:, None]
-    length = torch.tensor([lengths[b] for b in seqs])[:, None]
-    longest_q, longest_kv = int(q_len.max()), int(length.max())
-    row = torch.minimum(torch.arange(longest_q)[None, :], q_len - 1)  # [B, Q], padding repeats the last
+    q_lens_here, lengths_here = [q_lens[b] for b in seqs], [lengths[b] for b in seqs]
+    longest_q, longest_kv = max(q_lens_here), max(lengths_here)
+    length = torch.tensor(lengths_here)[:, None]
     pos = torch.arange(longest_kv)
-    rows_tables = tables if whole else tables[torch.tensor(seqs)]
     nblocks = (longest_kv + block_size - 1) // block_size
-    blocks = rows_tables[:, :nblocks].long()[:, pos // block_size]  # [B, L]
-    offsets = (pos % block_size).expand_as(blocks)
-    rows = None if whole else torch.tensor([starts[b] for b in seqs])[:, None] + row
-    real = None if whole else torch.arange(longest_q)[None, :] < q_len
-    fresh = window is None and all(q_lens[b] == lengths[b] == longest_kv for b in seqs) and longest_kv > 1
-    if fresh:  # every context is exactly this step's queries: plain causal, nothing to mask or redirect
-        return Group(rows, real, blocks, offsets.contiguous(), None)
-    q_pos = length - q_len + row  # [B, Q]: each query row's position
-    visible = pos[None, None, :] <= q_pos[:, :, None]  # [B, Q, L]
-    if window is not None:
-        visible &= (q_pos[:, :, None] - pos[None, None, :]) < window
+    rows_tables = (tables if whole else tables[torch.tensor(seqs)])[:, :nblocks].long()
+    rows = real = None
+    if not whole:
+        q_len = torch.tensor(q_lens_here)[:, None]
+        row = torch.minimum(torch.arange(longest_q)[None, :], q_len - 1)  # [B, Q], padding repeats the last
+        rows = torch.tensor([starts[b] for b in seqs])[:, None] + row
+        real = torch.arange(longest_q)[None, :] < q_len
+    if window is None:
+        # each sequence's last query row sees every position before its length and no other: a position past
+        # it reads the sequence's last token instead (masked, so unused), never stale cache contents
+        read = torch.minimum(pos[None, :], length - 1)  # [B, L]
+        slots = rows_tables.gather(1, read // block_size) * block_size + read % block_size
+        if (
+            all(n == m == longest_kv for n, m in zip(q_lens_here, lengths_here, strict=True))
+            and longest_kv > 1
+        ):
+            return Group(rows, real, slots, block_size, None, causal=True)  # fresh prompts: plain causal
+        if longest_q == 1 and all(m == longest_kv for m in lengths_here):
+            return Group(rows, real, slots, block_size, None, causal=False)  # one query row seeing every key
+        q_pos = length - q_len + row if rows is not None else length - 1  # [B, Q]: each query row's position
+        visible = pos[None, None, :] <= q_pos[:, :, None]  # [B, Q, L]
+        return Group(rows, real, slots, block_size, visible[:, None], causal=False)
+    q_pos = length - q_len + row if rows is not None else length - 1
+    visible = (pos[None, None, :] <= q_pos[:, :, None]) & ((q_pos[:, :, None] - pos[None, None, :]) < window)
     # a position no query row sees reads the sequence's last token instead (masked, so unused)
-    seen = visible.any(dim=1)
-    last = length - 1
-    blocks = torch.where(seen, blocks, blocks.gather(1, last // block_size))
-    offsets = torch.where(seen, offsets, last % block_size)
-    return Group(rows, real, blocks, offsets, visible[:, None])
+    read = torch.where(visible.any(dim=1), pos[None, :], length - 1)
+    slots = rows_tables.gather(1, read // block_size) * block_size + read % block_size
+    return Group(rows, real, slots, block_size, visible[:, None], causal=False)
 
 
 class _PlanCache:
