@@ -36,9 +36,9 @@ class ChatTemplate:
     def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True, **kwargs) -> str:
         import jinja2
 
-        check_messages(messages)
+        messages = checked_messages(messages)
         try:
-            return self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                          **self.special_tokens, **kwargs)  # fmt: skip
         except jinja2.TemplateError as exc:
             raise ChatTemplateError(
@@ -46,12 +46,36 @@ class ChatTemplate:
             ) from None
 
 
-def check_messages(messages) -> None:
+def checked_messages(messages) -> list[Mapping]:
+    """``messages`` as the template gets them: each with a role, and content given as a list of parts (OpenAI's
+    ``[{"type": "text", "text": ...}, ...]``) joined into one string, as for a text-only model; a part of any
+    other type (an image, audio) is refused."""
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ChatTemplateError(f"messages must be a non-empty list; {ROLES_HELP}")
+    out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+        if not isinstance(m, Mapping) or "role" not in m:
             raise ChatTemplateError(f"message {i} has no role; {ROLES_HELP}")
+        if not isinstance(m["role"], str):
+            raise ChatTemplateError(
+                f"message {i}'s role must be a string, got {type(m['role']).__name__}; {ROLES_HELP}"
+            )
+        content = m.get("content")
+        if isinstance(content, list):
+            m = {**m, "content": _joined_text(i, content)}
+        out.append(m)
+    return out
+
+
+def _joined_text(i: int, parts: list) -> str:
+    texts = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise ChatTemplateError(f"message {i} has a content part of type {kind!r}: this model takes text only, "
+                                    'so content is a string or a list of {"type": "text", "text": "..."} parts')  # fmt: skip
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def load_chat_template(model_dir: str | Path, override: str | Path | None = None) -> ChatTemplate | None:

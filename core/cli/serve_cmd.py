@@ -56,11 +56,10 @@ def serve(
     """Serve MODEL over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /metrics, ..."""
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with user_errors():
-        import uvicorn
-
         from tessera.chat import load_chat_template
         from tessera.llm import make_config
         from tessera.serve.app import build_app
+        from tessera.serve.server import run_server
 
         extra = {"max_model_len": max_model_len} if max_model_len else {}
         config = make_config(model=model, dtype=dtype, platform=platform, max_num_seqs=max_num_seqs,
@@ -76,13 +75,7 @@ def serve(
     console.print(f"serving {name!r} on http://{host}:{port}/v1 (platform {platform_name}, max_model_len {context}, "
                   f"chat template: {'yes' if template else 'none'})", highlight=False)  # fmt: skip
     try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level.lower(),
-            timeout_graceful_shutdown=drain_timeout + 5,
-        )
+        run_server(app, host, port, log_level.lower())
     finally:
         if not engine_in_thread:
             core.close()  # a no-op after the app's own shutdown; stops the core when the server never started

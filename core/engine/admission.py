@@ -91,14 +91,23 @@ class Limits:
 
 
 def prepare(
-    prompt, params, limits: Limits, tokenizer: Tokenizer | None
+    prompt, params, limits: Limits, tokenizer: Tokenizer | None, strict_max_tokens: bool = False
 ) -> tuple[str | None, list[int], SamplingParams]:
     """(prompt text or None, prompt token ids, sampling params with the checkpoint's defaults and ``max_tokens``
-    clamped to the context) of a valid request; an invalid one raises ConfigError. Needs no engine: the server's
-    frontend runs it too."""
+    clamped to the context) of a valid request; an invalid one raises ConfigError. With ``strict_max_tokens``
+    (the server's, as OpenAI's API) a ``max_tokens`` past the context is an error instead of clamped. Needs no
+    engine: the server's frontend runs it too."""
     params = apply_defaults(to_sampling_params(params), limits.generation_defaults)
     text, ids = parse_prompt(prompt, tokenizer, limits.model_dir)
     check_prompt(ids, limits.vocab_size, limits.max_model_len)
+    if (
+        strict_max_tokens
+        and params.max_tokens is not None
+        and len(ids) + params.max_tokens > limits.max_model_len
+    ):
+        raise ConfigError(f"this model's maximum context length is {limits.max_model_len} tokens: the prompt has "
+                          f"{len(ids)} and max_tokens asks for {params.max_tokens} more; lower max_tokens to at most "
+                          f"{limits.max_model_len - len(ids)} or shorten the prompt")  # fmt: skip
     check_params_tokens(params, limits.vocab_size)
     wanted = limits.max_model_len if params.max_tokens is None else len(ids) + params.max_tokens
     check_fits(min(wanted, limits.max_model_len), limits.num_blocks, limits.block_size)

@@ -55,6 +55,16 @@ def build_app(engine, model_name: str, template=None, api_key: str | None = None
 
     app = FastAPI(title="tessera", lifespan=lifespan)
 
+    async def drain() -> None:
+        """Stop the engine now (in-flight requests get ``drain_timeout`` seconds, then the rest are aborted and
+        end with finish_reason "abort"): DrainingServer runs it when a shutdown starts, before it waits for the
+        connections."""
+        state = getattr(app.state, "serve", None)
+        if state is not None:
+            await state.engine.shutdown(drain_timeout)
+
+    app.state.drain = drain
+
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
@@ -119,11 +129,29 @@ async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-async def _answer(state: ServerState, job: Job, prompts: list, params) -> Response:
-    streams = await admit(state, prompts, params)
-    if job.request.stream:
+async def _answer(request: Request, state: ServerState, job: Job, prompts: list, params) -> Response:
+    streams = await admit(state, prompts, params, job.strict_max_tokens)
+    if job.request.stream:  # a client that leaves ends the stream's iteration, which aborts its requests
         return StreamingResponse(_sse(job.chunks(streams)), media_type="text/event-stream")
-    return JSONResponse(await job.collect(streams))
+    collect = asyncio.ensure_future(job.collect(streams))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not collect.done():  # the client left before its answer: nobody will read it
+            collect.cancel()
+            for stream in streams:
+                stream.abort()
+    if not collect.done() or collect.cancelled():
+        return Response(status_code=499)  # nginx's "client closed request"; no client is there to read it
+    return JSONResponse(collect.result())
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes its connection (the body was read already, so only that message is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _render_chat(state: ServerState, messages, add_generation_prompt: bool) -> dict:
@@ -184,6 +212,10 @@ def _info_routes(app: FastAPI) -> None:
         _check_model(state, body.model)
         if state.tokenizer is None:
             raise ServeError(400, "this checkpoint has no tokenizer")
+        vocab = state.engine.vocab_size
+        bad = [t for t in body.tokens if not 0 <= t < vocab]
+        if bad:
+            raise ServeError(400, f"tokens must lie in [0, {vocab}), the vocabulary; got {bad[:8]}", "tokens")
         return {"prompt": state.tokenizer.decode(body.tokens)}
 
 
@@ -196,7 +228,7 @@ def _generation_routes(app: FastAPI) -> None:
         check_unimplemented(body)
         params = to_sampling_params(body, COMPLETIONS_DEFAULT_MAX_TOKENS)
         job = Job(state, body, getattr(params, "n", 1), chat=False)
-        return await _answer(state, job, _completion_prompts(body.prompt), params)
+        return await _answer(request, state, job, _completion_prompts(body.prompt), params)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -207,4 +239,4 @@ def _generation_routes(app: FastAPI) -> None:
         params = to_sampling_params(body, _chat_max_tokens(state))
         prompt = _render_chat(state, body.messages, body.add_generation_prompt)
         job = Job(state, body, getattr(params, "n", 1), chat=True)
-        return await _answer(state, job, [prompt], params)
+        return await _answer(request, state, job, [prompt], params)

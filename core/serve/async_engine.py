@@ -71,6 +71,7 @@ class AsyncLLM:
         self._num_sent = 0
         self._counter = 0
         self._stopping = False
+        self._shutdown_message = "the server shut down"
         self._socket = zmq.asyncio.Socket.from_socket(self.client.output)
         self._reader = self.loop.create_task(self._read())
         if self.client.sentinel is not None:
@@ -86,15 +87,21 @@ class AsyncLLM:
         self._counter += 1
         return f"{prefix}-{self._counter}-{time.monotonic_ns() % 10**9}"
 
-    async def add_request(self, prompt, params, request_id: str | None = None) -> RequestStream:
-        """Admit a request (validation errors raise here, a ConfigError); its outputs come from the stream."""
+    async def add_request(
+        self, prompt, params, request_id: str | None = None, strict_max_tokens: bool = False
+    ) -> RequestStream:
+        """Admit a request (validation errors raise here, a ConfigError); its outputs come from the stream.
+        ``strict_max_tokens``: a ``max_tokens`` past the context is refused, not clamped."""
         if self.dead:
             raise EngineDeadError(f"the engine is not running: {self.dead}")
+        if self._stopping:
+            raise EngineDeadError("the server is shutting down and takes no new requests")
         request_id = request_id or self.new_request_id()
         if request_id in self._streams:
             raise ConfigError(f"request id {request_id!r} is already in use")
         # tokenizing a long prompt takes milliseconds: off the event loop, so running streams do not stall
-        text, ids, params = await asyncio.to_thread(prepare, prompt, params, self.limits, self.tokenizer)
+        text, ids, params = await asyncio.to_thread(prepare, prompt, params, self.limits, self.tokenizer,
+                                                    strict_max_tokens)  # fmt: skip
         if request_id in self._streams:  # taken while this one was tokenized
             raise ConfigError(f"request id {request_id!r} is already in use")
         now = time.monotonic()
@@ -125,7 +132,7 @@ class AsyncLLM:
                 if isinstance(message, OutputBatch):
                     self._dispatch(message)
                 elif isinstance(message, Stopped):
-                    return self._fail_all("shut down", EngineDeadError("the server shut down"))
+                    return self._fail_all("shut down", EngineDeadError(self._shutdown_message))
                 elif isinstance(message, CoreFailed):
                     return self._fail_all(
                         message.message, EngineDeadError(f"the engine failed: {message.message}")
@@ -176,11 +183,13 @@ class AsyncLLM:
         if self._stopping:
             return
         self._stopping = True
+        self._shutdown_message = (f"the server shut down before the request finished (in-flight requests had "
+                                  f"{drain_timeout:g} s to finish: --drain-timeout)")  # fmt: skip
         if not self.dead:
             self.client.send(Shutdown(drain_timeout))
             await asyncio.wait({self._reader}, timeout=drain_timeout + 30)
         self._reader.cancel()
-        self._fail_all("shut down", EngineDeadError("the server shut down"))
+        self._fail_all("shut down", EngineDeadError(self._shutdown_message))
         if self.client.sentinel is not None:
             self.loop.remove_reader(self.client.sentinel)
         await asyncio.to_thread(self.client.close)

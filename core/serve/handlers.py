@@ -18,7 +18,7 @@ from typing import Any
 from tessera.errors import ConfigError
 from tessera.outputs import CompletionOutput, RequestOutput
 from tessera.serve.async_engine import AsyncLLM, EngineDeadError, RequestStream
-from tessera.serve.logprobs import chat_logprobs, completion_logprobs
+from tessera.serve.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs_json
 from tessera.serve.metrics import Metrics
 from tessera.serve.protocol import ChatRequest, CompletionRequest, ServeError
 
@@ -43,8 +43,11 @@ class ServerState:
         return self.engine.max_model_len
 
 
-async def admit(state: ServerState, prompts: list, params) -> list[RequestStream]:
-    """Queue one engine request per prompt; a refusal (400, 503) leaves nothing queued."""
+async def admit(
+    state: ServerState, prompts: list, params, strict_max_tokens: bool = False
+) -> list[RequestStream]:
+    """Queue one engine request per prompt; a refusal (400, 503) leaves nothing queued. ``strict_max_tokens``:
+    the request named its max_tokens, so one past the context is a 400 (OpenAI's), not clamped."""
     waiting = state.engine.num_waiting
     if state.max_waiting is not None and waiting + len(prompts) > state.max_waiting:
         state.metrics.rejected += 1
@@ -53,9 +56,13 @@ async def admit(state: ServerState, prompts: list, params) -> list[RequestStream
     streams: list[RequestStream] = []
     try:
         for prompt in prompts:
-            streams.append(await state.engine.add_request(prompt, params))
+            streams.append(
+                await state.engine.add_request(prompt, params, strict_max_tokens=strict_max_tokens)
+            )
     except ConfigError as exc:
-        raise ServeError(400, str(exc), "prompt" if "prompt" in str(exc) else None) from None
+        message = str(exc)
+        param = "max_tokens" if "max_tokens asks" in message else "prompt" if "prompt" in message else None
+        raise ServeError(400, message, param) from None
     except EngineDeadError as exc:
         raise ServeError(503, str(exc), code="engine_dead") from None
     finally:
@@ -147,12 +154,18 @@ class Job:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.want_logprobs = (request.logprobs is not None) if not chat else bool(request.logprobs)
+        self.strict_max_tokens = (
+            request.max_tokens is not None or getattr(request, "max_completion_tokens", None) is not None
+        )
 
     def _logprobs(self, token_ids: list[int], entries: list) -> dict | None:
         if not self.want_logprobs or not entries:
             return None
-        fmt = chat_logprobs if self.chat else completion_logprobs
-        return fmt(self.state.tokenizer, token_ids, entries)
+        if (
+            self.chat
+        ):  # exactly top_logprobs alternatives (completions' logprobs=N also keeps the sampled token)
+            return chat_logprobs(self.state.tokenizer, token_ids, entries, self.request.top_logprobs or 0)
+        return completion_logprobs(self.state.tokenizer, token_ids, entries)
 
     def _count(self, out: RequestOutput) -> None:
         self.completion_tokens += sum(len(c.token_ids) for c in out.outputs)
@@ -162,9 +175,12 @@ class Job:
     async def collect(self, streams: list[RequestStream]) -> dict:
         choices: dict[int, Choice] = {}
         prompts: dict[int, list[int]] = {}
+        prompt_lps: dict[int, list] = {}
         async for i, out in merged(streams):
             self._count(out)
             prompts[i] = out.prompt_token_ids
+            if out.prompt_logprobs:
+                prompt_lps[i] = prompt_logprobs_json(out.prompt_logprobs)
             for c in out.outputs:
                 choices.setdefault(i * self.n + c.index, Choice()).add(c)
         body = []
@@ -178,9 +194,14 @@ class Job:
                 entry["text"] = ch.text
             if self.request.return_token_ids:
                 entry.update(token_ids=ch.token_ids, prompt_token_ids=prompts.get(k // self.n))
+            if not self.chat and self.request.prompt_logprobs is not None:
+                entry["prompt_logprobs"] = prompt_lps.get(k // self.n)
             body.append(entry)
-        return {"id": self.id, "object": self.object, "created": self.created, "model": self.state.model_name,
-                "choices": body, "usage": usage(self.prompt_tokens, self.completion_tokens)}  # fmt: skip
+        answer = {"id": self.id, "object": self.object, "created": self.created, "model": self.state.model_name,
+                  "choices": body, "usage": usage(self.prompt_tokens, self.completion_tokens)}  # fmt: skip
+        if self.chat and self.request.prompt_logprobs is not None:  # vLLM's place for them in a chat answer
+            answer["prompt_logprobs"] = prompt_lps.get(0)
+        return answer
 
     def _chunk(self, choices: list[dict], with_usage: bool) -> dict:
         chunk = {"id": self.id, "object": self.object + ("" if not self.chat else ".chunk"), "created": self.created,
@@ -200,6 +221,13 @@ class Job:
             self._count(out)
             choices = [self._stream_choice(i * self.n + c.index, c) for c in out.outputs]
             choices = [c for c in choices if c is not None]
+            if out.prompt_logprobs and self.request.prompt_logprobs is not None:
+                lps = prompt_logprobs_json(out.prompt_logprobs)  # once per prompt, with its first tokens
+                if self.chat:
+                    yield {**self._chunk(choices, with_usage), "prompt_logprobs": lps}
+                    continue
+                for c in choices:
+                    c["prompt_logprobs"] = lps
             if choices:
                 yield self._chunk(choices, with_usage)
         if with_usage:

@@ -42,13 +42,22 @@ def completion_logprobs(tokenizer, token_ids: list[int], entries: list, offset: 
     return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
 
 
-def chat_logprobs(tokenizer, token_ids: list[int], entries: list) -> dict:
-    """``/v1/chat/completions``: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}."""
+def chat_logprobs(tokenizer, token_ids: list[int], entries: list, top_logprobs: int) -> dict:
+    """``/v1/chat/completions``: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}, with exactly
+    ``top_logprobs`` alternatives per token (the entry also holds the sampled token when it is not among them)."""
     content = []
     for token_id, entry in zip(token_ids, entries, strict=False):
         text = _token(tokenizer, token_id, entry.get(token_id))
         top = [{"token": (s := _token(tokenizer, t, v)), "logprob": _value(v), "bytes": list(s.encode())}
-               for t, v in _top(entry, token_id)]  # fmt: skip
+               for t, v in _top(entry, token_id)[:top_logprobs]]  # fmt: skip
         content.append({"token": text, "logprob": _sampled(entry, token_id), "bytes": list(text.encode()),
                         "top_logprobs": top})  # fmt: skip
     return {"content": content}
+
+
+def prompt_logprobs_json(entries: list) -> list[dict | None]:
+    """vLLM's ``prompt_logprobs``: per prompt token (None for the first) {"token id": {"logprob", "rank",
+    "decoded_token"}}."""
+    return [None if entry is None else {str(t): {"logprob": _value(v), "rank": getattr(v, "rank", None),
+                                                 "decoded_token": getattr(v, "decoded_token", None)}
+                                        for t, v in entry.items()} for entry in entries]  # fmt: skip

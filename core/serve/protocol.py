@@ -178,7 +178,10 @@ def _token_bias(bias: dict[str, float]) -> dict[int, float]:
 
 
 def check_unimplemented(request: CompletionRequest | ChatRequest) -> None:
-    """OpenAI fields this server does not implement, refused when set."""
+    """OpenAI fields this server does not implement, refused when set; fields that mean nothing without another."""
+    if request.stream_options is not None and not request.stream:
+        raise ServeError(400, "stream_options applies only to streamed responses: set stream to true or drop it",
+                         "stream_options")  # fmt: skip
     if isinstance(request, CompletionRequest):
         if request.echo:
             raise unsupported("echo", True)
@@ -195,3 +198,5 @@ def check_unimplemented(request: CompletionRequest | ChatRequest) -> None:
             raise unsupported("response_format", request.response_format)
         if not request.messages:
             raise ServeError(400, "messages is empty: give at least one message", "messages")
+        if request.top_logprobs is not None and not request.logprobs:
+            raise ServeError(400, "top_logprobs needs logprobs set to true", "top_logprobs")

@@ -79,12 +79,13 @@ class Server:
         from tessera.llm import make_config
         from tessera.serve.app import build_app
         from tessera.serve.core_client import CoreClient
+        from tessera.serve.server import DrainingServer
 
         engine_options = {**ENGINE, **options.pop("engine", {})}
         self.core = CoreClient.start_process(make_config(model=str(model), **engine_options), timeout=120)
         app = build_app(self.core, MODEL_NAME, load_chat_template(model), **options)
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.server = DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         until = time.monotonic() + 30

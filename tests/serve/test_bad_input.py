@@ -115,6 +115,67 @@ BAD = [
     ),
     ("a body that is not an object", "/v1/completions", {"json": [1, 2]}, 400, "must be a JSON object"),
     (
+        "max_tokens past the context",
+        "/v1/completions",
+        {"json": {**COMPLETION, "max_tokens": 100_000_000}},
+        400,
+        "maximum context length is 128 tokens: the prompt has 2 and max_tokens asks for 100000000 more",
+    ),
+    (
+        "max_completion_tokens past the context",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "max_tokens": None, "max_completion_tokens": 500}},
+        400,
+        "lower max_tokens to at most",
+    ),
+    (
+        "top_logprobs without logprobs",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "top_logprobs": 3}},
+        400,
+        "top_logprobs needs logprobs set to true",
+    ),
+    (
+        "stream_options without stream",
+        "/v1/completions",
+        {"json": {**COMPLETION, "stream_options": {"include_usage": True}}},
+        400,
+        "stream_options applies only to streamed responses",
+    ),
+    (
+        "an image in a text model's chat",
+        "/v1/chat/completions",
+        {
+            "json": {
+                **CHAT,
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            }
+        },
+        400,
+        "content part of type 'image_url': this model takes text only",
+    ),
+    (
+        "a role that is not a string",
+        "/v1/chat/completions",
+        {"json": {**CHAT, "messages": [{"role": 5}]}},
+        400,
+        "message 0's role must be a string, got int",
+    ),  # fmt: skip
+    (
+        "detokenize a negative id",
+        "/detokenize",
+        {"json": {"tokens": [-1]}},
+        400,
+        "tokens must lie in [0, 211)",
+    ),
+    (
+        "detokenize an id past the vocabulary",
+        "/detokenize",
+        {"json": {"tokens": [10, 99999]}},
+        400,
+        "got [99999]",
+    ),
+    (
         "unknown model",
         "/v1/completions",
         {"json": {**COMPLETION, "model": "gpt-9"}},

@@ -97,3 +97,26 @@ def test_16_clients_that_disconnect_free_their_blocks(long_server, deadline):
     assert metric(page, "kv_blocks_in_use") == 0 and metric(page, "num_requests_running") == 0
     assert server.state.engine.stats["requests"] == 0  # every aborted request was released by the engine
     assert 'request_success_total{model_name="tiny-chat",finished_reason="abort"} 16' in page, page
+
+
+def test_clients_that_leave_a_non_streamed_request_free_their_blocks(long_server, deadline):
+    """A non-streamed answer is written only at the end: a client that times out before it is gone, so its
+    request (all n of its completions) is aborted then, not generated to the end for nobody."""
+    server = long_server
+    before = httpx.get(server.base_url + "/metrics").text
+    aborted = 'tessera:request_success_total{model_name="tiny-chat",finished_reason="abort"}'
+    count = metric_line(before, aborted)
+    body = {"model": MODEL_NAME, "prompt": [5, 6, 7], "max_tokens": 4000, "n": 4, "ignore_eos": True}
+    with deadline(60):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.base_url + "/v1/completions", json=body, timeout=httpx.Timeout(30, read=1.0))
+        end = time.monotonic() + 10
+        while blocks_in_use(server) and time.monotonic() < end:
+            time.sleep(0.02)
+    page = httpx.get(server.base_url + "/metrics").text
+    assert metric(page, "kv_blocks_in_use") == 0 and metric(page, "num_requests_running") == 0, page
+    assert metric_line(page, aborted) == count + 4, page  # its 4 completions, each counted as aborted
+
+
+def metric_line(page: str, sample: str) -> float:
+    return next((float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(sample)), 0.0)

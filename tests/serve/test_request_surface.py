@@ -3,6 +3,8 @@ logprobs and penalties, each equal to what the offline API gives for the same Sa
 
 from __future__ import annotations
 
+import httpx
+
 from .conftest import MODEL_NAME
 
 
@@ -56,6 +58,51 @@ def test_logprobs(server):
     chat = server.client().chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "w5"}],
                                                    max_tokens=3, logprobs=True, top_logprobs=2)  # fmt: skip
     assert chat.choices[0].logprobs.content and all(c.logprob <= 0 for c in chat.choices[0].logprobs.content)
+
+
+def test_chat_top_logprobs_gives_exactly_that_many(server):
+    """Chat's top_logprobs=k lists k alternatives per token whether or not the sampled token is among them
+    (completions' logprobs=k may list k + 1: the sampled token is added there, as in OpenAI's legacy API)."""
+    for k in (0, 1, 3):
+        chat = server.client().chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "w5"}],
+                                                       max_tokens=6, logprobs=True, top_logprobs=k, temperature=1.5,
+                                                       seed=3, extra_body={"ignore_eos": True})  # fmt: skip
+        content = chat.choices[0].logprobs.content
+        assert len(content) == 6 and all(len(c.top_logprobs) == k for c in content), (k, content)
+
+
+def test_prompt_logprobs_in_completions_and_chat(server, reference):
+    want = reference.generate([[30, 31, 32]], {"max_tokens": 1, "prompt_logprobs": 2}, use_tqdm=False)[0]
+    body = {"model": MODEL_NAME, "prompt": [30, 31, 32], "max_tokens": 1, "prompt_logprobs": 2}
+    got = httpx.post(server.base_url + "/v1/completions", json=body, timeout=30).json()["choices"][0]
+    lps = got["prompt_logprobs"]
+    assert len(lps) == 3 and lps[0] is None
+    for position, entry in enumerate(want.prompt_logprobs[1:], start=1):
+        assert set(lps[position]) == {str(t) for t in entry}
+        for t, v in entry.items():
+            assert (
+                abs(lps[position][str(t)]["logprob"] - v.logprob) < 1e-4
+                and lps[position][str(t)]["rank"] == v.rank
+            )
+    stream = httpx.post(server.base_url + "/v1/completions", json={**body, "stream": True}, timeout=30).text
+    assert '"prompt_logprobs":[null,' in stream
+    chat = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "w5"}],
+        "max_tokens": 1,
+        "prompt_logprobs": 1,
+    }
+    answer = httpx.post(server.base_url + "/v1/chat/completions", json=chat, timeout=30).json()
+    assert answer["prompt_logprobs"][0] is None and len(answer["prompt_logprobs"]) > 2
+
+
+def test_chat_content_parts_are_joined_text(server):
+    def tokens(content):
+        body = {"messages": [{"role": "user", "content": content}]}
+        return httpx.post(server.base_url + "/tokenize", json=body, timeout=30).json()["tokens"]
+
+    parts = [{"type": "text", "text": "w10 w11"}, {"type": "text", "text": "w12"}]
+    assert tokens(parts) == tokens("w10 w11\nw12") and 0 not in tokens(parts)  # 0 is <unk>
 
 
 def test_penalties_change_greedy_output(server, reference):
