@@ -20,8 +20,13 @@ __all__ = [
 
 
 def describe_validation_error(exc) -> str:
-    """One line per problem of a pydantic ValidationError: ``field: message``."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+    """One line per problem of a pydantic ValidationError: ``field: message``, without pydantic's "Value error, "
+    prefix (a model-level check's message names its fields itself, so it comes alone)."""
+    lines = []
+    for e in exc.errors():
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{'.'.join(str(p) for p in e['loc'])}: {message}" if e["loc"] else message)
+    return "; ".join(lines)
 
 
 class WorkerError(TesseraError):

@@ -55,4 +55,4 @@ def test_generate_and_inspect_with_a_model(checkpoints_dir_llama):
 def test_generate_reports_bad_options(tmp_path, monkeypatch):
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
     result = CliRunner().invoke(app, ["generate", "--top-p", "2"])
-    assert result.exit_code == 2 and "top_p: Value error, top_p must be in (0, 1]" in result.output
+    assert result.exit_code == 2 and "top_p: top_p must be in (0, 1]" in result.output

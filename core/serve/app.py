@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tessera.chat import chat_prompt, require_template
 from tessera.errors import ConfigError
@@ -68,6 +69,14 @@ def build_app(engine, model_name: str, template=None, api_key: str | None = None
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """No such route (404) or method (405): OpenAI's error shape too, naming the routes there are."""
+        message = (f"{request.method} {request.url.path}: {exc.detail}; this server answers GET /v1/models, POST "
+                   "/v1/completions, /v1/chat/completions, /tokenize, /detokenize, GET /health and /metrics")  # fmt: skip
+        return JSONResponse(ServeError(exc.status_code, message).body(), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))  # fmt: skip
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):

@@ -12,6 +12,7 @@ vLLM's extra sampling fields (``top_k``, ``min_p``, ``repetition_penalty``,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -164,8 +165,12 @@ def to_sampling_params(
         return SamplingParams(**kwargs)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ServeError(400, f"invalid sampling parameters: {describe_validation_error(exc)}",
-                         ".".join(str(p) for p in first["loc"]) or None) from None  # fmt: skip
+        # a model-level check has no location: the first request field its message names is the param
+        named = [n for n in sorted(kwargs, key=len, reverse=True) if re.search(rf"\b{n}\b", first["msg"])]
+        param = ".".join(str(p) for p in first["loc"]) or (named[0] if named else None)
+        raise ServeError(
+            400, f"invalid sampling parameters: {describe_validation_error(exc)}", param
+        ) from None
 
 
 def _token_bias(bias: dict[str, float]) -> dict[int, float]:

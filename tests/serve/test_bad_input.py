@@ -192,6 +192,19 @@ BAD = [
 ]
 
 
+def test_unknown_routes_and_methods_answer_in_openai_shape(server):
+    missing = httpx.post(server.base_url + "/v1/embeddings", json={}, timeout=30)
+    assert missing.status_code == 404 and "POST /v1/embeddings: Not Found" in error_of(missing)["message"]
+    wrong = httpx.get(server.base_url + "/v1/completions", timeout=30)
+    assert wrong.status_code == 405 and "Method Not Allowed" in error_of(wrong)["message"]
+
+
+def test_a_model_level_check_names_its_field(server):
+    response = post(server, "/v1/chat/completions", json={**CHAT, "stop_token_ids": [2**64]})
+    error = error_of(response)
+    assert error["param"] == "stop_token_ids" and "Value error" not in error["message"], error
+
+
 @pytest.mark.parametrize(
     ("path", "kwargs", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
