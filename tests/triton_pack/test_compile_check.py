@@ -165,7 +165,7 @@ def launched_kernels() -> set[str]:
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_pack_compiles_at_every_launched_specialization(targets, pack_specializations, target):
     need(targets, target)
-    from tessera_triton.compile_check import covering
+    from tessera_triton.compile_cover import covering
 
     mine = [s for s in pack_specializations if s.target == target]
     unlaunched = launched_kernels() - {s.kernel for s in mine}

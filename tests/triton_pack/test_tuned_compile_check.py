@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("triton")
 
-from tessera_triton.compile_check import TARGETS, compile_specializations, covering  # noqa: E402
+from tessera_triton.compile_check import TARGETS, compile_specializations  # noqa: E402
+from tessera_triton.compile_cover import covering  # noqa: E402
 from tessera_triton.tuned_compile_check import TARGET_OF, record_tuned, tuned_files  # noqa: E402
 
 CARDS = ("NVIDIA_H200", "AMD_MI300X")

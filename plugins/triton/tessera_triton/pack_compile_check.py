@@ -26,8 +26,8 @@ from tessera_triton.compile_check import (
     LaunchRecorder,
     Specialization,
     compile_specializations,
-    covering,
 )
+from tessera_triton.compile_cover import covering
 
 DTYPES = ("float16", "bfloat16")
 
