@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as importlib_metadata
 import shutil
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,8 @@ from tessera.errors import describe_validation_error
 
 #: 2: code fingerprints and untested ops (version 1 files are read, and shown as unverified)
 SCHEMA_VERSION = 2
+#: the schema versions this version reads (1: before code fingerprints, shown as unverified)
+KNOWN_SCHEMAS = (1, 2)
 #: the distribution of the reference kernels and layers the suite compares against
 CORE_DISTRIBUTION = "tessera"
 
@@ -153,12 +156,30 @@ def report_candidates(path: Path, cert: Certificate) -> list[Path]:
             path.with_name("report.json")]  # fmt: skip
 
 
+#: a report or certificate larger than this is not read (a path such as /dev/zero must not exhaust memory)
+MAX_FILE_BYTES = 1 << 30
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file of sane size; OSError otherwise (a FIFO would block, a
+    device never end, a path with a NUL byte is no path)."""
+    try:
+        info = path.stat()
+    except ValueError as exc:  # an embedded NUL byte
+        raise OSError(f"not a usable path ({exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError("not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise OSError(f"{info.st_size} bytes, more than any report")
+    return path.read_bytes()
+
+
 def _find_report(path: Path, cert: Certificate) -> tuple[Path | None, bytes, str]:
     """The first report that can be read and its bytes, or None and what went wrong at each place tried."""
     tried = []
     for candidate in report_candidates(path, cert):
         try:
-            return candidate, candidate.read_bytes(), ""
+            return candidate, read_regular(candidate), ""
         except OSError as exc:
             tried.append(f"{candidate}: {exc.strerror or exc}")
     return None, b"", "; ".join(tried)
@@ -167,12 +188,19 @@ def _find_report(path: Path, cert: Certificate) -> tuple[Path | None, bytes, str
 def check_certificate(path: Path) -> CheckedCertificate:
     """Read and verify one certificate file; never raises for a bad file, it says what is wrong."""
     try:
-        cert = Certificate.model_validate_json(path.read_text())
+        cert = Certificate.model_validate_json(read_regular(path))
     except (ValidationError, OSError, ValueError) as exc:
         detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        if isinstance(exc, ValidationError) and '"results"' in _head(path):
+            detail = (
+                "this is a conformance report, not a certificate (the certificate is the .json beside it)"
+            )
         return CheckedCertificate(
             path=str(path), status="corrupt", reason=f"unreadable certificate: {detail}"
         )
+    if cert.schema_version not in KNOWN_SCHEMAS:
+        return _checked(path, cert, "corrupt", f"schema_version {cert.schema_version} is none this version of "
+                                               f"tessera writes ({', '.join(map(str, KNOWN_SCHEMAS))})")  # fmt: skip
     report, data, tried = _find_report(path, cert)
     if report is None:
         return _checked(path, cert, "unverified", f"its report cannot be read ({tried})")
@@ -192,10 +220,21 @@ def check_certificate(path: Path) -> CheckedCertificate:
     return _checked(path, cert, status, f"{reason}; {checked}" if reason else checked, report)
 
 
+def _head(path: Path) -> str:
+    try:
+        return read_regular(path)[:4096].decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _installed_status(cert: Certificate) -> tuple[CertificateStatus, str]:
-    """Whether what is installed now is what was certified: fingerprints, then versions, then code."""
+    """Whether what is installed now is what was certified: fingerprints, then versions, then code, then
+    distributions installed since whose kernels could be selected on the certified platform."""
     if not cert.fingerprints:
         return "unverified", "made before code fingerprints were recorded; run the suite again"
+    missing = sorted({CORE_DISTRIBUTION, *cert.plugins} - set(cert.fingerprints))
+    if missing:
+        return "unverified", f"it records no code fingerprint for {', '.join(missing)}"
     changed = [f"{dist} {ver} (installed: {installed_version(dist) or 'none'})"
                for dist, ver in sorted(cert.plugins.items()) if installed_version(dist) != ver]  # fmt: skip
     if cert.suite_version != SUITE_VERSION:
@@ -206,7 +245,25 @@ def _installed_status(cert: Certificate) -> tuple[CertificateStatus, str]:
     if code:
         whose = " and ".join(f"{dist}'s" for dist in code)
         return "stale", f"{whose} code changed since it was certified; run the suite again"
+    added = sorted(candidate_distributions(cert.platform) - set(cert.plugins) - {CORE_DISTRIBUTION})
+    if added:
+        return "stale", (f"{', '.join(added)} installed since it was certified, with kernels that may be selected "
+                         f"on {cert.platform}; run the suite again")  # fmt: skip
     return "verified", ""
+
+
+def candidate_distributions(platform: str) -> set[str]:
+    """The distributions installed now whose kernels may run on ``platform``: those registering a kernel for it
+    (or for every platform), and the one providing the platform."""
+    from tessera import discovery, kernel_registry
+
+    found = discovery.get_discovery()
+    out = {owner.report.distribution or owner.report.plugin for name, owner in found.platform_owner.items()
+           if name == platform}  # fmt: skip
+    for kernel in kernel_registry.get_registry(found).kernels():
+        if kernel.platforms is None or platform in kernel.platforms:
+            out.add(kernel.provider.split(" ", 1)[0])  # "distribution version"
+    return out
 
 
 def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str,
@@ -219,4 +276,10 @@ def latest_certificates(platform: str) -> list[CheckedCertificate]:
     """Every stored certificate of ``platform`` (one per device and scope), each verified now; a corrupt
     file is listed as corrupt, never dropped."""
     folder = certificate_root() / platform
-    return [check_certificate(path) for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+    found = [check_certificate(path) for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+    for i, checked in enumerate(found):
+        cert = checked.certificate
+        if cert is not None and cert.platform != platform:  # copied or moved into another platform's folder
+            found[i] = checked.model_copy(update={"status": "unverified", "reason": f"a certificate of the "
+                                                  f"{cert.platform!r} platform, in {platform}'s folder"})  # fmt: skip
+    return found

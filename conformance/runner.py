@@ -54,22 +54,66 @@ class RunOptions:
     sanitize: bool = False  # the op cases under the platform's memory checker, a process per op/kernel/dtype
 
 
-def expectations(discovery, platform) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for _plugin, results in discovery.call_each("tessera_conformance_expectations", platform=platform):
+@dataclass(frozen=True)
+class Expectation:
+    """A known failure a plugin declares: case-id glob and reason. It covers the declaring distribution's own
+    kernels, and, for the plugin that provides the platform, the reference kernels and the layer, model and
+    platform cases too; never another plugin's kernels (a pack cannot excuse, or hide, someone else's)."""
+
+    pattern: str
+    reason: str
+    owner: str  # the declaring distribution
+    owns_platform: bool
+
+    def covers(self, result: CaseResult) -> bool:
+        if not fnmatch.fnmatch(result.case_id, self.pattern):
+            return False
+        provider = (result.provider or "").split(" ", 1)[0]
+        return provider == self.owner or (self.owns_platform and provider in ("", "tessera"))
+
+
+def expectations(discovery, platform) -> list[Expectation]:
+    owner = discovery.platform_owner.get(platform.name)
+    out = []
+    for plugin, results in discovery.call_each("tessera_conformance_expectations", platform=platform):
+        dist = plugin.report.distribution or plugin.report.plugin
         for result in results:
-            out.update(result or {})
+            out += [Expectation(p, r, dist, plugin is owner) for p, r in (result or {}).items()]
     return out
 
 
-def apply_expectations(result: CaseResult, expected: dict[str, str]) -> CaseResult:
-    for pattern, reason in expected.items():
-        if fnmatch.fnmatch(result.case_id, pattern):
+def apply_expectations(result: CaseResult, expected: list[Expectation]) -> CaseResult:
+    for expectation in expected:
+        reason = expectation.reason
+        if expectation.covers(result):
             if result.status in ("fail", "error"):
                 result.status, result.message = "xfail", f"expected: {reason}; {result.message}"
             elif result.status == "pass":
                 result.status, result.message = "xpass", f"expected to fail ({reason}) but passed"
     return result
+
+
+def check_selection(options: RunOptions, registry, facts, cases: list[Case]) -> None:
+    """Every op, kernel pattern, dtype and case pattern asked for must name something: a typo would otherwise
+    run nothing of it and certify the rest."""
+    from tessera.errors import ConfigError
+
+    unknown = sorted(set(options.ops or ()) - set(OPS))
+    if unknown:
+        raise ConfigError(f"no op {', '.join(unknown)}; the ops are {', '.join(sorted(OPS))}")
+    names = sorted({k.name for k in registry.kernels() if k.platforms is None or facts.name in k.platforms})
+    unmatched = [k for k in options.kernels or () if not any(fnmatch.fnmatch(n, k) for n in names)]
+    if unmatched:
+        raise ConfigError(f"no kernel of {facts.name} matches {', '.join(unmatched)}; "
+                          "`tessera kernels list` shows them")  # fmt: skip
+    bad = sorted(set(options.dtypes or ()) - set(FLOAT_DTYPES))
+    if bad:
+        raise ConfigError(f"no dtype {', '.join(bad)}; the suite runs {', '.join(FLOAT_DTYPES)}")
+    unmatched = [c for c in options.cases or () if not any(fnmatch.fnmatch(case.name, c) for case in cases)]
+    if unmatched:
+        raise ConfigError(
+            f"no case matches {', '.join(unmatched)}; the report of a full run lists the case names"
+        )
 
 
 def op_work(options: RunOptions, registry, facts, caps, seed: int) -> list[tuple[Case, object, str]]:
@@ -151,6 +195,12 @@ def _sanitized(work, prefix, platform, options: RunOptions, seed: int, progress)
 def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = None) -> ConformanceReport:
     discovery = get_discovery()
     platform = select_platform(options.platform, discovery)
+    count = len(platform.devices())
+    if not 0 <= options.device_index < count:
+        from tessera.errors import ConfigError
+
+        raise ConfigError(f"no device {options.device_index} on {platform.name}: it has {count} "
+                          f"(indices 0 to {count - 1})")  # fmt: skip
     platform.set_device(options.device_index)
     facts = platform_facts(platform, options.device_index)
     caps = platform.capabilities(options.device_index)
@@ -168,6 +218,7 @@ def run(options: RunOptions, progress: Callable[[str, int, int], None] | None = 
         from tessera.pluggable_layers.measure import measure_limits
 
         limits = {k: v for k, v in measure_limits(platform, device).items() if isinstance(v, float)}
+    check_selection(options, registry, facts, all_cases(options.full, seed))
     work = op_work(options, registry, facts, caps, seed) if "op" in options.levels else []
     distributed = [w for w in work if OPS[w[0].op].collective]
     work = [w for w in work if not OPS[w[0].op].collective]
