@@ -69,9 +69,14 @@ def profile_budget(runner: RunnerParts, config: EngineConfig) -> int:
 
 
 def dummy_forward(runner: RunnerParts, tokens: int, logit_rows: int) -> None:
-    """One prefill of ``tokens`` tokens against throwaway one-sequence caches, logits for ``logit_rows`` rows."""
+    """One prefill of ``tokens`` tokens against throwaway caches, logits for ``logit_rows`` rows. The tokens are
+    split into sequences of at most ``max_model_len``: no position past the model's (a rotary table or a
+    kernel indexing by position would read out of bounds)."""
     device, bs = runner.device, 16
-    blocks = -(-tokens // bs) + 1
+    longest = max(1, min(tokens, runner.max_model_len))
+    lengths = [longest] * (tokens // longest) + ([tokens % longest] if tokens % longest else [])
+    per_seq = -(-longest // bs)
+    blocks = per_seq * len(lengths) + 1
     saved = [(a, a.kv_cache) for a in runner.model.attention_layers()] + [
         (m, m.state) for m in runner.model.mamba_layers()
     ]
@@ -82,25 +87,33 @@ def dummy_forward(runner: RunnerParts, tokens: int, logit_rows: int) -> None:
             torch.zeros(shape, dtype=runner.dtype, device=device),
         )
     for m in runner.model.mamba_layers():
-        m.state = allocate_state(m, 1, runner.dtype, device)
-    qsl = torch.tensor([0, tokens], dtype=torch.int32, device=device)
+        m.state = allocate_state(m, len(lengths), runner.dtype, device)
+    starts = [0]
+    for n in lengths:
+        starts.append(starts[-1] + n)
+    qsl = torch.tensor(starts, dtype=torch.int32, device=device)
+    positions = torch.cat([torch.arange(n) for n in lengths]).to(device)
+    # sequence i holds blocks [i * per_seq, (i + 1) * per_seq): token j of it is slot i * per_seq * bs + j
+    offsets = torch.repeat_interleave(torch.arange(len(lengths)) * per_seq * bs, torch.tensor(lengths))
     meta = BatchMetadata(
         tokens,
         AttentionMetadata(
-            torch.arange(tokens, device=device),
+            (offsets + positions.cpu()).to(device),
             qsl,
-            torch.tensor([tokens], dtype=torch.int32, device=device),
-            torch.arange(blocks, dtype=torch.int32, device=device)[None],
+            torch.tensor(lengths, dtype=torch.int32, device=device),
+            torch.arange(per_seq * len(lengths), dtype=torch.int32, device=device).view(
+                len(lengths), per_seq
+            ),
         ),  # fmt: skip
         MambaMetadata(
             qsl,
-            torch.zeros(1, dtype=torch.int32, device=device),
-            torch.zeros(1, dtype=torch.bool, device=device),
+            torch.arange(len(lengths), dtype=torch.int32, device=device),
+            torch.zeros(len(lengths), dtype=torch.bool, device=device),
             0,
         ),
     )
     ids = torch.zeros(tokens, dtype=torch.int64, device=device)
-    hidden = runner.forward(ids, torch.arange(tokens, device=device), meta)
+    hidden = runner.forward(ids, positions, meta)
     runner.model.compute_logits(hidden[-min(tokens, logit_rows) :])
     for module, value in saved:
         if hasattr(module, "kv_cache"):
