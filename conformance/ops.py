@@ -75,7 +75,7 @@ def run_op_case(registry, facts, kernel: KernelImpl, case: Case, dtype_name: str
         got = bound(**dev)
         if platform is not None:
             platform.synchronize()
-    except Exception as exc:  # noqa: BLE001 - a kernel that raises is a result, not a crash
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a kernel that raises (or exits) is a result, not a crash
         return CaseResult(status="error", message=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                           seconds=time.perf_counter() - start, **base)  # fmt: skip
     problems = postcondition_problems(inputs, got, expected, dev, ref, before, guards)

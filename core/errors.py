@@ -40,3 +40,11 @@ class WorkerError(TesseraError):
 class StepMessageError(TesseraError):
     """A tensor-parallel worker got a step message that does not fit the requests it mirrors (a change to a
     request it was never sent, or was told to forget): its state no longer matches the driver's."""
+
+
+def step_error(exc: BaseException) -> Exception:
+    """What a failed engine step reports: the exception, or for a kernel or plugin that called ``sys.exit`` (which
+    must not end the process serving everyone else) an error that says so."""
+    if isinstance(exc, SystemExit):
+        return RuntimeError(f"sys.exit({exc.code!r}) was called during the step (by a kernel or plugin)")
+    return exc

@@ -96,7 +96,7 @@ def _one(registry, facts, writer, reader, dtype_name, layout, device, seed, plat
         got = _attend(w, r, x, getattr(torch, dtype_name), device, layout)
         if platform is not None:
             platform.synchronize()
-    except Exception as exc:  # noqa: BLE001 - a kernel that raises is a result, not a crash
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a kernel that raises (or exits) is a result, not a crash
         return CaseResult(
             status="error", message=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", **base
         )

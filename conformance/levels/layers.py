@@ -119,7 +119,7 @@ def check(registry, facts, caps, device, seed: int, platform=None) -> list[CaseR
                 results.append(CaseResult(level="layer", case_id=case_id, op=kind, kernel=kernels, dtype=dtype_name, case=case,
                                           status="pass" if ok else "fail", max_abs=figures.max_abs, max_rel=figures.max_rel,
                                           normalized=figures.normalized, budget=budget, message=figures.problem or ""))  # fmt: skip
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a kernel that exits fails its case, not the run
                 results.append(CaseResult(level="layer", case_id=case_id, op=kind, dtype=dtype_name, case=case, status="error",
                                           message=f"{type(exc).__name__}: {str(exc)[:300]}"))  # fmt: skip
     return results

@@ -94,7 +94,7 @@ def check(platform, facts, caps, options, seed: int, progress=None) -> list[Case
                                           max_abs=figures.max_abs, max_rel=figures.max_rel, normalized=figures.normalized,
                                           budget=budget, message=figures.problem or f"greedy agreement {agree:.3f}",
                                           seconds=round(time.perf_counter() - start, 3), extra={"greedy_agreement": agree}))  # fmt: skip
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a kernel that exits fails its case, not the run
                 results.append(CaseResult(level="model", case_id=case_id, op=arch, dtype=dtype, status="error",
                                           message=f"{type(exc).__name__}: {str(exc)[:300]}"))  # fmt: skip
     return results

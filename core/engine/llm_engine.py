@@ -26,7 +26,7 @@ from tessera.engine.sampling_inputs import token_seed
 from tessera.engine.scheduler import ScheduledRequest, Scheduler, SchedulerOutput
 from tessera.engine.stopping import stop_reason
 from tessera.engine.tp_runner import make_runner
-from tessera.errors import ConfigError, WorkerError
+from tessera.errors import ConfigError, WorkerError, step_error
 from tessera.models.spec import ModelSpec
 from tessera.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from tessera.platform import dtype_from_name
@@ -197,8 +197,8 @@ class LLMEngine:
             handle = self.runner.execute(sched, self._prev if self.config.async_scheduling else None)
         except WorkerError:
             raise  # a dead worker ends the engine, not one step
-        except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
-            return None, self._fail(sched.scheduled, exc)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
+            return None, self._fail(sched.scheduled, step_error(exc))
         for s in handle.rows:
             s.request.num_pending += 1
         return handle, []
@@ -209,7 +209,8 @@ class LLMEngine:
             tokens = handle.tokens()
         except WorkerError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
+            exc = step_error(exc)
             rows = list(handle.rows)
             if in_flight is not None:
                 ids = {s.request.request_id for s in rows}

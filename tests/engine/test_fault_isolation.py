@@ -96,6 +96,22 @@ def test_a_kernel_raising_on_its_10th_call_fails_only_its_step(arch, op, async_s
     assert_all_free(llm.engine)
 
 
+def test_a_kernel_that_calls_sys_exit_fails_its_step_not_the_process(faulty, checkpoints, deadline):
+    llm = LLM(str(checkpoints("llama")), max_num_seqs=8, max_num_batched_tokens=48, block_size=4)
+    prompts, params = workload(8)
+    faulty.reset("rms_norm", (10,), exits=True)
+    with deadline(120):
+        outs = llm.generate(prompts, params)
+    errored = [o for o in outs if o.outputs[0].finish_reason == "error"]
+    assert errored and all(
+        "sys.exit(7) was called during the step (by a kernel or plugin)" in o.error for o in errored
+    )
+    assert_all_free(llm.engine)
+    faulty.reset()
+    with deadline(120):
+        assert all(o.error is None for o in llm.generate(prompts, params))
+
+
 def test_a_failed_prefill_leaves_no_block_in_the_prefix_cache(faulty, checkpoints, deadline):
     """The fault strikes before any KV is written: the blocks that step registered must not be reused."""
     path = str(checkpoints("llama"))
