@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from tessera.errors import ConfigError
-from tessera.tokenizer import read_tokenizer_config
+from tessera.tokenizer import check_text, read_tokenizer_config
 
 ROLES_HELP = 'messages are [{"role": "system"|"user"|"assistant", "content": "..."}, ...]'
 
@@ -150,4 +150,5 @@ def chat_prompt(template: ChatTemplate, tokenizer, messages, add_generation_prom
     text = template.render(messages, add_generation_prompt=add_generation_prompt)
     if tokenizer is None:
         raise ChatTemplateError("this checkpoint has no tokenizer, so a rendered chat cannot be encoded")
+    check_text(text, "the rendered chat")
     return {"prompt": text, "prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}

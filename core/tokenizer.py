@@ -145,3 +145,15 @@ class IncrementalDetokenizer:
         if self.tokenizer is not None:
             self.text = self.tokenizer.decode(ids, self.skip)
         return self.text
+
+
+def check_text(text: str, what: str = "the prompt") -> None:
+    """``text`` must be text a tokenizer can encode: a lone surrogate (what undecodable bytes or JSON's ``\\ud800``
+    escape leave in a str) is refused with a ConfigError saying where."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        from tessera.errors import ConfigError
+
+        raise ConfigError(f"{what} is not valid text: {exc.object[exc.start:exc.end]!r} at character {exc.start} "
+                          "is a lone surrogate; pass Unicode text (decode bytes as UTF-8 first)") from None  # fmt: skip

@@ -15,7 +15,7 @@ from tessera.engine.generation_config import apply_defaults
 from tessera.engine.stopping import limit_params
 from tessera.errors import ConfigError
 from tessera.sampling_params import SamplingParams, to_sampling_params
-from tessera.tokenizer import Tokenizer, require_tokenizer
+from tessera.tokenizer import Tokenizer, check_text, require_tokenizer
 
 PROMPT_FORMS = 'a string, a list of token ids, {"prompt_token_ids": [...]} or {"prompt": "..."}'
 
@@ -31,10 +31,15 @@ def token_ids(values, where: str) -> list[int]:
     return [int(v) for v in values]
 
 
+def _encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    check_text(text)
+    return tokenizer.encode(text)
+
+
 def parse_prompt(prompt, tokenizer: Tokenizer | None, model_dir: Path) -> tuple[str | None, list[int]]:
     """(prompt text or None, prompt token ids)."""
     if isinstance(prompt, str):
-        return prompt, require_tokenizer(tokenizer, model_dir).encode(prompt)
+        return prompt, _encode(require_tokenizer(tokenizer, model_dir), prompt)
     if isinstance(prompt, Mapping):
         text = prompt.get("prompt")
         if text is not None and not isinstance(text, str):
@@ -42,7 +47,7 @@ def parse_prompt(prompt, tokenizer: Tokenizer | None, model_dir: Path) -> tuple[
         if "prompt_token_ids" in prompt:
             return text, token_ids(prompt["prompt_token_ids"], "prompt_token_ids")
         if text is not None:
-            return text, require_tokenizer(tokenizer, model_dir).encode(text)
+            return text, _encode(require_tokenizer(tokenizer, model_dir), text)
     elif isinstance(prompt, list | tuple):
         return None, token_ids(prompt, "a prompt given as a list")
     raise ConfigError(f"a prompt is {PROMPT_FORMS}, got {type(prompt).__name__}")

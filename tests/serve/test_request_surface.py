@@ -124,3 +124,26 @@ def test_penalties_change_greedy_output(server, reference):
     want = reference.generate([[40, 40, 40]], {"temperature": 0, "max_tokens": 16, "ignore_eos": True,
                                                 "repetition_penalty": 1.5}, use_tqdm=False)[0].outputs[0]  # fmt: skip
     assert repeated.choices[0].token_ids == want.token_ids
+
+
+def test_a_lone_surrogate_fails_its_prompt_alone(server, reference):
+    """Text no tokenizer can take (a lone surrogate, which JSON's \\ud800 escape can carry) is that prompt's error:
+    the other prompts of the call are served, and the server answers 400."""
+    good, bad = reference.generate(["w10 w11", "w10 \ud800"], {"max_tokens": 2}, use_tqdm=False)
+    assert good.error is None and len(good.outputs[0].token_ids) == 2
+    assert bad.outputs[0].finish_reason == "error" and "is a lone surrogate" in bad.error
+    raw = b'{"model": "tiny-chat", "prompt": "w10 \\ud800", "max_tokens": 2}'
+    response = httpx.post(server.base_url + "/v1/completions", content=raw, timeout=30)
+    assert response.status_code == 400 and "lone surrogate" in response.json()["error"]["message"], (
+        response.text
+    )
+
+
+def test_a_lone_surrogate_in_a_chat_is_a_clear_error(reference):
+    """As for messages without a role, LLM.chat refuses the call, with what is wrong (not a UnicodeEncodeError)."""
+    import pytest
+
+    from tessera.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the rendered chat is not valid text: .* is a lone surrogate"):
+        reference.chat([{"role": "user", "content": "w10 \ud800"}], {"max_tokens": 2}, use_tqdm=False)
