@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,26 @@ def parse_key(text: str) -> dict[str, Any]:
             out[name] = int(value)
         except ValueError:
             out[name] = value
+    return out
+
+
+def parse_shape(text: str, fields: Iterable[str], option: str = "--shape") -> dict[str, int]:
+    """A shape a user typed (``tokens=64,hidden=4096``) with exactly ``fields``, each a positive integer; anything
+    else is a ConfigError that shows the form wanted."""
+    from tessera.pluggable_layers.errors import ConfigError
+
+    fields = list(fields)
+    example = ",".join(f"{f}={64 * (i + 1)}" for i, f in enumerate(fields))
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        name, eq, value = (p.strip() for p in part.partition("="))
+        if not eq or name not in fields or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{option} {text!r}: give {', '.join(fields)} as NAME=POSITIVE_INTEGER pairs separated "
+                              f"by commas, e.g. {example}")  # fmt: skip
+        out[name] = int(value)
+    missing = [f for f in fields if f not in out]
+    if missing:
+        raise ConfigError(f"{option} {text!r} lacks {', '.join(missing)}: e.g. {example}")
     return out
 
 

@@ -8,11 +8,12 @@ from rich.table import Table
 from tessera.cli.common import console, print_json, user_errors
 from tessera.discovery import get_discovery
 from tessera.discovery_guard import probe
+from tessera.errors import ConfigError
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.pluggable_layers.kv_layout import KV_OPS, layouts_of, selected_layout
-from tessera.pluggable_layers.ops import OPS
+from tessera.pluggable_layers.ops import FLOAT_DTYPES, OPS
 from tessera.pluggable_layers.registry import KernelImpl, Selection
-from tessera.pluggable_layers.tuning import parse_key
+from tessera.pluggable_layers.tuning import parse_shape
 
 app = typer.Typer(help="Which kernels serve each op, and why one is chosen.", no_args_is_help=True)
 
@@ -55,6 +56,12 @@ def list_kernels(
     """Every op with its registered kernels (candidates), highest priority first."""
     with user_errors():
         registry = get_registry()
+        if platform is not None:
+            _platform(
+                platform
+            )  # an unknown name is an error naming the installed platforms, not an empty table
+        if op is not None and op not in OPS:
+            raise ConfigError(f"no op {op!r}; the ops are {', '.join(sorted(OPS))}")
         ops = [op] if op else list(OPS)
         data = {}
         for name in ops:
@@ -142,6 +149,8 @@ def explain(
     with user_errors():
         target = _platform(platform)
         facts = platform_facts(target)
+        if dtype is not None and dtype not in FLOAT_DTYPES:
+            raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(FLOAT_DTYPES)}")
         dtype, dtype_source = (dtype, "given") if dtype else _engine_dtype(model, facts)
         registry = get_registry()
         selection = registry.select(op, facts, dtype, **_pairing_facts(registry, op, facts, dtype))
@@ -226,7 +235,7 @@ def _config_info(registry, selection: Selection, shape: str | None) -> dict | No
         "key_fields": list(lookup.shape_key.fields),
     }
     if shape:
-        key = lookup.shape_key.of(**parse_key(shape))
+        key = lookup.shape_key.of(**parse_shape(shape, lookup.shape_key.fields))
         info["key"] = lookup.shape_key.to_str(key)
         info["config"] = lookup.get(key)
         info["source"] = lookup.sources[info["key"]]

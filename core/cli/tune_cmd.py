@@ -14,7 +14,7 @@ from tessera.kernel_registry import get_registry, platform_facts
 from tessera.platform import dtype_from_name
 from tessera.pluggable_layers.measure import median_ms_graph
 from tessera.pluggable_layers.tuner import tune_kernel
-from tessera.pluggable_layers.tuning import TUNED_DIR_ENV, parse_key, write_config_file
+from tessera.pluggable_layers.tuning import TUNED_DIR_ENV, parse_shape, write_config_file
 
 
 def default_out_dir() -> Path:
@@ -50,7 +50,7 @@ def tune(
         if refusal:
             raise TesseraError(f"kernel {kernel!r} cannot run on {facts.name}: {refusal}")
         shape_list = (
-            [parse_key(s) for s in shapes.split(";") if s.strip()]
+            [parse_shape(s, _shape_fields(impl), "--shapes") for s in shapes.split(";") if s.strip()]
             if shapes
             else [dict(s) for s in impl.tune_shapes]
         )
@@ -61,3 +61,10 @@ def tune(
         )  # fmt: skip
         path = write_config_file((out or default_out_dir()) / kernel / f"{data.device}.json", data)
     console.print(f"wrote {path}")
+
+
+def _shape_fields(impl) -> list[str]:
+    """The dimensions a shape of ``impl``'s tuning names: its shape key's, else those of its own tune shapes."""
+    if impl.shape_key is not None:
+        return list(impl.shape_key.fields)
+    return list(dict(impl.tune_shapes[0])) if impl.tune_shapes else []
