@@ -87,10 +87,10 @@ def load_chat_template(model_dir: str | Path, override: str | Path | None = None
         path = Path(override)
         if not path.is_file():
             raise ChatTemplateError(f"--chat-template {path}: no such file; give a Jinja template file")
-        return ChatTemplate(path.read_text(), tokens, str(path))
+        return ChatTemplate(_template_text(path), tokens, str(path))
     jinja_file = model_dir / "chat_template.jinja"
     if jinja_file.is_file():
-        return ChatTemplate(jinja_file.read_text(), tokens, str(jinja_file))
+        return ChatTemplate(_template_text(jinja_file), tokens, str(jinja_file))
     source = config.get("chat_template")
     if isinstance(source, list):  # named templates: [{"name": "default", "template": "..."}, ...]
         named = {t.get("name"): t.get("template") for t in source if isinstance(t, Mapping)}
@@ -98,6 +98,15 @@ def load_chat_template(model_dir: str | Path, override: str | Path | None = None
     if isinstance(source, str) and source.strip():
         return ChatTemplate(source, tokens, f"{model_dir / 'tokenizer_config.json'} chat_template")
     return None
+
+
+def _template_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ChatTemplateError(
+            f"the chat template {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def require_template(template: ChatTemplate | None, model_dir: str | Path) -> ChatTemplate:

@@ -21,7 +21,8 @@ def make_config(**kwargs: Any) -> EngineConfig:
         return EngineConfig(**kwargs)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         raise ConfigError(f"invalid engine config: {problems}") from None
 
@@ -53,6 +54,9 @@ class LLM:
         """
         if isinstance(prompts, str | dict):
             prompts = [prompts]
+        if not isinstance(prompts, Sequence):
+            raise ConfigError(f"generate() takes a prompt or a list of prompts (text, token ids or dicts), got "
+                              f"{type(prompts).__name__}")  # fmt: skip
         prompts = list(prompts)
         if not prompts:
             raise ConfigError("generate() got an empty prompt list")
@@ -95,6 +99,10 @@ class LLM:
         template = require_template(
             load_chat_template(self.engine.spec.path, chat_template), self.engine.spec.path
         )
+        if not isinstance(messages, Sequence) or isinstance(messages, str):
+            raise ConfigError(
+                f"chat() takes a list of messages (or of conversations), got {type(messages).__name__}"
+            )
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         if not conversations:
             raise ConfigError("chat() got no conversation; pass a list of messages")

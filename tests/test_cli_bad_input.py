@@ -36,3 +36,36 @@ def test_a_shape_that_is_not_the_kernels_is_a_clear_error(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_shape(text, ["tokens", "hidden"])
     assert parse_shape("tokens=8, hidden=64", ["tokens", "hidden"]) == {"tokens": 8, "hidden": 64}
+
+
+def test_conformance_show_of_a_file_that_is_not_text(tmp_path):
+    bad = tmp_path / "report.json"
+    bad.write_bytes(b"\xff\xfe{}")
+    result = runner.invoke(app, ["conformance", "show", str(bad)])
+    assert (
+        result.exit_code != 0
+        and "is not a conformance report" in result.output
+        and "Traceback" not in result.output
+    )
+
+
+def test_a_chat_template_that_is_not_utf8_is_a_clear_error(tmp_path):
+    from tessera.chat import ChatTemplateError, load_chat_template
+
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "chat_template.jinja").write_bytes(b"\xff{{ messages }}")
+    with pytest.raises(ChatTemplateError, match="is not UTF-8 text"):
+        load_chat_template(tmp_path)
+
+
+def test_generate_refuses_a_zero_context_and_a_call_without_prompts(fresh_discovery, tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    result = runner.invoke(app, ["generate", "--max-model-len", "0"])
+    assert result.exit_code == 2 and "max_model_len must be positive" in result.output, result.output
+    assert "Value error" not in result.output
+    from tessera import LLM
+    from tessera.models.presets import preset_dir
+
+    llm = LLM(preset_dir("tiny-llama"), load_format="random")
+    with pytest.raises(ConfigError, match="takes a prompt or a list of prompts"):
+        llm.generate(None)

@@ -169,9 +169,10 @@ def show(
     with user_errors():
         if report is None:
             report = _latest_verified_report(certificate_root())
-        text = report.read_text()
         try:
-            data = ConformanceReport.model_validate_json(text)
+            data = ConformanceReport.model_validate_json(report.read_bytes())
+        except OSError as exc:
+            raise TesseraError(f"{report}: cannot be read ({exc.strerror or exc})") from None
         except ValidationError as exc:
             raise TesseraError(
                 f"{report} is not a conformance report ({describe_validation_error(exc)}); "

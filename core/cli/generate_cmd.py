@@ -54,7 +54,7 @@ def generate(
         from tessera import LLM, SamplingParams
 
         start = time.perf_counter()
-        extra = {"max_model_len": max_model_len} if max_model_len else {}
+        extra = {"max_model_len": max_model_len} if max_model_len is not None else {}
         llm = LLM(
             _model_path(model),
             dtype=dtype,

@@ -61,7 +61,7 @@ def serve(
         from tessera.serve.app import build_app
         from tessera.serve.server import run_server
 
-        extra = {"max_model_len": max_model_len} if max_model_len else {}
+        extra = {"max_model_len": max_model_len} if max_model_len is not None else {}
         config = make_config(model=model, dtype=dtype, platform=platform, max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
                              gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
