@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
+from tessera.conformance.certificate_coverage import candidate_distributions, untested_dtypes
 from tessera.conformance.fingerprint import code_fingerprint, code_fingerprints
 from tessera.conformance.report import SUITE_VERSION, ConformanceReport
 from tessera.errors import describe_validation_error
@@ -214,6 +215,8 @@ def check_certificate(path: Path) -> CheckedCertificate:
             path, cert, "unverified", f"it says what its report {report} does not: {wrong}", report
         )
     status, reason = _installed_status(cert)
+    if status == "verified":
+        status, reason = untested_dtypes(cert.platform, cert.scope, data)
     checked = f"report checked: {report}"
     if str(report) != cert.report_path:
         checked += f", found beside the certificate (the recorded {cert.report_path} is missing)"
@@ -250,20 +253,6 @@ def _installed_status(cert: Certificate) -> tuple[CertificateStatus, str]:
         return "stale", (f"{', '.join(added)} installed since it was certified, with kernels that may be selected "
                          f"on {cert.platform}; run the suite again")  # fmt: skip
     return "verified", ""
-
-
-def candidate_distributions(platform: str) -> set[str]:
-    """The distributions installed now whose kernels may run on ``platform``: those registering a kernel for it
-    (or for every platform), and the one providing the platform."""
-    from tessera import discovery, kernel_registry
-
-    found = discovery.get_discovery()
-    out = {owner.report.distribution or owner.report.plugin for name, owner in found.platform_owner.items()
-           if name == platform}  # fmt: skip
-    for kernel in kernel_registry.get_registry(found).kernels():
-        if kernel.platforms is None or platform in kernel.platforms:
-            out.add(kernel.provider.split(" ", 1)[0])  # "distribution version"
-    return out
 
 
 def _checked(path: Path, cert: Certificate, status: CertificateStatus, reason: str,

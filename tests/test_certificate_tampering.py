@@ -101,3 +101,22 @@ def test_a_selection_that_names_nothing_is_refused(fresh_discovery, option, mess
 
     with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
         run(RunOptions(platform="cpu", **option))
+
+
+def test_a_dtype_the_platform_claims_since_makes_a_complete_certificate_stale(
+    tmp_path, monkeypatch, fresh_discovery
+):
+    from tessera.conformance.certificate_coverage import untested_dtypes
+
+    monkeypatch.setenv("TESSERA_CPU_DTYPES", "float32")
+    path = certify_rms_norm(tmp_path / "home", monkeypatch)
+    data = (path.with_name(f"{path.stem}.report") / "report.json").read_bytes()
+    assert untested_dtypes("cpu", "complete", data) == ("verified", "")
+    monkeypatch.setenv("TESSERA_CPU_DTYPES", "float32,bfloat16")
+    fresh_discovery._cached.clear()
+    status, reason = untested_dtypes("cpu", "complete", data)
+    assert status == "stale" and "cpu now claims bfloat16, which this certificate did not test" in reason
+    assert untested_dtypes("cpu", "ops=rms_norm", data) == (
+        "verified",
+        "",
+    )  # a partial run claims no coverage
