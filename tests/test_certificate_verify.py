@@ -107,6 +107,8 @@ def test_verify_says_what_is_wrong_with_its_argument(tmp_path):
     assert code == 2 and "does not exist" in out
     code, out = verify(tmp_path)
     assert code == 2 and "holds no certificate" in out
+    code, out = verify("/dev/null")
+    assert code == 2 and "/dev/null is not a regular file" in out
 
 
 def test_collectives_that_could_not_run_are_untested_and_claim_no_world_size(tmp_path, monkeypatch,

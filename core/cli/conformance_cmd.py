@@ -228,7 +228,8 @@ def _certificate_file(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise TesseraError(f"{path} does not exist: give a certificate.json or the folder holding one")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise TesseraError(f"{path} {what}: give a certificate.json or the folder holding one")
     if (path / "certificate.json").is_file():
         return path / "certificate.json"
     found = sorted(p for p in path.glob("*.json") if p.name != "report.json")
