@@ -165,7 +165,13 @@ def select_platform(name: str | None = None, discovery: Discovery | None = None)
         if availability.available:
             return platform
         reasons.append(f"{platform.name}: {availability.reason}")
-    detail = "; ".join(reasons) or "no platform plugin is installed"
+    allow = allow_list_from_env()
+    loaded = "no platform plugin is installed"
+    if allow:
+        loaded = (f"no platform plugin is loaded: {ALLOW_ENV}={','.join(allow)} allows only those plugins, and none "
+                  "of them provides a platform")  # fmt: skip
+    missing = [p.report.error for p in discovery.plugins if p.report.status == "missing"]
+    detail = "; ".join(reasons) or "; ".join([loaded, *missing])
     cpu = _install_hint(
         "tessera-cpu", f"tessera-cpu is installed: check {ALLOW_ENV} and `tessera platform list`"
     )
