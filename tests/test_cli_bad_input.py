@@ -28,14 +28,15 @@ def test_kernels_commands_refuse_names_that_mean_nothing(args, message, fresh_di
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("garbage", "give tokens, hidden as NAME=POSITIVE_INTEGER"), ("tokens=abc,hidden=64", "POSITIVE_INTEGER"),
-     ("tokens=-1,hidden=64", "POSITIVE_INTEGER"), ("tokens=0,hidden=64", "POSITIVE_INTEGER"),
-     ("tokens=8", "lacks hidden"), ("tokens=8,hidden=64,extra=1", "NAME=POSITIVE_INTEGER")],
+    [("garbage", "give tokens, hidden as NAME=VALUE"), ("tokens=abc,hidden=64", "NAME=VALUE"),
+     ("tokens=-1,hidden=64", "NAME=VALUE"), ("tokens=8", "lacks hidden"), ("tokens=8,hidden=64,extra=1", "NAME=VALUE")],
 )  # fmt: skip
 def test_a_shape_that_is_not_the_kernels_is_a_clear_error(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_shape(text, ["tokens", "hidden"])
     assert parse_shape("tokens=8, hidden=64", ["tokens", "hidden"]) == {"tokens": 8, "hidden": 64}
+    assert parse_shape("tokens=8,decode=0,dtype=bfloat16", ["tokens", "decode", "dtype"]) == {
+        "tokens": 8, "decode": 0, "dtype": "bfloat16"}  # fmt: skip
 
 
 def test_conformance_show_of_a_file_that_is_not_text(tmp_path):

@@ -169,10 +169,11 @@ def show(
     with user_errors():
         if report is None:
             report = _latest_verified_report(certificate_root())
+        text = (
+            report.read_bytes()
+        )  # bytes: a file that is not UTF-8 is "not a report", not a decode traceback
         try:
-            data = ConformanceReport.model_validate_json(report.read_bytes())
-        except OSError as exc:
-            raise TesseraError(f"{report}: cannot be read ({exc.strerror or exc})") from None
+            data = ConformanceReport.model_validate_json(text)
         except ValidationError as exc:
             raise TesseraError(
                 f"{report} is not a conformance report ({describe_validation_error(exc)}); "
