@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,29 +139,6 @@ def parse_key(text: str) -> dict[str, Any]:
             out[name] = int(value)
         except ValueError:
             out[name] = value
-    return out
-
-
-def parse_shape(text: str, fields: Iterable[str], option: str = "--shape") -> dict[str, Any]:
-    """A shape a user typed (``tokens=64,hidden=4096``) with exactly ``fields``: each a non-negative integer, but
-    ``dtype``, a dtype name; anything else is a ConfigError that shows the form wanted."""
-    from tessera.pluggable_layers.errors import ConfigError
-
-    fields = list(fields)
-    example = ",".join(
-        f"{f}=bfloat16" if f == "dtype" else f"{f}={64 * (i + 1)}" for i, f in enumerate(fields)
-    )
-    out: dict[str, Any] = {}
-    for part in text.split(","):
-        name, eq, value = (p.strip() for p in part.partition("="))
-        ok = bool(value) and (value.isidentifier() if name == "dtype" else value.isdigit())
-        if not eq or name not in fields or not ok:
-            raise ConfigError(f"{option} {text!r}: give {', '.join(fields)} as NAME=VALUE pairs separated by commas "
-                              f"(integers, a dtype name for dtype), e.g. {example}")  # fmt: skip
-        out[name] = value if name == "dtype" else int(value)
-    missing = [f for f in fields if f not in out]
-    if missing:
-        raise ConfigError(f"{option} {text!r} lacks {', '.join(missing)}: e.g. {example}")
     return out
 
 

@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tessera.cli import app
+from tessera.cli.common import parse_shape
 from tessera.errors import ConfigError
-from tessera.pluggable_layers.tuning import parse_shape
 
 runner = CliRunner()
 

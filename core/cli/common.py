@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tessera.errors import TesseraError, describe_validation_error
+from tessera.errors import ConfigError, TesseraError, describe_validation_error
 
 # Wide enough for device names and reasons when the output is piped or captured.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -51,3 +51,24 @@ def user_errors() -> Iterator[None]:
         what = exc.strerror or str(exc)
         err_console.print(f"[bold red]error:[/] cannot use{escape(where)}: {escape(what)}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def parse_shape(text: str, fields: Iterable[str], option: str = "--shape") -> dict[str, Any]:
+    """A shape a user typed (``tokens=64,hidden=4096``) with exactly ``fields``: each a non-negative integer, but
+    ``dtype``, a dtype name; anything else is a ConfigError that shows the form wanted."""
+    fields = list(fields)
+    example = ",".join(
+        f"{f}=bfloat16" if f == "dtype" else f"{f}={64 * (i + 1)}" for i, f in enumerate(fields)
+    )
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        name, eq, value = (p.strip() for p in part.partition("="))
+        ok = bool(value) and (value.isidentifier() if name == "dtype" else value.isdigit())
+        if not eq or name not in fields or not ok:
+            raise ConfigError(f"{option} {text!r}: give {', '.join(fields)} as NAME=VALUE pairs separated by commas "
+                              f"(integers, a dtype name for dtype), e.g. {example}")  # fmt: skip
+        out[name] = value if name == "dtype" else int(value)
+    missing = [f for f in fields if f not in out]
+    if missing:
+        raise ConfigError(f"{option} {text!r} lacks {', '.join(missing)}: e.g. {example}")
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from tessera.cli.common import console, print_json, user_errors
+from tessera.cli.common import console, parse_shape, print_json, user_errors
 from tessera.discovery import get_discovery
 from tessera.discovery_guard import probe
 from tessera.errors import ConfigError
@@ -13,7 +13,6 @@ from tessera.kernel_registry import get_registry, platform_facts
 from tessera.pluggable_layers.kv_layout import KV_OPS, layouts_of, selected_layout
 from tessera.pluggable_layers.ops import FLOAT_DTYPES, OPS
 from tessera.pluggable_layers.registry import KernelImpl, Selection
-from tessera.pluggable_layers.tuning import parse_shape
 
 app = typer.Typer(help="Which kernels serve each op, and why one is chosen.", no_args_is_help=True)
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import typer
 
-from tessera.cli.common import console, user_errors
+from tessera.cli.common import console, parse_shape, user_errors
 from tessera.discovery import select_platform
 from tessera.errors import TesseraError
 from tessera.kernel_registry import get_registry, platform_facts
 from tessera.platform import dtype_from_name
 from tessera.pluggable_layers.measure import median_ms_graph
 from tessera.pluggable_layers.tuner import tune_kernel
-from tessera.pluggable_layers.tuning import TUNED_DIR_ENV, parse_shape, write_config_file
+from tessera.pluggable_layers.tuning import TUNED_DIR_ENV, write_config_file
 
 
 def default_out_dir() -> Path:
