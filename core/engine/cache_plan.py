@@ -92,13 +92,13 @@ def dummy_forward(runner: RunnerParts, tokens: int, logit_rows: int) -> None:
     for n in lengths:
         starts.append(starts[-1] + n)
     qsl = torch.tensor(starts, dtype=torch.int32, device=device)
-    positions = torch.cat([torch.arange(n) for n in lengths]).to(device)
+    positions = torch.cat([torch.arange(n) for n in lengths])
     # sequence i holds blocks [i * per_seq, (i + 1) * per_seq): token j of it is slot i * per_seq * bs + j
     offsets = torch.repeat_interleave(torch.arange(len(lengths)) * per_seq * bs, torch.tensor(lengths))
     meta = BatchMetadata(
         tokens,
         AttentionMetadata(
-            (offsets + positions.cpu()).to(device),
+            (offsets + positions).to(device),
             qsl,
             torch.tensor(lengths, dtype=torch.int32, device=device),
             torch.arange(per_seq * len(lengths), dtype=torch.int32, device=device).view(
@@ -113,7 +113,7 @@ def dummy_forward(runner: RunnerParts, tokens: int, logit_rows: int) -> None:
         ),
     )
     ids = torch.zeros(tokens, dtype=torch.int64, device=device)
-    hidden = runner.forward(ids, positions, meta)
+    hidden = runner.forward(ids, positions.to(device), meta)
     runner.model.compute_logits(hidden[-min(tokens, logit_rows) :])
     for module, value in saved:
         if hasattr(module, "kv_cache"):

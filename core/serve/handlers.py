@@ -161,9 +161,8 @@ class Job:
     def _logprobs(self, token_ids: list[int], entries: list) -> dict | None:
         if not self.want_logprobs or not entries:
             return None
-        if (
-            self.chat
-        ):  # exactly top_logprobs alternatives (completions' logprobs=N also keeps the sampled token)
+        # chat: exactly top_logprobs alternatives (completions' logprobs=N also keeps the sampled token)
+        if self.chat:
             return chat_logprobs(self.state.tokenizer, token_ids, entries, self.request.top_logprobs or 0)
         return completion_logprobs(self.state.tokenizer, token_ids, entries)
 
