@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from tessera.conformance.certificate_coverage import candidate_distributions, untested_dtypes
 from tessera.conformance.fingerprint import code_fingerprint, code_fingerprints
-from tessera.conformance.report import SUITE_VERSION, ConformanceReport
+from tessera.conformance.report import SUITE_VERSION, ConformanceReport, excused_kernels
 from tessera.errors import describe_validation_error
 
 #: 2: code fingerprints and untested ops (version 1 files are read, and shown as unverified)
@@ -46,7 +46,9 @@ class Certificate(BaseModel):
     counts: dict[str, int]
     passed: int
     total: int
-    verdict: str  # "conformant" or "not conformant"
+    #: "conformant", "conformant except expected failures" (some cases failed as their plugin declared: see
+    #: ``excused``) or "not conformant"
+    verdict: str
     report_sha256: str
     report_path: str
     #: op -> number of cases drawn from its shape space (absent in certificates made before spaces)
@@ -56,6 +58,8 @@ class Certificate(BaseModel):
     world_size: int | None = None
     #: op -> why none of its cases ran (an op listed here is not certified, whatever the verdict)
     untested_ops: dict[str, str] = {}
+    #: op/kernel -> the expected failures its plugin declared (those kernels are not certified where they fail)
+    excused: dict[str, str] = {}
     #: distribution -> sha256 of its code when it was certified (empty: made before fingerprints)
     fingerprints: dict[str, str] = {}
 
@@ -74,11 +78,18 @@ def claims(report: ConformanceReport) -> dict:
         suite_version=report.suite_version, platform=report.platform, device=report.device.name,
         canonical_device=report.device.canonical_name, arch=report.device.arch, driver=report.device.driver,
         torch=report.torch, plugins=report.plugins, mode=report.mode, scope=report.scope, date=report.started, counts=counts,
-        passed=counts["pass"] + counts["xfail"], total=sum(v for k, v in counts.items() if k != "skip"),
-        verdict="conformant" if report.passed else "not conformant",
+        passed=counts["pass"], total=sum(v for k, v in counts.items() if k != "skip"), verdict=verdict(report),
+        excused=excused_kernels(report.results),
         generated={op: by.get("generated", 0) for op, by in report.drawn.items()}, sanitized=report.sanitized,
         world_size=report.world_size, untested_ops=report.untested_ops,
     )  # fmt: skip
+
+
+def verdict(report: ConformanceReport) -> str:
+    """Conformant only when every case that ran passed: an expected failure is said, never counted as a pass."""
+    if not report.passed:
+        return "not conformant"
+    return "conformant except expected failures" if report.counts()["xfail"] else "conformant"
 
 
 def make_certificate(report: ConformanceReport, report_path: Path, sha256: str) -> Certificate:

@@ -96,6 +96,17 @@ def untested_ops(results: list[CaseResult]) -> dict[str, str]:
     return {op: "; ".join(dict.fromkeys(why)) for op, why in sorted(skipped.items()) if op not in ran}
 
 
+def excused_kernels(results: list[CaseResult]) -> dict[str, str]:
+    """``op/kernel`` -> why, for each kernel with a case its plugin declared an expected failure: a kernel
+    that fails somewhere is not safe to select there, so a certificate never counts it as conformant."""
+    excused: dict[str, list[str]] = {}
+    for r in results:
+        if r.status == "xfail" and r.kernel:
+            why = r.message.removeprefix("expected: ").split("; ", 1)[0]
+            excused.setdefault(f"{r.op}/{r.kernel}", []).append(why)
+    return {k: "; ".join(dict.fromkeys(why)) for k, why in sorted(excused.items())}
+
+
 def write_report(report: ConformanceReport, folder: Path) -> tuple[Path, Path, str]:
     """Write report.json and report.md under ``folder``; returns both paths and the JSON's sha256."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,8 @@ class Attention(nn.Module):
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        """q [T, Hq*D], k and v [T, Hk*D] (views of a fused projection are fine) -> [T, Hq*D]."""
+        """q [T, Hq*D] or [T, Hq, D], k and v [T, Hk*D] or [T, Hk, D] (views of a fused projection are fine)
+        -> [T, Hq*D]."""
         if self.kv_cache is None:
             raise ConfigError(
                 "attention layer has no KV cache bound; the engine binds it after profiling memory"

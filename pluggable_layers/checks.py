@@ -6,7 +6,7 @@ what was expected and what was given, so a wrong call never reads out of bounds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -46,8 +46,8 @@ def check_rank(op: str, name: str, t: torch.Tensor, rank: int) -> None:
         fail(op, f"{name} must have {rank} dimensions, got shape {tuple(t.shape)}")
 
 
-def check_dtype(op: str, name: str, t: torch.Tensor, allowed: Iterable[torch.dtype]) -> None:
-    allowed = tuple(allowed)
+def check_dtype(op: str, name: str, t: torch.Tensor, allowed: Collection[torch.dtype]) -> None:
+    """``allowed`` is a tuple or set of dtypes (checked by membership: these checks run on every call)."""
     if t.dtype not in allowed:
         names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
         fail(op, f"{name} has dtype {str(t.dtype).removeprefix('torch.')}; supported: {names}")
@@ -76,11 +76,15 @@ def check_last_dim_contiguous(op: str, name: str, t: torch.Tensor) -> None:
 
 def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple) -> None:
     """``expected`` may hold None for dimensions that are not checked."""
-    if t.dim() != len(expected) or any(
-        e is not None and e != s for e, s in zip(expected, t.shape, strict=False)
-    ):
-        want = tuple("*" if e is None else e for e in expected)
-        fail(op, f"{name} must have shape {want}, got {tuple(t.shape)}")
+    shape = t.shape
+    if len(shape) == len(expected):
+        for e, s in zip(expected, shape, strict=True):  # a plain loop: these checks run on every kernel call
+            if e is not None and e != s:
+                break
+        else:
+            return
+    want = tuple("*" if e is None else e for e in expected)
+    fail(op, f"{name} must have shape {want}, got {tuple(shape)}")
 
 
 def check_index_range(op: str, name: str, index: torch.Tensor, upper: int, what: str) -> None:
@@ -95,7 +99,7 @@ def check_index_range(op: str, name: str, index: torch.Tensor, upper: int, what:
 def check_out(op: str, out: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> None:
     if out is None:
         return
-    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+    if out.shape != tuple(shape) or out.dtype != dtype:
         fail(op, f"out must have shape {tuple(shape)} and dtype {dtype}, got {tuple(out.shape)} {out.dtype}")
 
 

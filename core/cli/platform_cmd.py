@@ -39,7 +39,7 @@ def certificate_entry(checked) -> dict:
         entry |= {"device": c.device, "canonical_device": c.canonical_device, "passed": c.passed, "total": c.total,
                   "verdict": c.verdict, "date": c.date, "suite_version": c.suite_version, "mode": c.mode,
                   "scope": c.scope, "report_sha256": c.report_sha256, "report_path": c.report_path,
-                  "world_size": c.world_size, "untested_ops": c.untested_ops}  # fmt: skip
+                  "world_size": c.world_size, "untested_ops": c.untested_ops, "excused": c.excused}  # fmt: skip
     return entry
 
 
@@ -51,12 +51,17 @@ def plugin_json(report: PluginReport) -> dict:
 
 
 def _untested(c: dict) -> str:
-    """``; untested: a, b (why)`` (markup) for a certificate that left ops untested, else ``""``."""
-    if not c.get("untested_ops"):
-        return ""
+    """``; untested: a, b (why)`` for a certificate that left ops untested, and ``; excused: op/kernel (why)``
+    for kernels that failed as their plugin expected (markup; ``""`` when neither)."""
     from tessera.conformance.report import untested_text
 
-    return f"[yellow]; untested: {escape(untested_text(c['untested_ops']))}[/]"
+    text = (
+        f"[yellow]; untested: {escape(untested_text(c['untested_ops']))}[/]" if c.get("untested_ops") else ""
+    )
+    if c.get("excused"):
+        listing = ", ".join(f"{k} ({why})" for k, why in c["excused"].items())
+        text += f"[yellow]; excused (not certified where they fail): {escape(listing)}[/]"
+    return text
 
 
 def certificate_what(c: dict) -> str:
@@ -73,8 +78,10 @@ def certificate_line(c: dict) -> str:
     if c["status"] == "corrupt":
         return f"[red]certificate corrupt[/]: {escape(c['path'])}: {escape(c['reason'])}"
     if c["status"] == "verified":
-        style = "green" if c["verdict"] == "conformant" else "red"
-        sep = ":" if c.get("untested_ops") else ""
+        style = {"conformant": "green", "conformant except expected failures": "yellow"}.get(
+            c["verdict"], "red"
+        )
+        sep = ":" if c.get("untested_ops") or c.get("excused") else ""
         return f"certificate: [{style}]{c['verdict']}[/]{_untested(c)}{sep} {certificate_what(c)}"
     return (
         f"[yellow]certificate {c['status']}[/] ({escape(c['reason'])}): {certificate_what(c)}{_untested(c)}"

@@ -41,19 +41,23 @@ def build_host_batch(out: SchedulerOutput, block_size: int, prev_rows: dict[str,
     for sched in order:
         req = sched.request
         start, end = sched.start, sched.start + sched.num_tokens
-        prompt, outputs = req.prompt_token_ids, req.output_token_ids
-        known = len(prompt) + len(outputs)  # tokens past these are still on the device (pending)
-        b.input_ids += prompt[start:end]
-        b.input_ids += outputs[max(start - len(prompt), 0) : max(min(end, known) - len(prompt), 0)]
-        for _ in range(max(start, known), end):
-            b.pending_positions.append(len(b.input_ids))
-            b.pending_rows.append(prev_rows[req.request_id])
-            b.input_ids.append(0)
-        b.positions += range(start, end)
-        blocks = req.block_ids
-        b.slot_mapping += [blocks[p // block_size] * block_size + p % block_size for p in range(start, end)]
+        prompt, outputs, blocks = req.prompt_token_ids, req.output_token_ids, req.block_ids
+        if end - start == 1:  # one token (a decode, mostly): the general path below, unrolled
+            _one_token(b, start, prompt, outputs, blocks, block_size, prev_rows, req.request_id)
+        else:
+            known = len(prompt) + len(outputs)  # tokens past these are still on the device (pending)
+            b.input_ids += prompt[start:end]
+            b.input_ids += outputs[max(start - len(prompt), 0) : max(min(end, known) - len(prompt), 0)]
+            for _ in range(max(start, known), end):
+                b.pending_positions.append(len(b.input_ids))
+                b.pending_rows.append(prev_rows[req.request_id])
+                b.input_ids.append(0)
+            b.positions += range(start, end)
+            b.slot_mapping += [
+                blocks[p // block_size] * block_size + p % block_size for p in range(start, end)
+            ]
         b.query_start_loc.append(len(b.input_ids))
-        b.seq_lens.append(sched.start + sched.num_tokens)
+        b.seq_lens.append(end)
         b.block_tables.append(req.block_ids)
         b.state_indices.append(req.state_slot if req.state_slot is not None else 0)
         b.has_initial_state.append(sched.start > 0)
@@ -62,6 +66,22 @@ def build_host_batch(out: SchedulerOutput, block_size: int, prev_rows: dict[str,
             b.sample_requests.append(sched)
     b.num_decodes = next((i for i, s in enumerate(order) if not s.is_decode), len(order))
     return b
+
+
+def _one_token(
+    b: HostBatch, at: int, prompt, outputs, blocks, block_size: int, prev_rows, request_id
+) -> None:
+    """Add the token at position ``at``: its id (or a pending mark), position and cache slot."""
+    if at < len(prompt):
+        b.input_ids.append(prompt[at])
+    elif at < len(prompt) + len(outputs):
+        b.input_ids.append(outputs[at - len(prompt)])
+    else:  # still on the device
+        b.pending_positions.append(len(b.input_ids))
+        b.pending_rows.append(prev_rows[request_id])
+        b.input_ids.append(0)
+    b.positions.append(at)
+    b.slot_mapping.append(blocks[at // block_size] * block_size + at % block_size)
 
 
 #: struct codes of the packed integer dtypes

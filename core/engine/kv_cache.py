@@ -74,7 +74,16 @@ class KVCacheManager:
         total = -(-(computed + num_new_tokens) // self.block_size)
         return max(0, total - held)
 
+    def fits(self, request: Request, num_new_tokens: int) -> bool:
+        """Whether the request's blocks (and state slot) already hold ``num_new_tokens`` more tokens: most decode
+        steps, which then need no allocation."""
+        return request.num_computed + num_new_tokens <= len(request.block_ids) * self.block_size and (
+            request.state_slot is not None or not self.uses_state
+        )
+
     def can_allocate(self, request: Request, num_new_tokens: int, prefix: list[int] | None = None) -> bool:
+        if not prefix and self.fits(request, num_new_tokens):
+            return True
         if self.uses_state and request.state_slot is None and not self.free_slots:
             return False
         prefix = prefix or []
@@ -83,6 +92,8 @@ class KVCacheManager:
 
     def allocate(self, request: Request, num_new_tokens: int, prefix: list[int] | None = None) -> None:
         """Give the request the prefix blocks (if any) and the blocks for ``num_new_tokens`` more tokens."""
+        if not prefix and self.fits(request, num_new_tokens):
+            return
         first_admission = request.num_computed == 0 and not request.block_ids
         if prefix:
             self.prefix_queries += len(request.block_hashes[: (request.num_tokens - 1) // self.block_size])
@@ -101,8 +112,8 @@ class KVCacheManager:
 
     def commit(self, request: Request, computed_after: int) -> None:
         """Register the full blocks whose tokens are known and will be in the cache after this step."""
-        if not self.enable_prefix_caching:
-            return
+        if not self.enable_prefix_caching or computed_after < (request.num_registered + 1) * self.block_size:
+            return  # no block fills up by this step
         full = min(computed_after, request.num_tokens - request.num_pending) // self.block_size
         if full <= request.num_registered:
             return

@@ -181,11 +181,10 @@ class LLMEngine:
         elif handle is not None:
             touched = self._collect(handle, None)
         aborted, self._aborted = self._aborted, []
-        parents = dict.fromkeys(r.parent_id for r in failed + touched + aborted)
-        if finished_only:  # every completion of the prompt finished
-            parents = {
-                p: None for p in parents if all(self.requests[r].finished for r in self.families.get(p, ()))
-            }
+        rows = [r for r in failed + touched + aborted if r.finished or not finished_only]
+        parents = list(dict.fromkeys(r.parent_id for r in rows))
+        if finished_only:  # prompts whose every completion finished (so one of them finished in this step)
+            parents = [p for p in parents if all(self.requests[r].finished for r in self.families.get(p, ()))]
         return [self._output(p, delta) for p in parents if p in self.families]
 
     def _launch(self, sched: SchedulerOutput) -> tuple[StepHandle | None, list[Request]]:
@@ -262,7 +261,8 @@ class LLMEngine:
             req.output_token_ids.append(token)
             req.metrics.first_token_time = req.metrics.first_token_time or now
             req.metrics.num_output_tokens = len(req.output_token_ids)
-            ro.record_logprobs(req, tuple(x[row] for x in lp) if lp else None, self.tokenizer)
+            if lp and req.logprobs is not None:
+                ro.record_logprobs(req, tuple(x[row] for x in lp), self.tokenizer)
             reason = stop_reason(req, token)
             if (
                 reason != "stop"

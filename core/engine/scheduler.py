@@ -107,11 +107,13 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         scheduled_ids: set[str] = set()
-        order = sorted(self.running, key=lambda r: r.num_to_compute > 1)  # decodes first, stable (FCFS)
-        for request in order:
+        to_compute = [r.num_to_compute for r in self.running]
+        # decodes first, stable (FCFS)
+        order = sorted(zip(self.running, to_compute, strict=True), key=lambda pair: pair[1] > 1)
+        for request, todo in order:
             if request.status is not Status.RUNNING or budget == 0:  # preempted by an earlier one
                 continue
-            n = min(request.num_to_compute, budget)
+            n = min(todo, budget)
             if n <= 0 or not request.wants_more:
                 continue
             while not self.kv.can_allocate(request, n):

@@ -49,16 +49,13 @@ class DecoderAttention(nn.Module):
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         tokens = hidden.shape[0]
-        qkv = self.qkv_proj(hidden)
-        q = qkv[:, : self.q_size].view(tokens, self.hq, self.d)
-        k = qkv[:, self.q_size : self.q_size + self.kv_size].view(tokens, self.hk, self.d)
-        v = qkv[:, self.q_size + self.kv_size :]
+        q, k, v = self.qkv_proj(hidden).split_with_sizes([self.q_size, self.kv_size, self.kv_size], 1)
+        q, k = q.view(tokens, self.hq, self.d), k.view(tokens, self.hk, self.d)
         if self.q_norm is not None:
             q = self.q_norm(q.reshape(-1, self.d)).view(tokens, self.hq, self.d)
             k = self.k_norm(k.reshape(-1, self.d)).view(tokens, self.hk, self.d)
         q, k = self.rotary(positions, q, k)
-        out = self.attn(q.reshape(tokens, -1), k.reshape(tokens, -1), v, meta)
-        return self.o_proj(out)
+        return self.o_proj(self.attn(q, k, v, meta))  # attention takes q and k per head as they are
 
 
 class GatedMLP(nn.Module):

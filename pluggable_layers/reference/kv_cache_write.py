@@ -29,23 +29,21 @@ def check_kv_write_args(
 ) -> None:
     check_layout(op, kv_layout)
     check_rank(op, "key", key, 3)
-    check_shape(op, "value", value, tuple(key.shape))
+    check_shape(op, "value", value, key.shape)
     check_rank(op, "key_cache", key_cache, 4)
-    check_shape(op, "value_cache", value_cache, tuple(key_cache.shape))
+    check_shape(op, "value_cache", value_cache, key_cache.shape)
     check_contiguous(op, "key_cache", key_cache)
     check_contiguous(op, "value_cache", value_cache)
-    heads_dim = tuple(to_token_major(key_cache, kv_layout).shape[2:])
-    if heads_dim != tuple(key.shape[1:]):
-        fail(
-            op,
-            f"cache heads/head size {heads_dim} ({kv_layout} layout) differ from key's {tuple(key.shape[1:])}",
-        )
+    token_major = to_token_major(key_cache, kv_layout).shape
+    if token_major[2:] != key.shape[1:]:
+        fail(op, f"cache heads/head size {tuple(token_major[2:])} ({kv_layout} layout) differ from key's "
+                 f"{tuple(key.shape[1:])}")  # fmt: skip
     if key_cache.dtype != key.dtype or value_cache.dtype != value.dtype:
         fail(op, f"cache dtype {key_cache.dtype} differs from key/value dtype {key.dtype}")
     check_dtype(op, "slot_mapping", slot_mapping, INDEX)
     check_shape(op, "slot_mapping", slot_mapping, (key.shape[0],))
     if checking_values():
-        num_slots = key_cache.shape[0] * to_token_major(key_cache, kv_layout).shape[1]
+        num_slots = token_major[0] * token_major[1]
         valid = slot_mapping[slot_mapping >= 0]
         check_index_range(op, "slot_mapping", valid, num_slots, f"of the {num_slots} cache slots")
 

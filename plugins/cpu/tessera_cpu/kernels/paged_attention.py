@@ -38,13 +38,15 @@ def paged_attention(
     check_paged_attention_args(
         op, q, key_cache, value_cache, query_start_loc, seq_lens, block_tables, kv_layout
     )
-    check_out(op, out, tuple(q.shape), q.dtype)
-    out = torch.empty_like(q) if out is None else out
+    check_out(op, out, q.shape, q.dtype)
     if q.shape[0] == 0:
-        return out
+        return torch.empty_like(q) if out is None else out
     caches = to_token_major(key_cache, kv_layout), to_token_major(value_cache, kv_layout)
     window = sliding_window if sliding_window is not None and sliding_window > 0 else None
-    plan = _plans.get(query_start_loc, seq_lens, block_tables, caches[0].shape[1], window)
+    plan = _plans.get(query_start_loc, seq_lens, block_tables, caches[1].shape[1], window)
+    if out is None and len(plan) == 1 and plan[0].rows is None:  # all decodes: SDPA's answer is the output
+        return plan[0].attend(q, caches, scale).view(q.shape)
+    out = torch.empty_like(q) if out is None else out
     for group in plan:
         group.run(q, out, caches, scale)
     return out
@@ -90,20 +92,35 @@ class Group:
             return None
         mask = self._masks.get(dtype)
         if mask is None:
-            mask = self._masks[dtype] = torch.zeros(self.mask.shape, dtype=dtype).masked_fill_(
-                ~self.mask, float("-inf")
+            mask = self._masks[dtype] = torch.full(self.mask.shape, float("-inf"), dtype=dtype).masked_fill_(
+                self.mask, 0.0
             )
         return mask
 
-    def run(self, q, out, caches, scale) -> None:
+    def attend(self, q, caches, scale) -> torch.Tensor:
+        """The group's attention: [B, Hq, 1, D] for a whole batch of one-token queries, else [B, Q, Hq, D].
+
+        One-token queries need no GQA expansion: the G query heads of a KV head attend as G query rows of
+        one head (no causal mask among them; the decode mask is per sequence), which SDPA runs faster."""
         k, v = self.gather(caches[0]), self.gather(caches[1])
-        query = q[:, None] if self.rows is None else q[self.rows]  # [B, Q, Hq, D]
+        mask = self.additive_mask(q.dtype)
+        if (
+            self.rows is None
+        ):  # one query token each: a KV head's query heads are its query rows [B, Hk, G, D]
+            y = torch.nn.functional.scaled_dot_product_attention(
+                q.view(q.shape[0], k.shape[1], -1, q.shape[2]), k, v, attn_mask=mask, scale=scale
+            )
+            return y.view(q.shape[0], q.shape[1], 1, q.shape[2])
         y = torch.nn.functional.scaled_dot_product_attention(
-            query.transpose(1, 2), k, v, attn_mask=self.additive_mask(q.dtype), is_causal=self.causal, scale=scale,
+            q[self.rows].transpose(1, 2), k, v, attn_mask=mask, is_causal=self.causal, scale=scale,
             enable_gqa=q.shape[1] != k.shape[1],
-        ).transpose(1, 2)  # fmt: skip
+        )  # fmt: skip
+        return y.transpose(1, 2)
+
+    def run(self, q, out, caches, scale) -> None:
+        y = self.attend(q, caches, scale)
         if self.rows is None:
-            out.copy_(y[:, 0])
+            out.copy_(y.view(out.shape))
         else:
             out[self.rows[self.real]] = y[self.real]
 
@@ -122,8 +139,29 @@ def plan_groups(starts: list[int], lengths: list[int], tables: torch.Tensor, blo
         together = padded <= PAD_WASTE * work and padded <= MAX_MASK
         parts += [chunks] if together else [[b] for b in chunks]
     every = len(decodes) == len(q_lens)
+    if every and window is None:
+        return [_decode_group(lengths, tables, block_size)]
     return [_group(p, starts, q_lens, lengths, tables, block_size, window, whole=every and p is decodes)
             for p in parts]  # fmt: skip
+
+
+def _decode_group(lengths: list[int], tables: torch.Tensor, block_size: int) -> Group:
+    """The common decode step, in as few torch calls as it takes: one query token per sequence, no window.
+
+    Key position p of a sequence reads its slot, or past the sequence's length its last token (masked)."""
+    longest = max(lengths)
+    last = torch.tensor(lengths).sub_(1).unsqueeze_(1)  # [B, 1]: each sequence's last position
+    pos = torch.arange(longest)
+    read = torch.minimum(pos, last)  # [B, L]
+    nblocks = (longest + block_size - 1) // block_size
+    if block_size & (block_size - 1) == 0:  # a power of two: shift and mask instead of integer division
+        block, offset = read >> (block_size.bit_length() - 1), read & (block_size - 1)
+    else:
+        block, offset = read // block_size, read % block_size
+    slots = tables.narrow(1, 0, nblocks).long().gather(1, block).mul_(block_size).add_(offset)
+    if min(lengths) == longest:
+        return Group(None, None, slots, block_size, None, causal=False)  # every key seen by every query
+    return Group(None, None, slots, block_size, (pos <= last).view(len(lengths), 1, 1, longest), causal=False)
 
 
 def _group(seqs, starts, q_lens, lengths, tables, block_size, window, whole: bool) -> Group:
