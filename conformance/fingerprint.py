@@ -4,9 +4,12 @@ A certificate records one per plugin distribution and one for ``tessera`` (whose
 and layers the suite compares against), so a kernel whose code changed while its version stayed
 the same makes the certificate stale. The files are found where the distribution's packages are
 imported from, not in its RECORD (an editable install's RECORD does not list its sources): the
-``.py`` sources and the shipped data (``.json``, such as tuned configs) under each top-level
-package, by their import-relative paths (``tessera_triton/configs/...``), so the same code gives
-the same fingerprint wherever and however it is installed. Computed once per process.
+``.py`` sources, the shipped data (``.json``, such as tuned configs), compiled code (extension
+modules and shared libraries, ``libx.so.1`` included; device binaries such as ``.cubin``, ``.hsaco``,
+``.co``, ``.spv``) and native sources a plugin compiles at run time (``.cu``, ``.hip``, ``.cpp``,
+headers) under each top-level package, by their import-relative paths (``tessera_triton/configs/...``),
+so the same code gives the same fingerprint wherever and however it is installed. Computed once per
+process.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
-#: the suffixes of the files that decide behaviour
-SUFFIXES = (".py", ".json")
+#: the suffixes of the files that decide behaviour: sources, data, compiled and device code, native sources
+SUFFIXES = (
+    ".py", ".json",
+    ".so", ".pyd", ".dylib", ".dll",
+    ".cubin", ".fatbin", ".ptx", ".hsaco", ".co", ".spv",
+    ".cu", ".cuh", ".hip", ".c", ".cc", ".cpp", ".h", ".hpp",
+)  # fmt: skip
 #: folders that hold no behaviour: bytecode, and the committed results of conformance runs
 #: (``tessera.conformance``'s ``certificates/``: a new certificate must not change the code it certifies)
 SKIPPED_DIRS = ("__pycache__", "certificates")
@@ -68,6 +76,11 @@ def _roots(dist: importlib_metadata.Distribution) -> dict[str, Path]:
     return roots
 
 
+def decides_behaviour(path: Path) -> bool:
+    """Whether a file counts: one of SUFFIXES, or a versioned shared library (``libkernels.so.2``)."""
+    return path.suffix in SUFFIXES or ".so." in path.name
+
+
 def _files(roots: dict[str, Path]) -> dict[str, Path]:
     """Import-relative path -> file, for every file that decides behaviour under ``roots``."""
     out: dict[str, Path] = {}
@@ -77,7 +90,7 @@ def _files(roots: dict[str, Path]) -> dict[str, Path]:
             continue
         for path in root.rglob("*"):
             rel = path.relative_to(root)
-            if path.suffix not in SUFFIXES or any(p in SKIPPED_DIRS for p in rel.parts[:-1]):
+            if not decides_behaviour(path) or any(p in SKIPPED_DIRS for p in rel.parts[:-1]):
                 continue
             if path.is_file():
                 out.setdefault(f"{prefix}/{rel.as_posix()}", path)

@@ -72,7 +72,7 @@ def test_fingerprints_are_cheap_and_cached_per_process():
 
 def test_a_package_is_fingerprinted_by_its_sources_and_data_wherever_it_is_installed(tmp_path, monkeypatch):
     """A real distribution (dist-info + package) installed in two places: same code, same fingerprint;
-    bytecode and other files do not count; an edited .py or .json does."""
+    bytecode and other files do not count; an edited .py or .json, or a rebuilt binary, does."""
 
     def install(where):
         (where / "pkg_fp" / "configs").mkdir(parents=True)
@@ -99,6 +99,15 @@ def test_a_package_is_fingerprinted_by_its_sources_and_data_wherever_it_is_insta
     (first / "configs" / "tuned.json").write_text('{"block": 128}')
     assert fp() != original
     (first / "configs" / "tuned.json").write_text('{"block": 64}')
+    assert fp() == original
+    # compiled code counts: an extension module, a versioned shared library, a device binary
+    for name in ("_kernels.cpython-311-x86_64-linux-gnu.so", "libkernels.so.2", "gemm.cubin", "attn.hsaco"):
+        (first / name).write_bytes(b"\x7fELF v1")
+        with_binary = fp()
+        assert with_binary != original, name
+        (first / name).write_bytes(b"\x7fELF v2")  # rebuilt at the same version
+        assert fp() not in (with_binary, original), name
+        (first / name).unlink()
     assert fp() == original
     monkeypatch.syspath_prepend(str(tmp_path / "b"))
     install(tmp_path / "b")
