@@ -37,5 +37,5 @@ def candidate_distributions(platform: str) -> set[str]:
            if name == platform}  # fmt: skip
     for kernel in kernel_registry.get_registry(found).kernels():
         if kernel.platforms is None or platform in kernel.platforms:
-            out.add(kernel.provider.split(" ", 1)[0])  # "distribution version"
+            out.add(kernel.distribution)
     return out

@@ -32,6 +32,7 @@ from tessera.conformance.report import (
 )
 from tessera.discovery import get_discovery, select_platform
 from tessera.kernel_registry import get_registry, platform_facts
+from tessera.pluggable_layers.kernel_types import provider_distribution
 from tessera.pluggable_layers.kv_layout import KV_OPS, layouts_of
 from tessera.pluggable_layers.ops import OPS
 
@@ -68,7 +69,7 @@ class Expectation:
     def covers(self, result: CaseResult) -> bool:
         if not fnmatch.fnmatch(result.case_id, self.pattern):
             return False
-        provider = (result.provider or "").split(" ", 1)[0]
+        provider = provider_distribution(result.provider or "")
         return provider == self.owner or (self.owns_platform and provider in ("", "tessera"))
 
 

@@ -159,5 +159,5 @@ def chat_prompt(template: ChatTemplate, tokenizer, messages, add_generation_prom
     text = template.render(messages, add_generation_prompt=add_generation_prompt)
     if tokenizer is None:
         raise ChatTemplateError("this checkpoint has no tokenizer, so a rendered chat cannot be encoded")
-    check_text(text, "the rendered chat")
+    check_text(text, "the rendered chat", "messages")
     return {"prompt": text, "prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}

@@ -11,6 +11,7 @@ from tessera.pluggable_layers.errors import (
 
 __all__ = [
     "ConfigError",
+    "RequestError",
     "KernelError",
     "KernelInputError",
     "PlatformError",
@@ -27,6 +28,15 @@ def describe_validation_error(exc) -> str:
         message = e["msg"].removeprefix("Value error, ")
         lines.append(f"{'.'.join(str(p) for p in e['loc'])}: {message}" if e["loc"] else message)
     return "; ".join(lines)
+
+
+class RequestError(ConfigError):
+    """A request that cannot be served as given; ``param`` names the request field at fault (OpenAI's error
+    ``param``), None when the request as a whole is."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class WorkerError(TesseraError):

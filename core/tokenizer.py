@@ -147,13 +147,15 @@ class IncrementalDetokenizer:
         return self.text
 
 
-def check_text(text: str, what: str = "the prompt") -> None:
+def check_text(text: str, what: str = "the prompt", param: str | None = "prompt") -> None:
     """``text`` must be text a tokenizer can encode: a lone surrogate (what undecodable bytes or JSON's ``\\ud800``
-    escape leave in a str) is refused with a ConfigError saying where."""
+    escape leave in a str) is refused with a RequestError saying where (``param``: the request field)."""
+    if text.isascii():  # no surrogate possible, and no copy made to find out
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        from tessera.errors import ConfigError
+        from tessera.errors import RequestError
 
-        raise ConfigError(f"{what} is not valid text: {exc.object[exc.start:exc.end]!r} at character {exc.start} "
-                          "is a lone surrogate; pass Unicode text (decode bytes as UTF-8 first)") from None  # fmt: skip
+        raise RequestError(f"{what} is not valid text: {exc.object[exc.start:exc.end]!r} at character {exc.start} "
+                           "is a lone surrogate; pass Unicode text (decode bytes as UTF-8 first)", param) from None  # fmt: skip

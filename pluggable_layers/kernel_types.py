@@ -50,6 +50,11 @@ SupportsFn = Callable[[KernelQuery], str | None]
 PrepareFn = Callable[..., Mapping[str, Any]]
 
 
+def provider_distribution(provider: str) -> str:
+    """The distribution of a kernel's provider string ("tessera-cpu 0.2.0" -> "tessera-cpu"; "" stays "")."""
+    return provider.split(" ", 1)[0]
+
+
 @dataclass(frozen=True)
 class KernelImpl:
     """One registered implementation of an op."""
@@ -77,6 +82,11 @@ class KernelImpl:
     #: layer runs it once after loading (and after a reload) and keeps only what it returns
     prepare: PrepareFn | None = None
     prepared_layout: str = ""  # what ``prepare`` makes, in words ("qweight int32 [K/8, N] ...")
+
+    @property
+    def distribution(self) -> str:
+        """The distribution that registered the kernel (``provider`` is "distribution version")."""
+        return provider_distribution(self.provider)
 
     def weights_line(self) -> str | None:
         """ "prepared by X as Y" for a kernel with a prepare step, else None (it reads the checkpoint's form)."""

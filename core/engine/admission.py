@@ -1,7 +1,7 @@
 """Admission checks: a request's prompt and sampling params, validated before the engine queues it.
 
-Every check raises :class:`~tessera.errors.ConfigError` naming what was wrong and
-what to do; nothing is queued when one fails.
+Every check raises :class:`~tessera.errors.RequestError` (a ConfigError) naming what was wrong
+and what to do, and which request field (``param``) it is about; nothing is queued when one fails.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tessera.engine.generation_config import apply_defaults
 from tessera.engine.stopping import limit_params
-from tessera.errors import ConfigError
+from tessera.errors import RequestError
 from tessera.sampling_params import SamplingParams, to_sampling_params
 from tessera.tokenizer import Tokenizer, check_text, require_tokenizer
 
@@ -23,11 +23,13 @@ PROMPT_FORMS = 'a string, a list of token ids, {"prompt_token_ids": [...]} or {"
 def token_ids(values, where: str) -> list[int]:
     """``values`` as a list of ints; floats, strings and bools are refused, never truncated."""
     if not isinstance(values, list | tuple):
-        raise ConfigError(f"{where} must be a list of integer token ids, got {type(values).__name__}")
+        raise RequestError(
+            f"{where} must be a list of integer token ids, got {type(values).__name__}", "prompt"
+        )
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise ConfigError(f"{where} must hold integer token ids; item {i} is {v!r} ({type(v).__name__}): "
-                              "pass ints (token ids), or pass text as a string prompt")  # fmt: skip
+            raise RequestError(f"{where} must hold integer token ids; item {i} is {v!r} ({type(v).__name__}): "
+                               "pass ints (token ids), or pass text as a string prompt", "prompt")  # fmt: skip
     return [int(v) for v in values]
 
 
@@ -43,31 +45,33 @@ def parse_prompt(prompt, tokenizer: Tokenizer | None, model_dir: Path) -> tuple[
     if isinstance(prompt, Mapping):
         text = prompt.get("prompt")
         if text is not None and not isinstance(text, str):
-            raise ConfigError(f'a prompt\'s "prompt" must be a string, got {type(text).__name__}')
+            raise RequestError(f'a prompt\'s "prompt" must be a string, got {type(text).__name__}', "prompt")
         if "prompt_token_ids" in prompt:
             return text, token_ids(prompt["prompt_token_ids"], "prompt_token_ids")
         if text is not None:
             return text, _encode(require_tokenizer(tokenizer, model_dir), text)
     elif isinstance(prompt, list | tuple):
         return None, token_ids(prompt, "a prompt given as a list")
-    raise ConfigError(f"a prompt is {PROMPT_FORMS}, got {type(prompt).__name__}")
+    raise RequestError(f"a prompt is {PROMPT_FORMS}, got {type(prompt).__name__}", "prompt")
 
 
 def check_prompt(ids: list[int], vocab_size: int, max_model_len: int) -> None:
     if not ids:
-        raise ConfigError("the prompt is empty; give at least one token")
+        raise RequestError("the prompt is empty; give at least one token", "prompt")
     if any(not 0 <= t < vocab_size for t in ids):
-        raise ConfigError(f"prompt token ids must lie in [0, {vocab_size}); got {min(ids)}..{max(ids)}")
+        raise RequestError(
+            f"prompt token ids must lie in [0, {vocab_size}); got {min(ids)}..{max(ids)}", "prompt"
+        )
     if len(ids) >= max_model_len:
-        raise ConfigError(f"the prompt has {len(ids)} tokens, max_model_len is {max_model_len}: "
-                          "shorten it or raise max_model_len")  # fmt: skip
+        raise RequestError(f"the prompt has {len(ids)} tokens, max_model_len is {max_model_len}: "
+                           "shorten it or raise max_model_len", "prompt")  # fmt: skip
 
 
 def check_fits(total: int, num_blocks: int, block_size: int) -> None:
     """A request of ``total`` tokens must fit the whole cache alone, or it could never run."""
     if -(-total // block_size) > num_blocks:
-        raise ConfigError(f"a request of {total} tokens needs more KV blocks than the cache has "
-                          f"({num_blocks} of {block_size}); lower max_tokens or give the cache more memory")  # fmt: skip
+        raise RequestError(f"a request of {total} tokens needs more KV blocks than the cache has "
+                           f"({num_blocks} of {block_size}); lower max_tokens or give the cache more memory")  # fmt: skip
 
 
 def check_params_tokens(params, vocab_size: int) -> None:
@@ -78,9 +82,13 @@ def check_params_tokens(params, vocab_size: int) -> None:
     ):
         bad = sorted(t for t in ids if not 0 <= t < vocab_size)
         if bad:
-            raise ConfigError(f"{what} holds token ids outside the vocabulary [0, {vocab_size}): {bad[:8]}")
+            raise RequestError(
+                f"{what} holds token ids outside the vocabulary [0, {vocab_size}): {bad[:8]}", what
+            )
     if params.logprobs is not None and params.logprobs > vocab_size:
-        raise ConfigError(f"logprobs is {params.logprobs}, more than the vocabulary ({vocab_size})")
+        raise RequestError(
+            f"logprobs is {params.logprobs}, more than the vocabulary ({vocab_size})", "logprobs"
+        )
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,9 @@ def prepare(
         and params.max_tokens is not None
         and len(ids) + params.max_tokens > limits.max_model_len
     ):
-        raise ConfigError(f"this model's maximum context length is {limits.max_model_len} tokens: the prompt has "
-                          f"{len(ids)} and max_tokens asks for {params.max_tokens} more; lower max_tokens to at most "
-                          f"{limits.max_model_len - len(ids)} or shorten the prompt")  # fmt: skip
+        raise RequestError(f"this model's maximum context length is {limits.max_model_len} tokens: the prompt has "
+                           f"{len(ids)} and max_tokens asks for {params.max_tokens} more; lower max_tokens to at most "
+                           f"{limits.max_model_len - len(ids)} or shorten the prompt", "max_tokens")  # fmt: skip
     check_params_tokens(params, limits.vocab_size)
     wanted = limits.max_model_len if params.max_tokens is None else len(ids) + params.max_tokens
     check_fits(min(wanted, limits.max_model_len), limits.num_blocks, limits.block_size)

@@ -59,10 +59,8 @@ async def admit(
             streams.append(
                 await state.engine.add_request(prompt, params, strict_max_tokens=strict_max_tokens)
             )
-    except ConfigError as exc:
-        message = str(exc)
-        param = "max_tokens" if "max_tokens asks" in message else "prompt" if "prompt" in message else None
-        raise ServeError(400, message, param) from None
+    except ConfigError as exc:  # admission's RequestError names the field at fault
+        raise ServeError(400, str(exc), getattr(exc, "param", None)) from None
     except EngineDeadError as exc:
         raise ServeError(503, str(exc), code="engine_dead") from None
     finally:

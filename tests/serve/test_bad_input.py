@@ -206,6 +206,25 @@ def test_a_model_level_check_names_its_field(server):
 
 
 @pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({**COMPLETION, "prompt": [5, 9999]}, "prompt"),
+        ({**COMPLETION, "prompt": []}, "prompt"),
+        ({**COMPLETION, "max_tokens": 100_000_000}, "max_tokens"),
+        (
+            {**COMPLETION, "stop_token_ids": [9999]},
+            "stop_token_ids",
+        ),  # in range for the field, not the vocabulary
+        ({**COMPLETION, "logit_bias": {"9999": 1.0}}, "logit_bias"),
+    ],
+)
+def test_an_admission_refusal_names_its_field(server, body, param):
+    """Admission says which field it refused (the error carries it; its message is not parsed for it)."""
+    error = error_of(post(server, "/v1/completions", json=body))
+    assert error["param"] == param, error
+
+
+@pytest.mark.parametrize(
     ("path", "kwargs", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
 def test_bad_request(server, path, kwargs, status, message):
