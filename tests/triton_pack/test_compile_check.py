@@ -43,6 +43,16 @@ def _dot_kernel(a_ptr, b_ptr, c_ptr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.
     tl.store(c_ptr + m[:, None] * BN + n[None, :], acc)
 
 
+@triton.jit
+def _spilling_kernel(x_ptr, y_ptr, BLOCK: tl.constexpr):
+    # a whole BLOCK x BLOCK fp32 tile live across two reductions: more than 128 threads' registers hold
+    r = tl.arange(0, BLOCK)
+    t = tl.load(x_ptr + r[:, None] * BLOCK + r[None, :])
+    a = tl.sum(t * tl.exp(t), axis=1)
+    b = tl.sum(t * tl.sin(t), axis=0)
+    tl.store(y_ptr + r[:, None] * BLOCK + r[None, :], t * a[:, None] + b[None, :] + tl.cos(t) * t)
+
+
 def compiled(kernel, *args, **constexprs):
     recorder = LaunchRecorder()
     with recorder.recording():
@@ -113,6 +123,32 @@ def test_tiles_over_the_shared_memory_limit_fail_the_compile_check(targets, dot_
     assert small.ok and 0 < small.shared <= SHARED_LIMIT[target], small.line()
 
 
+@pytest.mark.cpu_dtypes_independent
+def test_registers_and_spills_are_read_from_the_sm90_binary(targets):
+    """The cubin's registers and stack are read (triton's cuobjdump): a kernel that fits says how many
+    registers it takes; one whose tile cannot stay in registers is reported as spilling, with the bytes."""
+    need(targets, "sm_90")
+    x, out = torch.arange(5, dtype=torch.float32), torch.zeros(1)
+    fits = compiled(_sum_kernel, x, out, 5, BLOCK=8)["sm_90"]
+    assert fits.ok and 0 < fits.registers <= 255 and fits.stack == 0 and not fits.spills, fits.line()
+    assert f"{fits.registers} registers" in fits.line() and "SPILLS" not in fits.line()
+    recorder = LaunchRecorder(["sm_90"])
+    with recorder.recording(execute=False):
+        _spilling_kernel[(1,)](torch.zeros(256 * 256), torch.zeros(256 * 256), BLOCK=256, num_warps=4)
+    [spilled] = compile_specializations(list(recorder.specializations), jobs=1)
+    assert spilled.ok and spilled.spills and spilled.stack > 1024, spilled.line()
+    assert f"SPILLS {spilled.stack} B a thread" in spilled.line()
+
+
+def test_a_block_over_the_register_file_is_refused_at_launch():
+    """Registers are allocated per warp in 256-register granules: 255 a thread is 8192 a warp, so 8 warps
+    fill the SM's 64K and a ninth would not fit."""
+    from tessera_triton.compile_check import REGISTER_FILE, block_registers
+
+    assert block_registers(255, 8) == REGISTER_FILE and block_registers(255, 9) > REGISTER_FILE
+    assert block_registers(1, 1) == 256 and block_registers(64, 32) == REGISTER_FILE
+
+
 def test_a_keyword_the_kernel_lacks_is_a_compile_check_error():
     """A compiled launch refuses a keyword its kernel lacks (a config key meant for another kernel of the op
     reached linear_wna16's dot kernel that way on the H200); the recorder says so rather than dropping it."""
@@ -177,3 +213,9 @@ def test_pack_compiles_at_every_launched_specialization(targets, pack_specializa
     failed = [r.line() for r in results if not r.ok]
     assert not failed, "\n\n".join(failed)
     assert {r.stage for r in results} == {"cubin" if TARGETS[target][0] == "cuda" else "hsaco"}
+    # on sm_90 the binaries' registers are read: no kernel spills at the configs the cases launch (the
+    # defaults; causal_conv1d's prefill default spilled 240-320 B a thread at 255 registers until it took 8 warps)
+    spilling = [r.line() for r in results if r.spills]
+    assert not spilling, "\n\n".join(spilling)
+    if target == "sm_90":
+        assert all(r.registers for r in results)

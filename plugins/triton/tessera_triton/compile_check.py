@@ -13,10 +13,12 @@ per specialization as the last stage reached).
 What it proves: the kernel source, at those constexprs and argument types, passes the target's
 frontend and backend (ttir, ttgir, llir, ptx/amdgcn, the binary), and that the shared memory the binary
 asks for fits the target's per-block limit (a launch on the card refuses more: ``OutOfResources``).
-What it does not prove: that the kernel computes the right thing on the device, that its registers
-fit without spilling (known only once a driver loads the binary), that it performs, nor anything
-about specializations the interpreter run did not launch (other tuned configs, other shapes'
-divisibility).
+On sm_90 it also reads the cubin's registers and stack (``cuobjdump --dump-resource-usage``, shipped
+with triton): registers for the block over the SM's 64K fail (the launch would be refused: "too many
+resources requested"), and a stack frame, which is where ptxas spills what does not fit, is reported
+with its size. What it does not prove: that the kernel computes the right thing on the device, its
+registers and spills on gfx942 (not read there), that it performs, nor anything about specializations
+the interpreter run did not launch (other tuned configs, other shapes' divisibility).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ FINAL_STAGE = {"cuda": "cubin", "hip": "hsaco"}
 #: target name -> the most shared memory (LDS on AMD) one block may use, in bytes: sm_90's opt-in
 #: maximum (227 KiB) and gfx942's 64 KiB
 SHARED_LIMIT = {"sm_90": 232448, "gfx942": 65536}
+#: sm_90's 32-bit registers per SM (and so per block), and a warp's allocation granule
+REGISTER_FILE, REGISTER_GRANULE = 65536, 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +85,20 @@ class CompileResult:
     stage: str  # the last stage reached (the one that failed, when not ok; "launch" when it does not fit)
     message: str = ""
     shared: int | None = None  # bytes of shared memory the binary asks for, once compiled
+    registers: int | None = None  # registers a thread (sm_90 cubins; None where not read)
+    stack: int | None = None  # bytes of stack a thread: ptxas's spills (sm_90 cubins)
+
+    @property
+    def spills(self) -> bool:
+        return bool(self.stack)
 
     def line(self) -> str:
         state = "compiled" if self.ok else f"FAILED at {self.stage}"
         if self.shared is not None:
-            state += f" ({self.shared} B shared)"
+            state += f" ({self.shared} B shared"
+            state += f", {self.registers} registers" if self.registers is not None else ""
+            state += f", SPILLS {self.stack} B a thread" if self.spills else ""
+            state += ")"
         tail = f"\n{self.message}" if self.message else ""
         return f"{self.spec.kernel} {state}: {self.spec.describe()}{tail}"
 
@@ -234,11 +247,47 @@ def compile_one(spec: Specialization) -> CompileResult:
     finally:
         knobs.runtime.add_stages_inspection_hook = None
     shared, limit = int(compiled.metadata.shared), SHARED_LIMIT[spec.target]
+    registers, stack = resource_usage(compiled.asm["cubin"]) if backend == "cuda" else (None, None)
     if shared > limit:
         message = (f"needs {shared} bytes of shared memory a block, over {spec.target}'s {limit}: the launch "
                    "would fail with OutOfResources; use smaller tiles or fewer stages")  # fmt: skip
-        return CompileResult(spec, False, "launch", message, shared)
-    return CompileResult(spec, True, reached[-1], shared=shared)
+        return CompileResult(spec, False, "launch", message, shared, registers, stack)
+    warps = int(compiled.metadata.num_warps)  # a block's (each block of a cluster has its own SM)
+    if registers is not None and block_registers(registers, warps) > REGISTER_FILE:
+        message = (f"needs {registers} registers a thread, {block_registers(registers, warps)} for its {warps} "
+                   f"warps, over the SM's {REGISTER_FILE}: the launch would be refused (too many resources "
+                   "requested); use fewer warps or smaller tiles")  # fmt: skip
+        return CompileResult(spec, False, "launch", message, shared, registers, stack)
+    return CompileResult(spec, True, reached[-1], shared=shared, registers=registers, stack=stack)
+
+
+def block_registers(registers: int, warps: int) -> int:
+    """Registers a block of ``warps`` warps takes: each warp's share rounded up to the allocation granule."""
+    per_warp = -(-registers * 32 // REGISTER_GRANULE) * REGISTER_GRANULE
+    return per_warp * warps
+
+
+def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
+    """(registers, stack bytes) a thread of the cubin's kernel uses, from triton's own cuobjdump; (None, None)
+    when the tool is missing or says nothing readable."""
+    import re
+    import shutil
+
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
+    if tool is None:
+        return None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        done = subprocess.run(
+            [tool, "--dump-resource-usage", path], capture_output=True, text=True, timeout=60
+        )
+    found = re.search(r"REG:(\d+)\s+STACK:(\d+)", done.stdout)
+    return (int(found.group(1)), int(found.group(2))) if found else (None, None)
 
 
 def _worker(path: str) -> None:

@@ -149,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         kernels = {r.spec.qualname for r in mine}
         failed = sorted({r.spec.qualname for r in mine if not r.ok})
         stages = sorted({r.stage for r in mine if r.ok})
+        spilling = sorted({r.spec.qualname for r in mine if r.spills})
+        read = "registers read" if any(r.registers is not None for r in mine) else "registers not read"
         print(f"{target}: {len(mine)} specializations of {len(kernels)} kernels, reached {', '.join(stages)}; "
-              f"failed: {', '.join(failed) or 'none'}")  # fmt: skip
+              f"failed: {', '.join(failed) or 'none'}; {read}, spilling: {', '.join(spilling) or 'none'}")  # fmt: skip
     return 1 if any(not r.ok for r in results) else 0
 
 
