@@ -34,6 +34,13 @@ def fresh_discovery(monkeypatch):
 
 
 @pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh TESSERA_HOME (certificates, caches, user data) for the test."""
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
 def install_fixture(monkeypatch, fresh_discovery):
     """Install a fixture distribution from tests/fixtures/<name> by putting its dist-info on sys.path."""
     added: list[str] = []

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from tessera.cli import app
 from tessera.cli.platform_cmd import certificate_line
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    return tmp_path
 
 
 def test_expected_failures_are_not_counted_as_conformant(home, install_fixture):

@@ -19,12 +19,6 @@ from tessera.discovery import select_platform
 runner = CliRunner()
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    return tmp_path
-
-
 def test_cpu_quick_run_writes_report_and_certificate(home, fresh_discovery):
     result = runner.invoke(app, ["conformance", "run", "--platform", "cpu", "--quick", "--seed", "7"])
     assert result.exit_code == 0, result.output

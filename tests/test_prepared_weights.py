@@ -17,12 +17,6 @@ from tessera.pluggable_layers.kernel_types import prepare_weights
 from tessera.pluggable_layers.registry import KernelRegistry
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    return tmp_path
-
-
 def test_prepare_is_checked_at_registration_and_call():
     registry = KernelRegistry()
     with pytest.raises(KernelError, match="rms_norm has no weight arguments"):
