@@ -116,3 +116,51 @@ def test_sample_matches_reference_token_for_token():
     noise = torch.empty(64, 97).exponential_()
     got = sample.sample(logits, temperature, top_k, top_p, noise)
     assert got.tolist() == reference("sample")(logits, temperature, top_k, top_p, noise).tolist()
+
+
+def test_degenerate_and_mixed_dtype_calls_match_the_reference():
+    """The edges a fused fast path can lose: zero tokens, no rotary dims, q and k in different dtypes, a hidden
+    size of 0, a weight in another dtype than x, caches in another dtype than q."""
+    from tessera.pluggable_layers.reference.paged_attention import paged_attention as attention_ref
+
+    rot_ref = reference("rotary_embedding")
+    for positions, q, k, cache in (
+        (torch.zeros(0, dtype=torch.int64), torch.randn(0, 4, 8), torch.randn(0, 2, 8), torch.randn(16, 8)),
+        (torch.arange(3), torch.randn(3, 4, 8), torch.randn(3, 2, 8), torch.randn(16, 0)),
+        (
+            torch.arange(3),
+            torch.randn(3, 4, 8, dtype=torch.float16),
+            torch.randn(3, 2, 8),
+            torch.randn(16, 8),
+        ),
+    ):
+        for neox in (True, False):
+            got, want = (
+                positional.rotary_embedding(positions, q, k, cache, neox),
+                rot_ref(positions, q, k, cache, neox),
+            )
+            for g, w in zip(got, want, strict=True):
+                assert g.shape == w.shape and g.dtype == w.dtype
+                assert torch.allclose(g.double(), w.double(), atol=2e-3 if g.dtype == torch.float16 else 1e-6)
+    x, weight = torch.randn(5, 0), torch.ones(0)
+    assert elementwise.rms_norm(x, weight, 1e-6).shape == (5, 0)
+    assert [t.shape for t in elementwise.add_rms_norm(x, x, weight, 1e-6)] == [(5, 0), (5, 0)]
+    x16, w32 = torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(5, 16)
+    check(
+        "linear",
+        elementwise.linear(x16, w32),
+        reference("linear")(*to_reference_inputs((x16, w32))),
+        x16.dtype,
+    )
+    with pytest.raises(Exception, match="out must have shape"):
+        elementwise.add_rms_norm(
+            x16, x16, torch.ones(16), 1e-6, residual_out=torch.empty(3, 16, dtype=torch.float64)
+        )
+    g = torch.Generator().manual_seed(2)
+    keys, values = ([torch.randn(n, 2, 16, generator=g) for n in (5, 9)] for _ in range(2))
+    kc, vc, tables = build_paged(keys, values, 4, 8, g)  # float32 caches, NaN past each sequence
+    q = torch.randn(2, 4, 16, generator=g).bfloat16()  # two decodes
+    qsl, lens = torch.tensor([0, 1, 2], dtype=torch.int32), torch.tensor([5, 9], dtype=torch.int32)
+    got = paged_attention.paged_attention(q, kc, vc, qsl, lens, tables, 0.25)
+    want = attention_ref(q, kc, vc, qsl, lens, tables, 0.25)
+    assert got.dtype == want.dtype and torch.allclose(got.float(), want.float(), atol=2e-2)

@@ -29,7 +29,7 @@ def normalized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tenso
     norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True)  # [T, 1]
     # eps + |x|^2 / n; the Python scalar goes in as addcmul's `value`, which (unlike a scalar operand) is
     # not turned into a tensor and converted on every call
-    scale = torch.addcmul(_scalar(eps, acc), norm, norm, value=1.0 / x.shape[-1]).rsqrt_()
+    scale = torch.addcmul(_scalar(eps, acc), norm, norm, value=1.0 / max(x.shape[-1], 1)).rsqrt_()
     return (xf * scale).mul_(weight if weight.dtype == acc else weight.to(acc))
 
 
@@ -38,9 +38,9 @@ _SCALARS: dict[tuple[float, torch.dtype], torch.Tensor] = {}
 
 def _scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
     """A 0-dim tensor holding ``value``, made once per value and dtype."""
-    key = (value, dtype)
+    key = (float(value), dtype)  # by value, whatever number type (or 0-dim tensor) eps came as
     if key not in _SCALARS:
-        _SCALARS[key] = torch.tensor(value, dtype=dtype)
+        _SCALARS[key] = torch.tensor(key[0], dtype=dtype)
     return _SCALARS[key]
 
 
@@ -58,6 +58,7 @@ def add_rms_norm(x, residual, weight, eps, out=None, residual_out=None):
     check_dtype("add_rms_norm", "x", x, FLOATS)
     check_same_dtype("add_rms_norm", x=x, residual=residual)
     check_shape("add_rms_norm", "residual", residual, x.shape)
+    check_out("add_rms_norm", residual_out, x.shape, x.dtype)
     summed = x + residual
     return rms_norm(summed, weight, eps, out=out), write(residual_out, summed)
 
@@ -78,4 +79,6 @@ def linear(x, weight, bias=None, out=None):
     check_dtype("linear", "x", x, FLOATS)
     check_linear_args("linear", x, weight, bias)
     check_out("linear", out, (x.shape[0], weight.shape[0]), x.dtype)
+    weight = weight if weight.dtype == x.dtype else weight.to(x.dtype)  # as the reference: in x's dtype
+    bias = bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype)
     return write(out, torch.nn.functional.linear(x, weight, bias))

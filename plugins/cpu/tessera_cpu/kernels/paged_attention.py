@@ -103,6 +103,8 @@ class Group:
         One-token queries need no GQA expansion: the G query heads of a KV head attend as G query rows of
         one head (no causal mask among them; the decode mask is per sequence), which SDPA runs faster."""
         k, v = self.gather(caches[0]), self.gather(caches[1])
+        if k.dtype != q.dtype:  # SDPA wants one dtype; the contract allows caches in another
+            k, v = k.to(q.dtype), v.to(q.dtype)
         mask = self.additive_mask(q.dtype)
         if (
             self.rows is None

@@ -27,28 +27,30 @@ def rotary_embedding(positions, q, k, cos_sin_cache, is_neox, q_out=None, k_out=
     fused qkv projection) both are read through one view, without a copy.
     """
     rot = check_rotary_args("rotary_embedding", positions, q, k, cos_sin_cache, q_out, k_out)
+    if rot == 0:  # nothing rotates
+        return write(q_out, q), write(k_out, k)
     acc = acc_dtype(q)
     tokens, hq, dim = q.shape
-    half = rot // 2
+    heads, half = hq + k.shape[1], rot // 2  # heads spelled out: a view of zero tokens cannot infer them
     cache = cos_sin_cache.index_select(0, positions)
     cache = cache if cache.dtype == acc else cache.to(acc)
     qk = _side_by_side(q, k)  # [T, Hq + Hk, D]
     qk = qk if qk.dtype == acc else qk.to(acc)
     x = qk if rot == dim else qk[..., :rot]
     if is_neox:  # pairs (i, i + R/2): [T, H, 2, R/2], the pair along dim 2
-        pairs, pair_dim = x.view(tokens, -1, 2, half), 2
+        pairs, pair_dim = x.view(tokens, heads, 2, half), 2
         cos, sin = cache.view(tokens, 1, 2, 1, half).unbind(2)
     else:  # pairs (2i, 2i + 1): [T, H, R/2, 2], the pair along dim 3
-        pairs, pair_dim = x.view(tokens, -1, half, 2), 3
+        pairs, pair_dim = x.view(tokens, heads, half, 2), 3
         cos, sin = cache.view(tokens, 1, 2, half, 1).unbind(2)
-    turned = torch.addcmul(pairs * cos, pairs.flip(pair_dim), sin * _signs(acc, pair_dim)).view(
-        tokens, -1, rot
-    )
+    turned = torch.addcmul(pairs * cos, pairs.flip(pair_dim), sin * _signs(acc, pair_dim))
+    turned = turned.view(tokens, heads, rot)
     if rot < dim:
         turned = torch.cat([turned, qk[..., rot:]], -1)
-    if turned.dtype != q.dtype:
-        turned = turned.to(q.dtype)
-    return write(q_out, turned.narrow(1, 0, hq)), write(k_out, turned.narrow(1, hq, k.shape[1]))
+    q_new, k_new = turned.narrow(1, 0, hq), turned.narrow(1, hq, k.shape[1])
+    q_new = q_new if q_new.dtype == q.dtype else q_new.to(q.dtype)  # each back in its own dtype
+    k_new = k_new if k_new.dtype == k.dtype else k_new.to(k.dtype)
+    return write(q_out, q_new), write(k_out, k_new)
 
 
 def _signs(dtype: torch.dtype, pair_dim: int) -> torch.Tensor:
