@@ -18,6 +18,7 @@ import functools
 import hashlib
 import importlib.metadata as importlib_metadata
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -76,9 +77,12 @@ def _roots(dist: importlib_metadata.Distribution) -> dict[str, Path]:
     return roots
 
 
+_VERSIONED_LIBRARY = re.compile(r".+\.so(\.\d+)+")
+
+
 def decides_behaviour(path: Path) -> bool:
-    """Whether a file counts: one of SUFFIXES, or a versioned shared library (``libkernels.so.2``)."""
-    return path.suffix in SUFFIXES or ".so." in path.name
+    """Whether a file counts: one of SUFFIXES, or a versioned shared library (``libkernels.so.2.1``)."""
+    return path.suffix in SUFFIXES or bool(_VERSIONED_LIBRARY.fullmatch(path.name))
 
 
 def _files(roots: dict[str, Path]) -> dict[str, Path]:
@@ -110,9 +114,10 @@ def code_fingerprint(distribution: str) -> str | None:
         return None
     digest = hashlib.sha256()
     for rel in sorted(files):
-        data = files[rel].read_bytes()
-        digest.update(f"{rel}\0{len(data)}\0".encode())
-        digest.update(data)
+        with open(files[rel], "rb") as f:  # in chunks: a plugin's binaries may be hundreds of MB
+            content = hashlib.file_digest(f, "sha256").digest()
+        digest.update(f"{rel}\0{len(content)}\0".encode())
+        digest.update(content)
     return digest.hexdigest()
 
 

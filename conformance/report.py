@@ -97,13 +97,16 @@ def untested_ops(results: list[CaseResult]) -> dict[str, str]:
 
 
 def excused_kernels(results: list[CaseResult]) -> dict[str, str]:
-    """``op/kernel`` -> why, for each kernel with a case its plugin declared an expected failure: a kernel
-    that fails somewhere is not safe to select there, so a certificate never counts it as conformant."""
+    """``op/kernel`` (or, for a layer, model or platform case, its case id) -> why, for each case its plugin
+    declared an expected failure: a kernel that fails somewhere is not safe to select there, so a certificate
+    never counts it as conformant."""
     excused: dict[str, list[str]] = {}
     for r in results:
-        if r.status == "xfail" and r.kernel:
-            why = r.message.removeprefix("expected: ").split("; ", 1)[0]
-            excused.setdefault(f"{r.op}/{r.kernel}", []).append(why)
+        if r.status == "xfail":
+            # an op case names one kernel; a layer, model or platform case is named by itself
+            what = f"{r.op}/{r.kernel}" if r.level in ("op", "pair") and r.kernel else r.case_id
+            why = r.extra.get("expected") or r.message.removeprefix("expected: ").split("; ", 1)[0]
+            excused.setdefault(what, []).append(str(why))
     return {k: "; ".join(dict.fromkeys(why)) for k, why in sorted(excused.items())}
 
 

@@ -89,6 +89,7 @@ def apply_expectations(result: CaseResult, expected: list[Expectation]) -> CaseR
         if expectation.covers(result):
             if result.status in ("fail", "error"):
                 result.status, result.message = "xfail", f"expected: {reason}; {result.message}"
+                result.extra["expected"] = reason
             elif result.status == "pass":
                 result.status, result.message = "xpass", f"expected to fail ({reason}) but passed"
     return result

@@ -118,7 +118,7 @@ def test_a_package_is_fingerprinted_by_its_sources_and_data_wherever_it_is_insta
 
 def test_a_certificate_records_the_fingerprints_of_tessera_and_each_plugin(certified):
     data = json.loads(certified.read_text())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert set(data["fingerprints"]) == {"tessera", *data["plugins"]} and PACK in data["plugins"]
     assert data["fingerprints"][PACK] == fingerprint.code_fingerprint(PACK)
     assert check_certificate(certified).status == "verified"

@@ -13,10 +13,11 @@ per specialization as the last stage reached).
 What it proves: the kernel source, at those constexprs and argument types, passes the target's
 frontend and backend (ttir, ttgir, llir, ptx/amdgcn, the binary), and that the shared memory the binary
 asks for fits the target's per-block limit (a launch on the card refuses more: ``OutOfResources``).
-On sm_90 it also reads the cubin's registers and stack (``cuobjdump --dump-resource-usage``, shipped
-with triton): registers for the block over the SM's 64K fail (the launch would be refused: "too many
-resources requested"), and a stack frame, which is where ptxas spills what does not fit, is reported
-with its size. What it does not prove: that the kernel computes the right thing on the device, its
+On sm_90 it also reads the registers and spills ptxas reports (its ``-v`` log, which triton prints on
+request; without it, the registers from the cubin through triton's ``cuobjdump``): registers for the
+block over the SM's 64K fail (the launch would be refused: "too many resources requested"; triton's
+``.reqntid`` makes ptxas spill instead, so this is a guard), and spill stores are reported with their
+bytes (a stack frame alone, a call or a local array, is no spill). What it does not prove: that the kernel computes the right thing on the device, its
 registers and spills on gfx942 (not read there), that it performs, nor anything about specializations
 the interpreter run did not launch (other tuned configs, other shapes' divisibility).
 """
@@ -27,6 +28,7 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import io
 import os
 import pickle
 import subprocess
@@ -86,7 +88,7 @@ class CompileResult:
     message: str = ""
     shared: int | None = None  # bytes of shared memory the binary asks for, once compiled
     registers: int | None = None  # registers a thread (sm_90 cubins; None where not read)
-    stack: int | None = None  # bytes of stack a thread: ptxas's spills (sm_90 cubins)
+    stack: int | None = None  # bytes of spill stores a thread, from ptxas -v (sm_90; None where not read)
 
     @property
     def spills(self) -> bool:
@@ -241,13 +243,17 @@ def compile_one(spec: Specialization) -> CompileResult:
         target = GPUTarget(backend, arch, warp)
         src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=dict(spec.constexprs),
                                         attrs={k: [list(a) for a in v] for k, v in spec.attrs})  # fmt: skip
-        compiled = triton.compile(src, target=target, options=dict(spec.options))
+        log = io.StringIO()
+        with _ptxas_log(backend), contextlib.redirect_stdout(log):  # ptxas -v: registers and spills
+            compiled = triton.compile(src, target=target, options=dict(spec.options))
     except Exception as e:  # noqa: BLE001 - every compiler failure is the result being reported
         return CompileResult(spec, False, reached[-1], f"{type(e).__name__}: {str(e).strip()[-3000:]}")
     finally:
         knobs.runtime.add_stages_inspection_hook = None
     shared, limit = int(compiled.metadata.shared), SHARED_LIMIT[spec.target]
-    registers, stack = resource_usage(compiled.asm["cubin"]) if backend == "cuda" else (None, None)
+    registers, stack = (
+        resource_usage(log.getvalue(), compiled.asm["cubin"]) if backend == "cuda" else (None, None)
+    )
     if shared > limit:
         message = (f"needs {shared} bytes of shared memory a block, over {spec.target}'s {limit}: the launch "
                    "would fail with OutOfResources; use smaller tiles or fewer stages")  # fmt: skip
@@ -267,9 +273,37 @@ def block_registers(registers: int, warps: int) -> int:
     return per_warp * warps
 
 
-def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
-    """(registers, stack bytes) a thread of the cubin's kernel uses, from triton's own cuobjdump; (None, None)
-    when the tool is missing or says nothing readable."""
+@contextlib.contextmanager
+def _ptxas_log(backend: str) -> Iterator[None]:
+    """On cuda, have triton print ptxas's ``-v`` log (the compile check reads it from stdout)."""
+    from triton import knobs
+
+    nvidia = getattr(knobs, "nvidia", None)
+    if backend != "cuda" or not hasattr(nvidia, "dump_ptxas_log"):
+        yield
+        return
+    saved, nvidia.dump_ptxas_log = nvidia.dump_ptxas_log, True
+    try:
+        yield
+    finally:
+        nvidia.dump_ptxas_log = saved
+
+
+def resource_usage(ptxas_log: str, cubin: bytes) -> tuple[int | None, int | None]:
+    """(registers a thread, bytes of spill stores a thread): from ptxas's ``-v`` log where triton printed
+    it, else the registers from the cubin (triton's cuobjdump) and the spills unknown (None). A stack
+    frame alone (a call, a local array) is no spill."""
+    import re
+
+    used = re.search(r"Used (\d+) registers", ptxas_log)
+    spilled = re.search(r"(\d+) bytes spill stores", ptxas_log)
+    if used:
+        return int(used.group(1)), int(spilled.group(1)) if spilled else 0
+    return _cubin_registers(cubin), None
+
+
+def _cubin_registers(cubin: bytes) -> int | None:
+    """Registers a thread of the cubin's kernel, from triton's own cuobjdump (None when it cannot tell)."""
     import re
     import shutil
 
@@ -278,16 +312,19 @@ def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
     if tool is None:
-        return None, None
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        done = subprocess.run(
-            [tool, "--dump-resource-usage", path], capture_output=True, text=True, timeout=60
-        )
-    found = re.search(r"REG:(\d+)\s+STACK:(\d+)", done.stdout)
-    return (int(found.group(1)), int(found.group(2))) if found else (None, None)
+        try:
+            done = subprocess.run(
+                [tool, "--dump-resource-usage", path], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+    found = re.search(r"REG:(\d+)", done.stdout) if done.returncode == 0 else None
+    return int(found.group(1)) if found else None
 
 
 def _worker(path: str) -> None:
