@@ -143,7 +143,7 @@ def test_registers_and_spills_are_read_from_the_sm90_binary(targets):
 def test_a_block_over_the_register_file_is_refused_at_launch():
     """Registers are allocated per warp in 256-register granules: 255 a thread is 8192 a warp, so 8 warps
     fill the SM's 64K and a ninth would not fit."""
-    from tessera_triton.compile_check import REGISTER_FILE, block_registers
+    from tessera_triton.compile_observe import REGISTER_FILE, block_registers
 
     assert block_registers(255, 8) == REGISTER_FILE and block_registers(255, 9) > REGISTER_FILE
     assert block_registers(1, 1) == 256 and block_registers(64, 32) == REGISTER_FILE

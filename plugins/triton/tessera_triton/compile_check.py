@@ -37,6 +37,13 @@ import tempfile
 from collections.abc import Iterable, Iterator
 
 from tessera_triton.common import LAUNCH_KEYS
+from tessera_triton.compile_observe import (
+    REGISTER_FILE,
+    block_registers,
+    ptxas_log,
+    resource_usage,
+    stage_tracker,
+)
 
 #: target name -> (backend, arch, warp size), as triton.backends.compiler.GPUTarget takes them
 TARGETS: dict[str, tuple[str, int | str, int]] = {"sm_90": ("cuda", 90, 32), "gfx942": ("hip", "gfx942", 64)}
@@ -45,8 +52,6 @@ FINAL_STAGE = {"cuda": "cubin", "hip": "hsaco"}
 #: target name -> the most shared memory (LDS on AMD) one block may use, in bytes: sm_90's opt-in
 #: maximum (227 KiB) and gfx942's 64 KiB
 SHARED_LIMIT = {"sm_90": 232448, "gfx942": 65536}
-#: sm_90's 32-bit registers per SM (and so per block), and a warp's allocation granule
-REGISTER_FILE, REGISTER_GRANULE = 65536, 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,26 +214,6 @@ def _resolve(spec: Specialization):
     return obj
 
 
-def _tracked(name: str, stage, reached: list[str]):
-    def run(src, metadata):
-        reached.append(name)
-        return stage(src, metadata)
-
-    return run
-
-
-def _stage_tracker(reached: list[str]):
-    def hook(*args):
-        if not args:  # asked for its contribution to the cache key
-            return "", ""
-        stages = args[1]
-        for name, stage in list(stages.items()):
-            stages[name] = _tracked(name, stage, reached)
-        return None
-
-    return hook
-
-
 def compile_one(spec: Specialization) -> CompileResult:
     """Compile one specialization in this process (which must not be running the interpreter)."""
     import triton
@@ -237,14 +222,14 @@ def compile_one(spec: Specialization) -> CompileResult:
 
     backend, arch, warp = TARGETS[spec.target]
     reached = ["frontend"]  # the AST to ttir, before the first stage
-    knobs.runtime.add_stages_inspection_hook = _stage_tracker(reached)
+    knobs.runtime.add_stages_inspection_hook = stage_tracker(reached)
     try:
         fn = _resolve(spec)
         target = GPUTarget(backend, arch, warp)
         src = triton.compiler.ASTSource(fn=fn, signature=dict(spec.signature), constexprs=dict(spec.constexprs),
                                         attrs={k: [list(a) for a in v] for k, v in spec.attrs})  # fmt: skip
         log = io.StringIO()
-        with _ptxas_log(backend), contextlib.redirect_stdout(log):  # ptxas -v: registers and spills
+        with ptxas_log(backend), contextlib.redirect_stdout(log):  # ptxas -v: registers and spills
             compiled = triton.compile(src, target=target, options=dict(spec.options))
     except Exception as e:  # noqa: BLE001 - every compiler failure is the result being reported
         return CompileResult(spec, False, reached[-1], f"{type(e).__name__}: {str(e).strip()[-3000:]}")
@@ -265,66 +250,6 @@ def compile_one(spec: Specialization) -> CompileResult:
                    "requested); use fewer warps or smaller tiles")  # fmt: skip
         return CompileResult(spec, False, "launch", message, shared, registers, stack)
     return CompileResult(spec, True, reached[-1], shared=shared, registers=registers, stack=stack)
-
-
-def block_registers(registers: int, warps: int) -> int:
-    """Registers a block of ``warps`` warps takes: each warp's share rounded up to the allocation granule."""
-    per_warp = -(-registers * 32 // REGISTER_GRANULE) * REGISTER_GRANULE
-    return per_warp * warps
-
-
-@contextlib.contextmanager
-def _ptxas_log(backend: str) -> Iterator[None]:
-    """On cuda, have triton print ptxas's ``-v`` log (the compile check reads it from stdout)."""
-    from triton import knobs
-
-    nvidia = getattr(knobs, "nvidia", None)
-    if backend != "cuda" or not hasattr(nvidia, "dump_ptxas_log"):
-        yield
-        return
-    saved, nvidia.dump_ptxas_log = nvidia.dump_ptxas_log, True
-    try:
-        yield
-    finally:
-        nvidia.dump_ptxas_log = saved
-
-
-def resource_usage(ptxas_log: str, cubin: bytes) -> tuple[int | None, int | None]:
-    """(registers a thread, bytes of spill stores a thread): from ptxas's ``-v`` log where triton printed
-    it, else the registers from the cubin (triton's cuobjdump) and the spills unknown (None). A stack
-    frame alone (a call, a local array) is no spill."""
-    import re
-
-    used = re.search(r"Used (\d+) registers", ptxas_log)
-    spilled = re.search(r"(\d+) bytes spill stores", ptxas_log)
-    if used:
-        return int(used.group(1)), int(spilled.group(1)) if spilled else 0
-    return _cubin_registers(cubin), None
-
-
-def _cubin_registers(cubin: bytes) -> int | None:
-    """Registers a thread of the cubin's kernel, from triton's own cuobjdump (None when it cannot tell)."""
-    import re
-    import shutil
-
-    import triton
-
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
-    if tool is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        try:
-            done = subprocess.run(
-                [tool, "--dump-resource-usage", path], capture_output=True, text=True, timeout=60
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-    found = re.search(r"REG:(\d+)", done.stdout) if done.returncode == 0 else None
-    return int(found.group(1)) if found else None
 
 
 def _worker(path: str) -> None:
