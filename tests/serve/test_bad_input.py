@@ -199,29 +199,18 @@ def test_unknown_routes_and_methods_answer_in_openai_shape(server):
     assert wrong.status_code == 405 and "Method Not Allowed" in error_of(wrong)["message"]
 
 
-def test_a_model_level_check_names_its_field(server):
-    response = post(server, "/v1/chat/completions", json={**CHAT, "stop_token_ids": [2**64]})
-    error = error_of(response)
-    assert error["param"] == "stop_token_ids" and "Value error" not in error["message"], error
-
-
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({**COMPLETION, "prompt": [5, 9999]}, "prompt"),
-        ({**COMPLETION, "prompt": []}, "prompt"),
-        ({**COMPLETION, "max_tokens": 100_000_000}, "max_tokens"),
-        (
-            {**COMPLETION, "stop_token_ids": [9999]},
-            "stop_token_ids",
-        ),  # in range for the field, not the vocabulary
-        ({**COMPLETION, "logit_bias": {"9999": 1.0}}, "logit_bias"),
-    ],
-)
-def test_an_admission_refusal_names_its_field(server, body, param):
-    """Admission says which field it refused (the error carries it; its message is not parsed for it)."""
-    error = error_of(post(server, "/v1/completions", json=body))
-    assert error["param"] == param, error
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", {**CHAT, "stop_token_ids": [2**64]}, "stop_token_ids"),  # a model-level check
+    ("/v1/completions", {**COMPLETION, "prompt": [5, 9999]}, "prompt"),  # the rest: admission's refusals
+    ("/v1/completions", {**COMPLETION, "prompt": []}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "max_tokens": 100_000_000}, "max_tokens"),
+    ("/v1/completions", {**COMPLETION, "stop_token_ids": [9999]}, "stop_token_ids"),  # past the vocabulary
+    ("/v1/completions", {**COMPLETION, "logit_bias": {"9999": 1.0}}, "logit_bias"),
+])  # fmt: skip
+def test_a_refusal_names_its_field(server, path, body, param):
+    """Each 400 names the field it refused (admission's error carries it; no message is parsed for it)."""
+    error = error_of(post(server, path, json=body))
+    assert error["param"] == param and "Value error" not in error["message"], error
 
 
 @pytest.mark.parametrize(
